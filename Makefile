@@ -1,0 +1,59 @@
+# GrimBots: `make help` lists every target.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.DEFAULT_GOAL := help
+.PHONY: help run venv services lint test test-app test-molecule test-lab lab lab-down lab-status bench wheels clean
+
+help: ## List every target with one line each
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n",$$1,$$2}'
+
+$(BIN)/grimbots: requirements-dev.txt app/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt -e 'app[test]'
+	touch $@
+
+venv: $(BIN)/grimbots ## Create .venv with the app (editable) and every dev tool
+
+services: ## Install and start local Redis, PostgreSQL and the Docker engine (idempotent)
+	bash scripts/services.sh
+
+run: venv services ## Run the app locally: SQLite + local Redis, web on :5000 and workers
+	bash scripts/run-local.sh
+
+lint: venv ## ruff, yamllint, ansible-lint (production profile), role argument_specs drift
+	bash scripts/lint.sh
+
+test-app: venv services ## App unit + integration tests (real Redis, PostgreSQL, SQLite)
+	bash scripts/test-app.sh
+
+test-molecule: venv services ## molecule test for every role (docker driver, lab image)
+	bash scripts/test-molecule.sh
+
+test-lab: venv services ## Lab: deploy every phase with Ansible, testinfra suites, pyinfra parity
+	bash scripts/test-lab.sh
+
+test: venv services ## Everything CI runs: lint, app, molecule, lab phases (timed stages)
+	bash scripts/test-all.sh
+
+lab: venv services ## Build the lab image, start the lab hosts, deploy every phase, show status
+	bash lab/lab.sh up && bash scripts/deploy-lab.sh && bash lab/lab.sh status
+
+lab-down: ## Remove the lab containers and network
+	bash lab/lab.sh down
+
+lab-status: ## Show the lab hosts, addresses and services
+	bash lab/lab.sh status
+
+wheels: venv ## Build the app wheel and its dependencies into dist/wheels (for pip --no-index on hosts)
+	bash scripts/build-wheels.sh
+
+bench: venv services ## Webhook intake benchmark with wrk (prints req/s, p50/p99, ratio)
+	bash bench/webhook_bench.sh
+
+clean: ## Remove build output (not the lab)
+	rm -rf dist build app/build .pytest_cache .ruff_cache

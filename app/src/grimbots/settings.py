@@ -1,0 +1,167 @@
+"""The one settings object, built from the environment (12-factor).
+
+Every knob the app reads is declared here, with its environment variable and default, so the
+Ansible role, the pyinfra deploy and the tests all configure the app the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed."""
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _choice(env: dict[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _hostports(raw: str, name: str) -> list[tuple[str, int]]:
+    """Parse 'host:port,host:port' (used for Redis Cluster seeds and Sentinels)."""
+    nodes = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise SettingsError(f"{name} entries must be host:port, got {item!r}")
+        nodes.append((host, int(port)))
+    return nodes
+
+
+def _gateway_secrets(raw: str) -> dict[str, str]:
+    """Parse 'gateway:secret,gateway:secret'."""
+    secrets: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        name, sep, secret = item.partition(":")
+        if not sep or not name or not secret:
+            raise SettingsError("GRIMBOTS_GATEWAY_SECRETS entries must be gateway:secret")
+        secrets[name] = secret
+    return secrets
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Database: SQLite path URL (phase 1) or a libpq (multi-host) PostgreSQL URL (phase 2+).
+    database_url: str = "sqlite:///grimbots.db"
+    # Optional URL for read-only queries (stats), e.g. target_session_attrs=prefer-standby.
+    database_read_url: str = ""
+    database_pool_size: int = 10
+    database_max_overflow: int = 5
+    # App-state Redis (locks, dedup, rate limits, tracking tokens): one URL or a Redis Cluster.
+    redis_mode: str = "single"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster_nodes: list[tuple[str, int]] = field(default_factory=list)
+    redis_password: str = ""
+    # Bound of each per-process connection pool.
+    redis_max_connections: int = 50
+    redis_socket_timeout: float = 2.0
+    # RQ broker: the same single Redis, or a Sentinel-managed primary (RQ has no Cluster support).
+    queue_redis_mode: str = "single"
+    queue_redis_url: str = ""
+    sentinels: list[tuple[str, int]] = field(default_factory=list)
+    sentinel_master: str = "grimbots-queue"
+    # Telegram Bot API base URL (the lab points it at the fake API on tg1).
+    telegram_api_base: str = "https://api.telegram.org"
+    telegram_timeout: float = 10.0
+    telegram_max_retries: int = 4
+    telegram_bot_rate: int = 30
+    telegram_chat_rate: int = 1
+    # Public base URL Telegram calls back (set-webhooks).
+    public_url: str = "http://127.0.0.1:5000"
+    # Payment gateway HMAC secrets by gateway name.
+    gateway_secrets: dict[str, str] = field(default_factory=dict)
+    # Tracking token lifetime (seconds).
+    tracking_ttl: int = 86400
+    log_level: str = "INFO"
+    # Gunicorn
+    web_bind: str = "0.0.0.0:5000"
+    web_workers: int = 4
+    web_threads: int = 4
+    # RQ job timeout for one job (seconds).
+    job_timeout: int = 300
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        redis_url = env.get("GRIMBOTS_REDIS_URL") or cls.redis_url
+        settings = cls(
+            database_url=env.get("GRIMBOTS_DATABASE_URL") or cls.database_url,
+            database_read_url=env.get("GRIMBOTS_DATABASE_READ_URL", ""),
+            database_pool_size=_int(env, "GRIMBOTS_DATABASE_POOL_SIZE", cls.database_pool_size),
+            database_max_overflow=_int(
+                env, "GRIMBOTS_DATABASE_MAX_OVERFLOW", cls.database_max_overflow
+            ),
+            redis_mode=_choice(env, "GRIMBOTS_REDIS_MODE", "single", ("single", "cluster")),
+            redis_url=redis_url,
+            redis_cluster_nodes=_hostports(
+                env.get("GRIMBOTS_REDIS_CLUSTER_NODES", ""), "GRIMBOTS_REDIS_CLUSTER_NODES"
+            ),
+            redis_password=env.get("GRIMBOTS_REDIS_PASSWORD", ""),
+            redis_max_connections=_int(
+                env, "GRIMBOTS_REDIS_MAX_CONNECTIONS", cls.redis_max_connections
+            ),
+            redis_socket_timeout=_float(
+                env, "GRIMBOTS_REDIS_SOCKET_TIMEOUT", cls.redis_socket_timeout
+            ),
+            queue_redis_mode=_choice(
+                env, "GRIMBOTS_QUEUE_REDIS_MODE", "single", ("single", "sentinel")
+            ),
+            queue_redis_url=env.get("GRIMBOTS_QUEUE_REDIS_URL") or redis_url,
+            sentinels=_hostports(env.get("GRIMBOTS_SENTINELS", ""), "GRIMBOTS_SENTINELS"),
+            sentinel_master=env.get("GRIMBOTS_SENTINEL_MASTER") or cls.sentinel_master,
+            telegram_api_base=(env.get("TELEGRAM_API_BASE") or cls.telegram_api_base).rstrip("/"),
+            telegram_timeout=_float(env, "GRIMBOTS_TELEGRAM_TIMEOUT", cls.telegram_timeout),
+            telegram_max_retries=_int(
+                env, "GRIMBOTS_TELEGRAM_MAX_RETRIES", cls.telegram_max_retries
+            ),
+            telegram_bot_rate=_int(env, "GRIMBOTS_TELEGRAM_BOT_RATE", cls.telegram_bot_rate),
+            telegram_chat_rate=_int(env, "GRIMBOTS_TELEGRAM_CHAT_RATE", cls.telegram_chat_rate),
+            public_url=(env.get("GRIMBOTS_PUBLIC_URL") or cls.public_url).rstrip("/"),
+            gateway_secrets=_gateway_secrets(env.get("GRIMBOTS_GATEWAY_SECRETS", "")),
+            tracking_ttl=_int(env, "GRIMBOTS_TRACKING_TTL", cls.tracking_ttl),
+            log_level=(env.get("GRIMBOTS_LOG_LEVEL") or cls.log_level).upper(),
+            web_bind=env.get("GRIMBOTS_WEB_BIND") or cls.web_bind,
+            web_workers=_int(env, "GRIMBOTS_WEB_WORKERS", cls.web_workers),
+            web_threads=_int(env, "GRIMBOTS_WEB_THREADS", cls.web_threads),
+            job_timeout=_int(env, "GRIMBOTS_JOB_TIMEOUT", cls.job_timeout),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.redis_mode == "cluster" and not self.redis_cluster_nodes:
+            raise SettingsError("GRIMBOTS_REDIS_MODE=cluster needs GRIMBOTS_REDIS_CLUSTER_NODES")
+        if self.queue_redis_mode == "sentinel" and not self.sentinels:
+            raise SettingsError("GRIMBOTS_QUEUE_REDIS_MODE=sentinel needs GRIMBOTS_SENTINELS")
+        if self.redis_max_connections < 1:
+            raise SettingsError("GRIMBOTS_REDIS_MAX_CONNECTIONS must be at least 1")
+        if self.telegram_bot_rate < 1 or self.telegram_chat_rate < 1:
+            raise SettingsError("Telegram rates must be at least 1 message per second")

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Install (from Debian's packages) and start what the tests need on this machine:
+# Redis on 127.0.0.1:6379, PostgreSQL 15 on 127.0.0.1:5432, and the Docker engine.
+# Idempotent: each step is skipped when already done. No systemd here, so daemons start directly.
+set -euo pipefail
+PKGS=(redis-server postgresql docker.io wrk debootstrap)
+missing=()
+for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  echo "starting redis-server on 127.0.0.1:6379"
+  redis-server --bind 127.0.0.1 --port 6379 --daemonize yes --save '' --appendonly no \
+    --maxclients 10000 --logfile /tmp/grimbots-redis.log
+  for _ in $(seq 50); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+
+PGVER=$(ls /usr/lib/postgresql | sort -n | tail -1)
+if ! pg_lsclusters -h 2>/dev/null | grep -q online; then
+  pg_lsclusters -h | grep -q . || pg_createcluster "$PGVER" main >/dev/null
+  echo "starting PostgreSQL $PGVER"
+  pg_ctlcluster "$PGVER" main start
+fi
+for _ in $(seq 100); do pg_isready -q -h 127.0.0.1 && break; sleep 0.2; done
+# The test role and database (password auth over TCP, like production).
+su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='grimbots'\"" | grep -q 1 ||
+  su postgres -c "psql -qc \"CREATE ROLE grimbots LOGIN SUPERUSER PASSWORD 'grimbots'\""
+su postgres -c "psql -qtAc \"SELECT 1 FROM pg_database WHERE datname='grimbots_test'\"" | grep -q 1 ||
+  su postgres -c "createdb -O grimbots grimbots_test"
+
+if ! docker info >/dev/null 2>&1; then
+  echo "starting dockerd"
+  (dockerd >/tmp/grimbots-dockerd.log 2>&1 &)
+  for _ in $(seq 100); do docker info >/dev/null 2>&1 && break; sleep 0.3; done
+  docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /tmp/grimbots-dockerd.log"; exit 1; }
+fi
+echo "services: redis, postgresql $PGVER, docker ready"
