@@ -65,8 +65,9 @@ def make_engine(url: str, pool_size: int = 10, max_overflow: int = 5) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
+        _track_pool_use(engine)
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         pool_pre_ping=True,
         pool_size=pool_size,
@@ -75,6 +76,16 @@ def make_engine(url: str, pool_size: int = 10, max_overflow: int = 5) -> Engine:
         pool_recycle=1800,
         connect_args={"connect_timeout": 5},
     )
+    _track_pool_use(engine)
+    return engine
+
+
+def _track_pool_use(engine: Engine) -> None:
+    """Keep the db_pool_in_use gauge in step with checkouts (every process, web and workers)."""
+    from grimbots.metrics import DB_POOL_IN_USE
+
+    event.listen(engine, "checkout", lambda *_: DB_POOL_IN_USE.inc())
+    event.listen(engine, "checkin", lambda *_: DB_POOL_IN_USE.dec())
 
 
 def _is_failover_error(exc: Exception) -> bool:

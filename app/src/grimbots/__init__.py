@@ -1,0 +1,3 @@
+"""GrimBots: multi-tenant Telegram sales-bot platform."""
+
+__version__ = "1.0.0"

@@ -1,0 +1,62 @@
+"""The Flask app factory."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, g, request
+
+from grimbots import metrics
+from grimbots.db import get_db
+from grimbots.errors import register_error_handlers
+from grimbots.logs import configure_logging
+from grimbots.redis_pool import get_pools
+from grimbots.settings import Settings
+
+# Telegram sends one update per request; a seller's admin call is small too.
+MAX_CONTENT_LENGTH = 1024 * 1024
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
+    app.config["GRIMBOTS_SETTINGS"] = settings
+    app.json.sort_keys = False
+    # The process-wide pools, built from the same settings the app was given.
+    get_db(settings)
+    get_pools(settings)
+
+    from grimbots.api import bp as api_bp
+    from grimbots.health import bp as health_bp
+    from grimbots.payments import bp as payments_bp
+    from grimbots.tracking import bp as tracking_bp
+    from grimbots.webhook import bp as webhook_bp
+
+    for blueprint in (webhook_bp, payments_bp, tracking_bp, api_bp, health_bp):
+        app.register_blueprint(blueprint)
+
+    @app.get("/metrics")
+    def metrics_endpoint():
+        body, content_type = metrics.render()
+        return Response(body, content_type=content_type)
+
+    @app.before_request
+    def _start_timer():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response):
+        rule = request.url_rule.rule if request.url_rule else "unmatched"
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        metrics.HTTP_REQUESTS.labels(rule, request.method, str(response.status_code)).inc()
+        metrics.HTTP_LATENCY.labels(rule).observe(elapsed)
+        return response
+
+    register_error_handlers(app)
+    return app
+
+
+def settings_of(app: Flask) -> Settings:
+    return app.config["GRIMBOTS_SETTINGS"]

@@ -1,0 +1,109 @@
+"""The `grimbots` command: run web and workers, migrate, set webhooks, seed demo data."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from grimbots.settings import Settings, SettingsError
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group()
+def main() -> None:
+    """GrimBots platform command line."""
+
+
+@main.command()
+def web() -> None:
+    """Run the HTTP app under Gunicorn (SIGHUP reloads workers gracefully)."""
+    from grimbots.gunicorn_app import run
+
+    run(_settings())
+
+
+@main.command()
+@click.argument("queues", nargs=-1, required=True)
+@click.option("--burst", is_flag=True, help="Exit when the queues are empty (tests, draining).")
+def worker(queues: tuple[str, ...], burst: bool) -> None:
+    """Run one RQ worker (with scheduler) on QUEUES; SIGTERM finishes the current job first."""
+    from grimbots.worker import run
+
+    try:
+        run(_settings(), list(queues), burst=burst)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@click.option("--url", default=None, help="Database URL (default: GRIMBOTS_DATABASE_URL).")
+def db_upgrade(url: str | None) -> None:
+    """Apply Alembic migrations up to head (does nothing when already there)."""
+    from grimbots.migrations_runner import upgrade
+
+    changed = upgrade(url or _settings().database_url)
+    click.echo("migrations applied" if changed else "database already at head")
+
+
+@main.command("migrate-sqlite")
+@click.option("--sqlite", "sqlite_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--postgres", "postgres_url", required=True)
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--backup-dir", default=None, help="Where the timestamped backup goes.")
+def migrate_sqlite(sqlite_path: str, postgres_url: str, batch_size: int, backup_dir) -> None:
+    """Copy every row from SQLite to PostgreSQL, validated; a second run changes nothing."""
+    from grimbots.migrate_sqlite import MigrationError, migrate
+
+    try:
+        report = migrate(sqlite_path, postgres_url, batch_size=batch_size, backup_dir=backup_dir)
+    except MigrationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(report.as_dict(), indent=2))
+
+
+@main.command("set-webhooks")
+@click.option("--bot-id", type=int, default=None, help="Only this bot (default: every active bot).")
+def set_webhooks(bot_id: int | None) -> None:
+    """Register each active bot's webhook URL and secret token with Telegram."""
+    from grimbots.telegram import set_webhooks as run
+
+    results = run(_settings(), bot_id)
+    click.echo(json.dumps(results, indent=2))
+    if any(not r["ok"] for r in results):
+        sys.exit(1)
+
+
+@main.command("seed-demo")
+def seed_demo() -> None:
+    """Create (or find) a demo seller, funnel, bot and pool; print their ids and secrets."""
+    from grimbots.db import get_db
+    from grimbots.seed import seed_demo as run
+
+    click.echo(json.dumps(run(get_db(_settings())), indent=2))
+
+
+@main.command("sandbox-pay")
+@click.argument("txid")
+@click.option("--url", default=None, help="App base URL (default: GRIMBOTS_PUBLIC_URL).")
+def sandbox_pay(txid: str, url: str | None) -> None:
+    """Play the sandbox gateway: send the signed 'paid' webhook for a charge."""
+    from grimbots.payments import sandbox_pay as run
+
+    settings = _settings()
+    status = run(settings, txid, url or settings.public_url)
+    click.echo(f"gateway webhook answered {status}")
+    if status >= 300:
+        sys.exit(1)

@@ -1,0 +1,93 @@
+"""Prometheus metrics.
+
+With PROMETHEUS_MULTIPROC_DIR set (the systemd units set it), Gunicorn workers and RQ workers
+of one host write to one directory and `/metrics` on the web sums them, so counters incremented
+in workers (messages sent, errors) are visible where Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+
+HTTP_REQUESTS = Counter(
+    "http_requests_total", "HTTP requests by route, method and status", ["route", "method", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request latency by route",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+MESSAGES_RECEIVED = Counter(
+    "telegram_messages_received_total", "Telegram updates accepted by the webhook", ["kind"]
+)
+MESSAGES_SENT = Counter("telegram_messages_sent_total", "Telegram messages sent", ["method"])
+TELEGRAM_ERRORS = Counter(
+    "telegram_errors_total", "Telegram API errors by type", ["error_type"]
+)
+UPDATE_PROCESSING = Histogram(
+    "update_processing_seconds",
+    "Time to process one Telegram update in a worker",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+DUPLICATES = Counter(
+    "duplicates_suppressed_total", "Duplicates stopped, by dedup layer", ["layer"]
+)
+DB_POOL_IN_USE = Gauge(
+    "db_pool_in_use", "Database connections checked out", multiprocess_mode="livesum"
+)
+JOBS_FAILED = Counter("jobs_failed_total", "RQ jobs that raised", ["queue", "function"])
+
+
+class RuntimeCollector:
+    """Values read at scrape time: RQ queues and workers, Redis pools of this process."""
+
+    def collect(self):
+        from grimbots import queues
+        from grimbots.redis_pool import get_pools
+
+        depth = GaugeMetricFamily("rq_queue_depth", "Jobs waiting per queue", labels=["queue"])
+        workers = GaugeMetricFamily("rq_workers", "Workers listening per queue", labels=["queue"])
+        try:
+            for name, info in queues.queue_overview().items():
+                depth.add_metric([name], info["depth"])
+                workers.add_metric([name], info["workers"])
+        except Exception:  # noqa: BLE001 - a scrape must not fail because Redis is down
+            pass
+        yield depth
+        yield workers
+        size = GaugeMetricFamily(
+            "redis_pool_max_connections", "Bound of the Redis pool", labels=["pool"]
+        )
+        used = GaugeMetricFamily(
+            "redis_pool_in_use", "Redis connections in use (this process)", labels=["pool"]
+        )
+        for stat in get_pools().stats():
+            size.add_metric([stat.name], stat.max_connections)
+            used.add_metric([stat.name], stat.in_use)
+        yield size
+        yield used
+
+
+def render() -> tuple[bytes, str]:
+    """The /metrics body: all processes of the host in multiprocess mode, else this one."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY as registry
+    extra = CollectorRegistry()
+    extra.register(RuntimeCollector())
+    return generate_latest(registry) + generate_latest(extra), CONTENT_TYPE_LATEST

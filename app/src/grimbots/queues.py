@@ -1,0 +1,70 @@
+"""RQ queues: names, the worker lanes, and enqueue helpers.
+
+RQ runs on the queue Redis (one URL, or Sentinel in phase 3). Every worker runs RQ's scheduler,
+so jobs scheduled for later (downsells) always have a scheduler watching their queue.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from rq import Queue, Retry, Worker
+
+from grimbots.redis_pool import queue_connection
+
+TASKS, GATEWAY, WEBHOOK, TRACKING, MARATHON = "tasks", "gateway", "webhook", "tracking", "marathon"
+QUEUE_NAMES = (TASKS, GATEWAY, WEBHOOK, TRACKING, MARATHON)
+
+# What a worker started for a queue listens to, in priority order. A `tasks` worker also drains
+# the low-volume `tracking` and `marathon` queues, so the default worker set covers every queue.
+WORKER_LANES = {
+    TASKS: (TASKS, TRACKING, MARATHON),
+    GATEWAY: (GATEWAY,),
+    WEBHOOK: (WEBHOOK,),
+    TRACKING: (TRACKING,),
+    MARATHON: (MARATHON,),
+}
+
+# Jobs that fail (Redis or database briefly away, Telegram down) are retried with backoff.
+DEFAULT_RETRY = Retry(max=5, interval=[2, 10, 30, 60, 120])
+
+
+def get_queue(name: str) -> Queue:
+    if name not in QUEUE_NAMES:
+        raise ValueError(f"unknown queue {name!r}; queues are {', '.join(QUEUE_NAMES)}")
+    return Queue(name, connection=queue_connection())
+
+
+def enqueue(queue: str, func, *args, job_timeout: int = 300, **kwargs):
+    return get_queue(queue).enqueue(
+        func, *args, retry=DEFAULT_RETRY, job_timeout=job_timeout, **kwargs
+    )
+
+
+def enqueue_in(queue: str, delay: timedelta, func, *args, **kwargs):
+    return get_queue(queue).enqueue_in(delay, func, *args, retry=DEFAULT_RETRY, **kwargs)
+
+
+def lanes_for(queue_args: list[str]) -> list[str]:
+    """Queues a worker started with these queue arguments listens to (validated, de-duplicated)."""
+    out: list[str] = []
+    for name in queue_args:
+        if name not in WORKER_LANES:
+            raise ValueError(f"unknown queue {name!r}; queues are {', '.join(QUEUE_NAMES)}")
+        for lane in WORKER_LANES[name]:
+            if lane not in out:
+                out.append(lane)
+    return out
+
+
+def queue_overview() -> dict[str, dict[str, int]]:
+    """Depth and listening workers per queue (for /health and /metrics)."""
+    conn = queue_connection()
+    overview = {name: {"depth": 0, "workers": 0} for name in QUEUE_NAMES}
+    for name in QUEUE_NAMES:
+        overview[name]["depth"] = Queue(name, connection=conn).count
+    for worker in Worker.all(connection=conn):
+        for name in worker.queue_names():
+            if name in overview:
+                overview[name]["workers"] += 1
+    return overview
