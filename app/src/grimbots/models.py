@@ -180,8 +180,8 @@ class Lead(Base):
     fbclid: Mapped[str | None] = mapped_column(String(500), nullable=True)
     blocked: Mapped[bool] = mapped_column(Boolean, default=False)
     paid: Mapped[bool] = mapped_column(Boolean, default=False)
-    # Bumped on every /start: the funnel resets and scheduled downsells of older starts lapse.
-    funnel_generation: Mapped[int] = mapped_column(Integer, default=0)
+    # update_id of the latest /start: the funnel resets and downsells of older starts lapse.
+    funnel_generation: Mapped[int] = mapped_column(BigInteger, default=0)
     last_start_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
@@ -195,6 +195,8 @@ class InboundUpdate(Base):
     update_id: Mapped[int] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(40))
     received_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    # Set when every step of processing finished; a retried job resumes an unfinished update.
+    processed_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
 
 
 class OutboundMessage(Base):
@@ -208,7 +210,7 @@ class OutboundMessage(Base):
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     method: Mapped[str] = mapped_column(String(40))
     payload: Mapped[dict] = mapped_column(JSON)
-    # pending -> sent | failed | blocked
+    # pending -> sent | failed | blocked | suppressed (a twin stopped by a send lock)
     status: Mapped[str] = mapped_column(String(10), default="pending")
     claimed_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,119 @@
+"""The Redis layers against duplicate processing and duplicate sends.
+
+Layers 1-3 run in the webhook request, in one Lua call (one round trip); layer 4 runs when a
+worker processes a /start; layers 5-6 guard each send; layer 7 is the database's unique
+constraints (inbound update, outbound idempotency key). Locks are never deleted after success:
+they expire, so a late twin delivery is still caught. Every key carries the bot's hash tag, so
+one bot's keys live in one Redis Cluster slot and a multi-key script is legal there.
+
+Any Redis error propagates: callers fail closed (the webhook answers 503 so Telegram retries,
+a worker job is retried) instead of processing without protection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from grimbots import metrics
+from grimbots.redis_pool import bot_tag, state
+
+UPDATE_LOCK_TTL = 20
+MESSAGE_HASH_TTL = 3
+START_LOCK_TTL = 10
+LAST_START_TTL = 5
+MEDIA_SEND_TTL = 15
+TEXT_SEND_TTL = 10
+
+LAYER_UPDATE, LAYER_MESSAGE, LAYER_START = "update_id", "message_hash", "start_lock"
+LAYER_LAST_START, LAYER_MEDIA, LAYER_TEXT = "last_start", "media_send", "text_send"
+LAYER_DATABASE = "database"
+
+# Take each lock in order; stop at the first one already held and return its 1-based index.
+# Locks taken before the failing one stay: the update is a duplicate either way.
+_ACQUIRE_ALL = """
+for i, key in ipairs(KEYS) do
+  if not redis.call('SET', key, ARGV[1], 'NX', 'EX', tonumber(ARGV[i + 1])) then
+    return i
+  end
+end
+return 0
+"""
+_script = None
+
+
+def _acquire_script():
+    global _script
+    if _script is None:
+        _script = state().register_script(_ACQUIRE_ALL)
+    return _script
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha1("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:20]
+
+
+def intake_locks(bot_id: int, update_id: int, content: tuple | None, start_chat: int | None):
+    """The webhook layers 1-3 as (layer, key, ttl) triples, in the order they are taken."""
+    tag = bot_tag(bot_id)
+    locks = [(LAYER_UPDATE, f"gb:{tag}:upd:{update_id}", UPDATE_LOCK_TTL)]
+    if content is not None:
+        locks.append((LAYER_MESSAGE, f"gb:{tag}:msg:{_digest(*content)}", MESSAGE_HASH_TTL))
+    if start_chat is not None:
+        locks.append((LAYER_START, f"gb:{tag}:start:{start_chat}", START_LOCK_TTL))
+    return locks
+
+
+def acquire_intake(locks: list[tuple[str, str, int]]) -> str | None:
+    """Take layers 1-3 atomically. Returns None when the update is new, else the layer name."""
+    keys = [key for _, key, _ in locks]
+    held = _acquire_script()(keys=keys, args=["1", *[ttl for _, _, ttl in locks]])
+    if held:
+        layer = locks[int(held) - 1][0]
+        metrics.DUPLICATES.labels(layer).inc()
+        return layer
+    return None
+
+
+def release(locks: list[tuple[str, str, int]]) -> None:
+    """Give locks back when the update could not be enqueued, so Telegram's retry is accepted."""
+    client = state()
+    for _, key, _ in locks:
+        client.delete(key)
+
+
+def last_start_throttle(bot_id: int, chat_id: int, update_id: int) -> bool:
+    """Layer 4: True when this /start may run (no other /start of the chat in the last 5 s).
+
+    The value is the update id, so a retried job of the same update is not throttled by itself.
+    """
+    client = state()
+    key = f"gb:{bot_tag(bot_id)}:laststart:{chat_id}"
+    if client.set(key, str(update_id), nx=True, ex=LAST_START_TTL):
+        return True
+    if client.get(key) == str(update_id):
+        return True
+    metrics.DUPLICATES.labels(LAYER_LAST_START).inc()
+    return False
+
+
+def send_lock(bot_id: int, chat_id: int, payload_digest: str, idempotency_key: str, media: bool):
+    """Layers 5-6: True when this send may go out.
+
+    Keyed by chat and content, valued by the outbox idempotency key: the same logical message
+    retried (same key) passes, a twin produced by another path (other key) is stopped.
+    """
+    client = state()
+    kind, ttl, layer = (
+        ("m", MEDIA_SEND_TTL, LAYER_MEDIA) if media else ("t", TEXT_SEND_TTL, LAYER_TEXT)
+    )
+    key = f"gb:{bot_tag(bot_id)}:send{kind}:{chat_id}:{payload_digest}"
+    if client.set(key, idempotency_key, nx=True, ex=ttl):
+        return True
+    if client.get(key) == idempotency_key:
+        return True
+    metrics.DUPLICATES.labels(layer).inc()
+    return False
+
+
+def content_digest(*parts: object) -> str:
+    return _digest(*parts)

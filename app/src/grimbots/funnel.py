@@ -1,0 +1,265 @@
+"""The sales funnel: welcome, offers (with order bump), PIX charge, downsells, delivery.
+
+Every step is idempotent: each message has an idempotency key derived from what caused it
+(the /start's update_id, the payment id, the downsell position), so a retried job re-runs the
+step and the outbox sends nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import selectinload
+
+from grimbots import outbox
+from grimbots.db import get_db
+from grimbots.models import Bot, Click, Downsell, Funnel, Lead, Offer, Payment, utcnow
+from grimbots.queues import GATEWAY, TASKS, enqueue, enqueue_in
+from grimbots.redis_pool import state
+
+log = logging.getLogger(__name__)
+
+CAPTION_LIMIT = 1024
+TEXT_LIMIT = 4096
+ATTRIBUTION_FIELDS = (
+    "utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term", "fbclid",
+)
+
+
+def brl(cents: int) -> str:
+    """R$ 1.234,50: how Brazilian buyers read prices."""
+    reais, centavos = divmod(int(cents), 100)
+    return f"R$ {reais:,}".replace(",", ".") + f",{centavos:02d}"
+
+
+def load_funnel(session, funnel_id: int | None) -> Funnel | None:
+    if funnel_id is None:
+        return None
+    return session.scalar(
+        select(Funnel)
+        .where(Funnel.id == funnel_id)
+        .options(selectinload(Funnel.offers), selectinload(Funnel.downsells))
+    )
+
+
+def offer_keyboard(offers: list[Offer]) -> dict:
+    return {
+        "inline_keyboard": [
+            [{"text": f"{o.title} - {brl(o.price_cents)}", "callback_data": f"buy:{o.id}"}]
+            for o in offers
+        ]
+    }
+
+
+def tracking_key(token: str) -> str:
+    return f"gb:track:{token}"
+
+
+def attribution_for(token: str) -> dict | None:
+    """The click behind a /start token: Redis first (24 h), the clicks table after that."""
+    if not token or len(token) != 32 or not all(c in "0123456789abcdef" for c in token):
+        return None
+    data = state().hgetall(tracking_key(token))
+    if data:
+        return {k: data.get(k) or None for k in ATTRIBUTION_FIELDS} | {"click_token": token}
+    with get_db().read_session() as session:
+        click = session.scalar(select(Click).where(Click.token == token))
+        if click is None:
+            return None
+        return {k: getattr(click, k) for k in ATTRIBUTION_FIELDS} | {"click_token": token}
+
+
+def start(bot: Bot, lead: Lead, payload: str, update_id: int) -> None:
+    """A /start: copy the click's attribution, reset the funnel, send the welcome again."""
+    attribution = attribution_for(payload.strip())
+    values = {"funnel_generation": update_id, "last_start_at": utcnow()}
+    if attribution:
+        values |= attribution
+    with get_db().session() as session:
+        session.execute(update(Lead).where(Lead.id == lead.id).values(**values))
+    send_welcome(bot, lead, update_id)
+
+
+def send_welcome(bot: Bot, lead: Lead, generation: int) -> None:
+    with get_db().read_session() as session:
+        funnel = load_funnel(session, bot.funnel_id)
+    if funnel is None:
+        log.warning("bot has no funnel; /start gets no welcome", extra={"bot_id": bot.id})
+        return
+    key = f"welcome:{bot.id}:{lead.id}:{generation}"
+    markup = offer_keyboard(funnel.offers) if funnel.offers else None
+    text = funnel.welcome_text[:TEXT_LIMIT]
+    media_method = {"photo": "sendPhoto", "video": "sendVideo"}.get(funnel.welcome_media_type or "")
+    if media_method and funnel.welcome_media_url:
+        media = {funnel.welcome_media_type: funnel.welcome_media_url}
+        if len(text) <= CAPTION_LIMIT:
+            payload = media | {"caption": text} | ({"reply_markup": markup} if markup else {})
+            outbox.send(bot, lead.chat_id, key, media_method, payload, lead_id=lead.id)
+            return
+        # Telegram caps captions at 1,024 characters: the text follows the media on its own.
+        outbox.send(bot, lead.chat_id, f"{key}:media", media_method, media, lead_id=lead.id)
+        key = f"{key}:text"
+    payload = {"text": text or "👋"} | ({"reply_markup": markup} if markup else {})
+    outbox.send(bot, lead.chat_id, key, "sendMessage", payload, lead_id=lead.id)
+
+
+def offer_tapped(bot: Bot, lead: Lead, offer_id: int, update_id: int) -> None:
+    """buy:<offer>: propose the order bump first when the funnel has one, else charge."""
+    with get_db().read_session() as session:
+        funnel = load_funnel(session, bot.funnel_id)
+    offer = _offer_of(funnel, offer_id)
+    if offer is None:
+        log.info("tap on an offer that is not in the bot's funnel", extra={"offer_id": offer_id})
+        return
+    bump = _offer_of(funnel, funnel.order_bump_offer_id) if funnel.order_bump_offer_id else None
+    if bump is not None and bump.id != offer.id:
+        markup = {"inline_keyboard": [
+            [{"text": f"Sim, adicionar {bump.title} (+{brl(bump.price_cents)})",
+              "callback_data": f"bump:{offer.id}:1"}],
+            [{"text": "Não, obrigado", "callback_data": f"bump:{offer.id}:0"}],
+        ]}
+        text = f"Aproveite: leve também {bump.title} por mais {brl(bump.price_cents)}?"
+        outbox.send(bot, lead.chat_id, f"bump:{bot.id}:{lead.id}:{update_id}", "sendMessage",
+                    {"text": text, "reply_markup": markup}, lead_id=lead.id)
+        return
+    enqueue(GATEWAY, create_charge, bot.id, lead.id, f"offer:{offer.id}:{update_id}",
+            offer.id, offer.price_cents, None)
+
+
+def bump_answered(bot: Bot, lead: Lead, offer_id: int, accepted: bool, update_id: int) -> None:
+    with get_db().read_session() as session:
+        funnel = load_funnel(session, bot.funnel_id)
+    offer = _offer_of(funnel, offer_id)
+    if offer is None:
+        return
+    amount = offer.price_cents
+    if accepted and funnel.order_bump_offer_id:
+        bump = _offer_of(funnel, funnel.order_bump_offer_id)
+        amount += bump.price_cents if bump else 0
+    enqueue(GATEWAY, create_charge, bot.id, lead.id, f"offer:{offer.id}:{update_id}",
+            offer.id, amount, None)
+
+
+def downsell_tapped(bot: Bot, lead: Lead, payment_id: int, position: int) -> None:
+    with get_db().read_session() as session:
+        original = session.get(Payment, payment_id)
+        funnel = load_funnel(session, bot.funnel_id)
+    if original is None or original.lead_id != lead.id or funnel is None:
+        return
+    downsell = _downsell_at(funnel, position)
+    if downsell is None:
+        return
+    enqueue(GATEWAY, create_charge, bot.id, lead.id, f"downsell:{payment_id}:{position}",
+            original.offer_id, downsell.price_cents, position)
+
+
+def create_charge(bot_id: int, lead_id: int, source: str, offer_id: int | None,
+                  amount_cents: int, downsell_position: int | None) -> int | None:
+    """Job (gateway queue): charge through the gateway, send the PIX code, schedule downsells."""
+    from grimbots.payments import create_payment
+
+    db = get_db()
+    with db.session() as session:
+        bot = session.get(Bot, bot_id)
+        lead = session.get(Lead, lead_id)
+        if bot is None or lead is None:
+            return None
+        generation = lead.funnel_generation
+        payment = create_payment(
+            session, bot=bot, lead=lead, amount_cents=amount_cents,
+            idempotency_key=f"charge:{bot_id}:{lead_id}:{source}", offer_id=offer_id,
+            downsell_position=downsell_position, description=f"{bot.username} {source}",
+        )
+        payment_id, pix_code = payment.id, payment.pix_code
+        funnel = load_funnel(session, bot.funnel_id)
+    text = (
+        f"Pedido de {brl(amount_cents)} gerado!\n\n"
+        "Copie o código PIX abaixo e pague no app do seu banco:\n\n"
+        f"{pix_code}\n\nAssim que o pagamento for confirmado, você recebe o acesso aqui."
+    )
+    outbox.send(bot, lead.chat_id, f"pix:{payment_id}", "sendMessage", {"text": text},
+                lead_id=lead.id)
+    # Downsells follow an unpaid main-offer charge; a downsell charge continues the chain.
+    next_position = 0 if downsell_position is None else downsell_position + 1
+    if funnel is not None and _downsell_at(funnel, next_position) is not None:
+        root = payment_id if downsell_position is None else _root_payment(source, payment_id)
+        delay = _downsell_at(funnel, next_position).delay_minutes
+        enqueue_in(TASKS, timedelta(minutes=delay), run_downsell, root, next_position, generation)
+    return payment_id
+
+
+def _root_payment(source: str, fallback: int) -> int:
+    parts = source.split(":")
+    return int(parts[1]) if parts[0] == "downsell" and len(parts) == 3 else fallback
+
+
+def run_downsell(payment_id: int, position: int, generation: int) -> str:
+    """Job (tasks queue, scheduled): offer a cheaper price if the lead still has not paid."""
+    with get_db().read_session() as session:
+        payment = session.get(Payment, payment_id)
+        if payment is None:
+            return "missing"
+        lead = session.get(Lead, payment.lead_id)
+        bot = session.get(Bot, payment.bot_id)
+        funnel = load_funnel(session, bot.funnel_id) if bot else None
+        paid = session.scalar(
+            select(Payment.id).where(Payment.lead_id == payment.lead_id, Payment.status == "paid")
+        )
+    if lead is None or bot is None or funnel is None:
+        return "missing"
+    # Payment cancels pending downsells; a new /start resets the funnel and lapses old ones.
+    if paid or lead.paid or lead.blocked or lead.funnel_generation != generation:
+        return "cancelled"
+    downsell = _downsell_at(funnel, position)
+    if downsell is None:
+        return "missing"
+    text = downsell.text or f"Última chance: leve por apenas {brl(downsell.price_cents)}!"
+    markup = {"inline_keyboard": [[{
+        "text": f"Quero por {brl(downsell.price_cents)}",
+        "callback_data": f"ds:{payment_id}:{position}",
+    }]]}
+    status = outbox.send(bot, lead.chat_id, f"downsell:{payment_id}:{position}", "sendMessage",
+                         {"text": text[:TEXT_LIMIT], "reply_markup": markup}, lead_id=lead.id)
+    following = _downsell_at(funnel, position + 1)
+    if status == outbox.SENT and following is not None:
+        enqueue_in(TASKS, timedelta(minutes=following.delay_minutes), run_downsell,
+                   payment_id, position + 1, generation)
+    return status
+
+
+def deliver_access(payment_id: int) -> str:
+    """Job (tasks queue): send the access link of a paid charge, once."""
+    with get_db().read_session() as session:
+        payment = session.get(Payment, payment_id)
+        if payment is None or payment.status != "paid":
+            return "not paid"
+        lead = session.get(Lead, payment.lead_id)
+        bot = session.get(Bot, payment.bot_id)
+        funnel = load_funnel(session, bot.funnel_id) if bot else None
+    if lead is None or bot is None:
+        return "missing"
+    link = funnel.access_link if funnel else ""
+    text = f"Pagamento confirmado! ✅\n\nSeu acesso: {link}" if link else "Pagamento confirmado! ✅"
+    status = outbox.send(bot, lead.chat_id, f"delivery:{payment_id}", "sendMessage",
+                         {"text": text}, lead_id=lead.id)
+    if status in (outbox.SENT, outbox.DUPLICATE):
+        with get_db().session() as session:
+            session.execute(
+                update(Payment)
+                .where(Payment.id == payment_id, Payment.delivered_at.is_(None))
+                .values(delivered_at=utcnow())
+            )
+    return status
+
+
+def _offer_of(funnel: Funnel | None, offer_id: int | None) -> Offer | None:
+    if funnel is None or offer_id is None:
+        return None
+    return next((o for o in funnel.offers if o.id == offer_id), None)
+
+
+def _downsell_at(funnel: Funnel, position: int) -> Downsell | None:
+    ordered = sorted(funnel.downsells, key=lambda d: (d.position, d.id))
+    return ordered[position] if 0 <= position < len(ordered) else None

@@ -1,0 +1,139 @@
+"""RQ job entry points. All database writes and Telegram calls happen here, in workers."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from grimbots import dedup, funnel, metrics
+from grimbots.db import get_db
+from grimbots.leads import set_blocked, upsert_lead
+from grimbots.models import Bot, Click, InboundUpdate, utcnow
+from grimbots.telegram import TelegramError, get_client
+from grimbots.webhook import is_start, update_kind
+
+log = logging.getLogger(__name__)
+
+# Re-exported so producers can enqueue "grimbots.jobs.<name>" without importing the funnel.
+deliver_access = funnel.deliver_access
+run_downsell = funnel.run_downsell
+create_charge = funnel.create_charge
+
+
+def _claim_update(bot_id: int, update_id: int, kind: str) -> bool:
+    """Layer 7: one row per (bot, update_id). False when the update was fully processed before;
+    True for a new update and for one whose earlier attempt died half-way (steps are idempotent).
+    """
+    db = get_db()
+    try:
+        with db.session() as session:
+            session.add(InboundUpdate(bot_id=bot_id, update_id=update_id, kind=kind))
+        return True
+    except IntegrityError:
+        with db.session() as session:
+            processed = session.scalar(
+                select(InboundUpdate.processed_at).where(
+                    InboundUpdate.bot_id == bot_id, InboundUpdate.update_id == update_id
+                )
+            )
+        if processed is not None:
+            metrics.DUPLICATES.labels(dedup.LAYER_DATABASE).inc()
+            return False
+        return True
+
+
+def _mark_processed(bot_id: int, update_id: int) -> None:
+    with get_db().session() as session:
+        session.execute(
+            update(InboundUpdate)
+            .where(InboundUpdate.bot_id == bot_id, InboundUpdate.update_id == update_id)
+            .values(processed_at=utcnow())
+        )
+
+
+def process_update(bot_id: int, update: dict) -> str:
+    """Job (webhook queue): one Telegram update, end to end."""
+    started = time.perf_counter()
+    update_id = int(update["update_id"])
+    kind = update_kind(update)
+    with get_db().read_session() as session:
+        bot = session.get(Bot, bot_id)
+    if bot is None:
+        return "unknown bot"
+    if not _claim_update(bot_id, update_id, kind):
+        return "duplicate"
+    outcome = _dispatch(bot, kind, update.get(kind), update_id)
+    _mark_processed(bot_id, update_id)
+    metrics.UPDATE_PROCESSING.observe(time.perf_counter() - started)
+    return outcome
+
+
+def _dispatch(bot: Bot, kind: str, body, update_id: int) -> str:
+    if not isinstance(body, dict):
+        return "ignored"
+    if kind == "message":
+        return _message(bot, body, update_id)
+    if kind == "callback_query":
+        return _callback(bot, body, update_id)
+    if kind == "my_chat_member":
+        user = body.get("from") or {}
+        status = (body.get("new_chat_member") or {}).get("status")
+        if "id" in user and status in ("kicked", "member"):
+            set_blocked(bot.id, int(user["id"]), status == "kicked")
+            return f"chat member {status}"
+    return "acknowledged"
+
+
+def _message(bot: Bot, msg: dict, update_id: int) -> str:
+    chat, user = msg.get("chat") or {}, msg.get("from") or {}
+    if chat.get("type", "private") != "private" or "id" not in user or "id" not in chat:
+        return "ignored"
+    lead = upsert_lead(bot.id, user, int(chat["id"]))
+    text = msg.get("text")
+    if is_start(text):
+        if not dedup.last_start_throttle(bot.id, lead.chat_id, update_id):
+            return "throttled"
+        payload = text.split(maxsplit=1)[1] if len(text.split(maxsplit=1)) > 1 else ""
+        funnel.start(bot, lead, payload, update_id)
+        return "start"
+    return "message"
+
+
+def _callback(bot: Bot, cq: dict, update_id: int) -> str:
+    user = cq.get("from") or {}
+    message = cq.get("message") or {}
+    chat_id = (message.get("chat") or {}).get("id") or user.get("id")
+    if "id" not in user or chat_id is None:
+        return "ignored"
+    try:
+        # Stops the button's spinner; not a message, so neither rate-limited nor in the outbox.
+        get_client().call(bot.token, "answerCallbackQuery", {"callback_query_id": cq.get("id")},
+                          bot_id=bot.id, rate_limited=False)
+    except TelegramError as exc:
+        log.info("answerCallbackQuery failed", extra={"error": exc.description})
+    lead = upsert_lead(bot.id, user, int(chat_id))
+    parts = str(cq.get("data") or "").split(":")
+    try:
+        if parts[0] == "buy" and len(parts) == 2:
+            funnel.offer_tapped(bot, lead, int(parts[1]), update_id)
+        elif parts[0] == "bump" and len(parts) == 3:
+            funnel.bump_answered(bot, lead, int(parts[1]), parts[2] == "1", update_id)
+        elif parts[0] == "ds" and len(parts) == 3:
+            funnel.downsell_tapped(bot, lead, int(parts[1]), int(parts[2]))
+        else:
+            return "unknown callback"
+    except ValueError:
+        return "bad callback"
+    return f"callback {parts[0]}"
+
+
+def record_click(data: dict) -> None:
+    """Job (tracking queue): store the click of a /go redirect (its token is unique)."""
+    try:
+        with get_db().session() as session:
+            session.add(Click(**data))
+    except IntegrityError:
+        pass  # the same click recorded by a retried job
