@@ -84,14 +84,19 @@ def make_settings(database_url: str, telegram_base: str = "http://127.0.0.1:9", 
 
 @pytest.fixture
 def settings(database_url, redis_client, fake_tg):
+    from grimbots import telegram
+
     s = make_settings(database_url, fake_tg.base_url)
     db_module.reset_db()
     redis_pool.reset_pools()
+    telegram.reset_client()
     db_module.get_db(s)
     redis_pool.get_pools(s)
+    telegram.get_client(s)
     yield s
     db_module.reset_db()
     redis_pool.reset_pools()
+    telegram.reset_client()
 
 
 @pytest.fixture

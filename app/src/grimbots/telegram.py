@@ -215,7 +215,11 @@ def get_client(settings: Settings | None = None) -> TelegramClient:
     if _client is None:
         with _client_lock:
             if _client is None:
-                _client = TelegramClient(settings or Settings.from_env())
+                if settings is None:
+                    from grimbots.redis_pool import get_pools
+
+                    settings = get_pools().settings  # the settings this process started with
+                _client = TelegramClient(settings)
     return _client
 
 
