@@ -349,7 +349,7 @@ def _apply_event(session: Session, gateway: str, event: PaymentEvent) -> tuple[s
 
 
 def _delivery_mark(payment_id: int) -> str:
-    return f"payment:{payment_id}:delivery_enqueued"
+    return f"gb:payment:{payment_id}:delivery_enqueued"
 
 
 def enqueue_delivery_once(payment_id: int) -> bool:
