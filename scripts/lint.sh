@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Lint everything CI lints: ruff (whole repo, ruff.toml), yamllint, ansible-lint (production
+# profile), role defaults vs argument_specs vs README, and the lab's package check if present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=$PWD/.venv/bin:$PATH
+source scripts/lib.sh
+rc=0
+stage ruff ruff check . || rc=1
+stage ruff-format ruff format --check . || rc=1
+stage yamllint yamllint -s . || rc=1
+stage ansible-lint ansible-lint -q roles playbooks molecule || rc=1
+stage argument-specs python3 scripts/check_argument_specs.py || rc=1
+if [[ -f lab/check_packages.py ]]; then
+  stage lab-packages python3 lab/check_packages.py || rc=1
+fi
+exit $rc

@@ -1,0 +1,162 @@
+"""Shared fixtures for the lab suites (tests/phaseN): hosts over SSH, their variables, HTTP.
+
+Hosts and variables come from the lab's Ansible inventory through the same adapter the pyinfra
+deploys use (deploy/ansible_vars.py), so a test reads exactly what the roles were given: the
+Redis bound, the worker set, the secrets (to prove they never appear where they must not).
+All traffic goes to the lab's containers only, with bounded timeouts.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import testinfra
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "deploy"))
+
+import ansible_vars  # noqa: E402
+
+LAB_INVENTORY = ROOT / "inventory" / "lab"
+VAULT_PASSWORD_FILE = LAB_INVENTORY / "vault-password.txt"
+ROLES = ["common", "app"]
+
+
+@pytest.fixture(scope="session")
+def lab() -> ansible_vars.Inventory:
+    """The lab inventory with every host's resolved variables (vault included)."""
+    return ansible_vars.load(LAB_INVENTORY, ROLES)
+
+
+def _ssh_host(variables: dict[str, Any]):
+    key = ROOT / variables["ansible_ssh_private_key_file"]
+    extra = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+    return testinfra.get_host(
+        f"ssh://{variables.get('ansible_user', 'root')}@{variables['ansible_host']}"
+        f"?ssh_identity_file={key}&timeout=30&controlpersist=120&ssh_extra_args={extra}"
+    )
+
+
+@pytest.fixture(scope="session")
+def lab_host(lab):
+    """A factory: lab_host('app1') is a testinfra host over SSH."""
+    cache: dict[str, Any] = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = _ssh_host(lab.hosts[name])
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def app_name(lab) -> str:
+    """Phase 1 runs on the first host of the app group."""
+    return lab.groups["app"][0]
+
+
+@pytest.fixture(scope="session")
+def app_host(lab_host, app_name):
+    return lab_host(app_name)
+
+
+@pytest.fixture(scope="session")
+def app_vars(lab, app_name) -> dict[str, Any]:
+    return lab.hosts[app_name]
+
+
+@pytest.fixture(scope="session")
+def app_url(app_vars) -> str:
+    return f"http://{app_vars['ansible_host']}:{app_vars['grimbots_web_port']}"
+
+
+@pytest.fixture(scope="session")
+def telegram_url(lab) -> str:
+    tg = lab.hosts[lab.groups["telegram"][0]]
+    return f"http://{tg['ansible_host']}:8081"
+
+
+def http(
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10,
+) -> tuple[int, Any]:
+    """One HTTP request to a lab host; (status, parsed JSON or text). Never raises on 4xx/5xx."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - lab URLs only
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def wait_for(check, timeout: float, interval: float = 0.5):
+    """Call check() until it returns a truthy value or the timeout passes; return the last value."""
+    deadline = time.monotonic() + timeout
+    value = check()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = check()
+    return value
+
+
+def ansible_playbook(playbook: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run a playbook against the lab (vault password from the lab's committed file)."""
+    return subprocess.run(
+        [
+            str(ROOT / ".venv" / "bin" / "ansible-playbook"),
+            "-i",
+            str(LAB_INVENTORY),
+            "--vault-password-file",
+            str(VAULT_PASSWORD_FILE),
+            str(ROOT / "playbooks" / playbook),
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def worker_instances(app_vars) -> list[str]:
+    """grimbots_workers as instance names <queue>-<n>, exactly as the role expands them."""
+    return [
+        f"{w['queue']}-{n}"
+        for w in app_vars["grimbots_workers"]
+        for n in range(1, int(w["count"]) + 1)
+    ]
+
+
+@pytest.fixture(scope="session")
+def demo_bot(app_host) -> dict:
+    """The demo seller, funnel and bot, seeded (idempotently) on the deployed host."""
+    out = app_host.check_output("/usr/local/bin/grimbots-manage seed-demo")
+    return json.loads(out[out.index("{") :])
+
+
+@pytest.fixture(scope="session")
+def secrets(app_vars) -> list[str]:
+    """Every secret the vault gave the host."""
+    values = [app_vars["grimbots_redis_password"], *app_vars["grimbots_gateway_secrets"].values()]
+    values += [v for k, v in app_vars["grimbots_extra_env"].items() if "SECRET" in k]
+    return [v for v in values if v]
