@@ -1,0 +1,282 @@
+#!/usr/bin/env bash
+# The local lab: one systemd + sshd container per host of inventory/lab/hosts.yml, on an internal
+# Docker network, standing in for VPSes (see docs/lab.md).
+#   lab/lab.sh build            build the image when lab/packages.txt or the build script changed
+#   lab/lab.sh up               build if needed, start (or reuse) every host, wait for sshd
+#   lab/lab.sh down             remove the containers and the network (the image stays)
+#   lab/lab.sh status           host, address, container state, systemd state of main services
+#   lab/lab.sh ssh HOST [CMD]   ssh into a host with the lab key
+#   lab/lab.sh exec HOST CMD..  run a command in a host's container (docker exec)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+INVENTORY=inventory/lab/hosts.yml
+STATE=lab/.state
+KEY=$STATE/id_ed25519
+NET=grimbots-lab
+SUBNET=10.77.0.0/24
+PREFIX=grimbots-lab-
+SSH_WAIT=${LAB_SSH_WAIT:-120} # seconds every sshd gets to answer after `up`
+FAKE_TG_SRC=tools/fake_telegram/fake_telegram.py
+# The image is named after what it is built from, so it is rebuilt only when that changes.
+IMAGE=grimbots-lab:$(cat lab/packages.txt lab/build_image.sh | sha256sum | cut -c1-12)
+# The systemd flags that boot systemd as PID 1 here (--privileged fails: no CAP_SYS_RESOURCE).
+SYSTEMD_FLAGS=(--cap-add SYS_ADMIN --cap-add NET_ADMIN
+  --security-opt seccomp=unconfined --security-opt apparmor=unconfined
+  --tmpfs /run --tmpfs /run/lock -v /sys/fs/cgroup:/sys/fs/cgroup:rw --cgroupns=host
+  --stop-signal SIGRTMIN+3)
+SSH_OPTS=(-i "$KEY" -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
+  -o LogLevel=ERROR -o ConnectTimeout=3)
+
+log() { echo "[lab $(date +%H:%M:%S)] $*"; }
+die() { echo "lab: $*" >&2; exit 1; }
+
+python_with_yaml() {
+  for py in .venv/bin/python python3; do
+    "$py" -c 'import yaml' 2>/dev/null && { echo "$py"; return; }
+  done
+  die "no python with PyYAML: run 'make venv' (or apt-get install python3-yaml)"
+}
+
+# HOSTS[i] ADDRS[i] GROUPS_OF[i], in inventory order.
+load_hosts() {
+  HOSTS=() ADDRS=() GROUPS_OF=()
+  local name addr groups
+  while read -r name addr groups; do
+    HOSTS+=("$name") ADDRS+=("$addr") GROUPS_OF+=("$groups")
+  done < <("$(python_with_yaml)" lab/inventory_hosts.py "$INVENTORY")
+  ((${#HOSTS[@]})) || die "no hosts in $INVENTORY"
+}
+
+addr_of() {
+  local i
+  for i in "${!HOSTS[@]}"; do [[ ${HOSTS[$i]} == "$1" ]] && { echo "${ADDRS[$i]}"; return; }; done
+  die "unknown lab host '$1' (hosts: ${HOSTS[*]})"
+}
+
+cmd_build() {
+  if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+    log "image $IMAGE is up to date"
+  else
+    log "building $IMAGE (debootstrap + apt-get install; about a minute and a half)"
+    local start=$SECONDS
+    bash lab/build_image.sh "$IMAGE"
+    local size
+    size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
+    log "built $IMAGE in $((SECONDS - start)) s, size $((size / 1000000)) MB"
+    # Older lab images are dead weight (about 1 GB each); those still used by a container stay.
+    docker images --format '{{.Repository}}:{{.Tag}}' grimbots-lab | grep -vxF -e "$IMAGE" \
+      -e grimbots-lab:latest | xargs -r docker rmi >/dev/null 2>&1 || true
+  fi
+  # A stable name for molecule and anything else that wants "the lab image".
+  docker tag "$IMAGE" grimbots-lab:latest
+}
+
+ensure_key() {
+  mkdir -p "$STATE"
+  [[ -f $KEY ]] || { log "generating the lab SSH key $KEY"; ssh-keygen -q -t ed25519 -N '' -C grimbots-lab -f "$KEY"; }
+}
+
+ensure_network() {
+  if docker network inspect "$NET" >/dev/null 2>&1; then
+    local subnet internal
+    subnet=$(docker network inspect -f '{{range .IPAM.Config}}{{.Subnet}}{{end}}' "$NET")
+    internal=$(docker network inspect -f '{{.Internal}}' "$NET")
+    [[ $subnet == "$SUBNET" && $internal == true ]] && return
+    log "network $NET is $subnet (internal=$internal), not internal $SUBNET: replacing it"
+    docker network inspect -f '{{range .Containers}}{{.Name}} {{end}}' "$NET" | xargs -r docker rm -f >/dev/null
+    docker network rm "$NET" >/dev/null
+  fi
+  log "creating the internal network $NET ($SUBNET)"
+  docker network create --internal --subnet "$SUBNET" "$NET" >/dev/null
+}
+
+# Every host's /etc/hosts lists every lab host (docker writes --add-host entries there).
+# CONFIG names what a container was created from: reuse it only when this is unchanged.
+host_config() {
+  ADD_HOSTS=()
+  local i
+  for i in "${!HOSTS[@]}"; do ADD_HOSTS+=(--add-host "${HOSTS[$i]}:${ADDRS[$i]}"); done
+  CONFIG=$(echo "$IMAGE ${ADD_HOSTS[*]} ${SYSTEMD_FLAGS[*]}" | sha256sum | cut -c1-12)
+}
+
+reusable() { # NAME ADDRESS: running, same config, still at its address on the lab network
+  local state
+  state=$(docker inspect -f '{{.State.Running}} {{index .Config.Labels "grimbots.lab.config"}} {{with index .NetworkSettings.Networks "'"$NET"'"}}{{.IPAddress}}{{end}}' "$1" 2>/dev/null) || return 1
+  [[ $state == "true $CONFIG $2" ]]
+}
+
+create_host() { # HOST ADDRESS
+  local name=$PREFIX$1 tmp
+  docker rm -f "$name" >/dev/null 2>&1 || true
+  docker create --name "$name" --hostname "$1" --network "$NET" --ip "$2" \
+    --label grimbots.lab=1 --label "grimbots.lab.config=$CONFIG" \
+    "${ADD_HOSTS[@]}" "${SYSTEMD_FLAGS[@]}" "$IMAGE" >/dev/null
+  # Its own machine-id before first boot (the image's is shared by every container).
+  tmp=$(mktemp)
+  tr -d '-' </proc/sys/kernel/random/uuid >"$tmp"
+  docker cp "$tmp" "$name:/etc/machine-id"
+  rm -f "$tmp"
+}
+
+inject_key() { # HOST
+  local tmp
+  tmp=$(mktemp)
+  cp "$KEY.pub" "$tmp" && chmod 600 "$tmp"
+  docker cp "$tmp" "$PREFIX$1:/root/.ssh/authorized_keys"
+  rm -f "$tmp"
+}
+
+wait_for_ssh() {
+  local deadline=$((SECONDS + SSH_WAIT)) pending=("${HOSTS[@]}") left i
+  log "waiting for sshd on ${#pending[@]} hosts (at most ${SSH_WAIT} s)"
+  while ((${#pending[@]})); do
+    left=()
+    for i in "${pending[@]}"; do
+      ssh "${SSH_OPTS[@]}" "root@$(addr_of "$i")" true 2>/dev/null || left+=("$i")
+    done
+    pending=("${left[@]+"${left[@]}"}")
+    ((${#pending[@]})) || break
+    ((SECONDS < deadline)) || die "sshd did not answer within ${SSH_WAIT} s on: ${pending[*]}
+  look with: lab/lab.sh exec ${pending[0]} journalctl -u ssh --no-pager | tail"
+    sleep 2
+  done
+}
+
+# The fake Telegram Bot API on the telegram host(s), as a systemd unit on :8081.
+install_fake_telegram() {
+  local i name changed
+  [[ -f $FAKE_TG_SRC ]] || { log "WARNING: $FAKE_TG_SRC does not exist yet: fake-telegram not installed"; return 0; }
+  for i in "${!HOSTS[@]}"; do
+    [[ ,${GROUPS_OF[$i]}, == *,telegram,* ]] || continue
+    name=$PREFIX${HOSTS[$i]}
+    changed=0
+    if [[ $(docker exec "$name" sha256sum /opt/fake-telegram/fake_telegram.py 2>/dev/null | cut -d' ' -f1) != \
+      $(sha256sum "$FAKE_TG_SRC" | cut -d' ' -f1) ]]; then
+      docker exec "$name" mkdir -p /opt/fake-telegram
+      docker cp "$FAKE_TG_SRC" "$name:/opt/fake-telegram/fake_telegram.py"
+      changed=1
+    fi
+    docker exec -i "$name" sh -c 'cat >/etc/systemd/system/fake-telegram.service.new' <<'EOF'
+[Unit]
+Description=Fake Telegram Bot API (lab only): records every call the bots make
+After=network.target
+
+[Service]
+ExecStart=/usr/bin/python3 /opt/fake-telegram/fake_telegram.py --port 8081
+Restart=always
+RestartSec=1
+
+[Install]
+WantedBy=multi-user.target
+EOF
+    docker exec "$name" sh -c 'cd /etc/systemd/system && if cmp -s fake-telegram.service.new fake-telegram.service;
+      then rm fake-telegram.service.new; exit 1; else mv fake-telegram.service.new fake-telegram.service; fi' &&
+      { changed=1; docker exec "$name" systemctl daemon-reload; }
+    docker exec "$name" systemctl enable -q fake-telegram.service
+    if ((changed)); then
+      docker exec "$name" systemctl restart fake-telegram.service
+    else
+      docker exec "$name" systemctl start fake-telegram.service
+    fi
+    log "fake-telegram on ${HOSTS[$i]}:8081 ($( ((changed)) && echo restarted || echo unchanged))"
+  done
+}
+
+cmd_up() {
+  local start=$SECONDS i name created=() reused=()
+  cmd_build
+  ensure_key
+  ensure_network
+  load_hosts
+  host_config
+  for i in "${!HOSTS[@]}"; do
+    name=$PREFIX${HOSTS[$i]}
+    if reusable "$name" "${ADDRS[$i]}"; then
+      reused+=("${HOSTS[$i]}")
+    else
+      create_host "${HOSTS[$i]}" "${ADDRS[$i]}"
+      created+=("$name")
+    fi
+    inject_key "${HOSTS[$i]}"
+  done
+  log "reusing ${#reused[@]} running hosts${reused[*]:+ (${reused[*]})}; starting ${#created[@]}"
+  ((${#created[@]} == 0)) || docker start "${created[@]}" >/dev/null
+  # Docker gives internal networks a default route too; without it nothing can even try to
+  # leave the lab (the bridge also drops such traffic). `ip route get 1.1.1.1` proves it offline.
+  for i in "${HOSTS[@]}"; do docker exec "$PREFIX$i" ip route del default 2>/dev/null || true; done
+  wait_for_ssh
+  install_fake_telegram
+  log "lab up: ${#HOSTS[@]} hosts in $((SECONDS - start)) s (lab/lab.sh status shows them)"
+}
+
+cmd_down() {
+  local names
+  names=$(docker ps -aq --filter label=grimbots.lab=1)
+  [[ -z $names ]] || { log "removing $(wc -w <<<"$names") lab containers"; docker rm -f $names >/dev/null; }
+  if docker network inspect "$NET" >/dev/null 2>&1; then
+    docker network rm "$NET" >/dev/null && log "removed network $NET"
+  fi
+  log "lab down (the image stays; docker rmi grimbots-lab:latest removes it)"
+}
+
+# Main services per inventory group, for `status` (not installed yet shows as inactive).
+services_of() {
+  local g out="ssh"
+  for g in ${1//,/ }; do
+    case $g in
+      lb) out+=" haproxy" ;;
+      app) out+=" grimbots-web redis-server" ;;
+      db) out+=" etcd patroni" ;;
+      redis) out+=" redis-server redis-sentinel" ;;
+      monitoring) out+=" prometheus prometheus-alertmanager grafana-server" ;;
+      telegram) out+=" fake-telegram" ;;
+    esac
+  done
+  echo "$out"
+}
+
+cmd_status() {
+  local i name state system units states
+  load_hosts
+  echo "image: $IMAGE ($(docker image inspect "$IMAGE" >/dev/null 2>&1 && echo present || echo 'not built'))"
+  printf '%-8s %-12s %-10s %-10s %s\n' HOST ADDRESS CONTAINER SYSTEMD SERVICES
+  for i in "${!HOSTS[@]}"; do
+    name=$PREFIX${HOSTS[$i]}
+    state=$(docker inspect -f '{{.State.Status}}' "$name" 2>/dev/null || echo absent)
+    system=- states=-
+    if [[ $state == running ]]; then
+      system=$(docker exec "$name" systemctl is-system-running 2>/dev/null || true)
+      units=$(services_of "${GROUPS_OF[$i]}")
+      states=$(paste -d= <(tr ' ' '\n' <<<"$units") \
+        <(docker exec "$name" systemctl is-active $units 2>/dev/null || true) | tr '\n' ' ')
+    fi
+    printf '%-8s %-12s %-10s %-10s %s\n' "${HOSTS[$i]}" "${ADDRS[$i]}" "$state" "${system:--}" "$states"
+  done
+}
+
+cmd_ssh() {
+  [[ $# -ge 1 ]] || die "usage: lab/lab.sh ssh HOST [CMD...]"
+  load_hosts
+  local addr
+  addr=$(addr_of "$1")
+  shift
+  exec ssh "${SSH_OPTS[@]}" "root@$addr" "$@"
+}
+
+cmd_exec() {
+  [[ $# -ge 2 ]] || die "usage: lab/lab.sh exec HOST CMD..."
+  load_hosts
+  addr_of "$1" >/dev/null
+  local name=$PREFIX$1 tty=()
+  shift
+  [[ -t 0 && -t 1 ]] && tty=(-it)
+  exec docker exec "${tty[@]+"${tty[@]}"}" "$name" "$@"
+}
+
+command -v docker >/dev/null && docker info >/dev/null 2>&1 ||
+  die "the Docker engine is not running: run 'make services' (scripts/services.sh)"
+case ${1:-} in
+  build | up | down | status | ssh | exec) cmd=$1; shift; "cmd_$cmd" "$@" ;;
+  *) sed -n '2,9s/^# \{0,1\}//p' "$0"; exit 2 ;;
+esac
