@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -32,8 +33,28 @@ class Base(DeclarativeBase):
     pass
 
 
-# Timezone-aware timestamps on PostgreSQL; SQLite stores them as ISO text.
-Timestamp = DateTime(timezone=True)
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC timestamps on both backends.
+
+    PostgreSQL stores timestamptz; SQLite stores text without an offset, so values read back
+    are marked UTC again and comparisons never mix naive and aware datetimes.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+Timestamp = UTCDateTime()
 
 
 class Seller(Base):

@@ -57,6 +57,7 @@ def _claim(bot_id: int, chat_id: int, key: str, method: str, payload: dict) -> b
                 ),
             )
             .values(claimed_at=now, attempts=OutboundMessage.attempts + 1)
+            .execution_options(synchronize_session=False)
         )
         return taken.rowcount == 1
 

@@ -1,0 +1,234 @@
+"""The customer journey end to end through the fake Telegram: click -> /start -> welcome ->
+offer -> PIX -> downsell -> payment -> delivery, and the funnel's edge cases."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from sqlalchemy import select
+
+from grimbots.models import BlockedUser, Click, Lead, OutboundMessage, Payment
+from grimbots.payments import sandbox_event
+from tests.factories import (
+    callback_update,
+    make_bot,
+    make_funnel,
+    make_pool,
+    make_seller,
+    start_update,
+)
+
+HEADER = "X-Telegram-Bot-Api-Secret-Token"
+
+
+@pytest.fixture
+def shop(db):
+    with db.session() as session:
+        seller, _ = make_seller(session)
+        funnel = make_funnel(session, seller)
+        bot = make_bot(session, seller, funnel)
+        pool = make_pool(session, seller, [(bot, 1)])
+        return {"bot": bot, "funnel": funnel, "pool": pool, "offers": [o.id for o in funnel.offers]}
+
+
+def deliver(client, bot, update):
+    resp = client.post(f"/webhook/telegram/{bot.id}", json=update,
+                       headers={HEADER: bot.webhook_secret})
+    assert resp.status_code == 200, resp.json
+    return resp.json
+
+
+def forget_start_locks(redis_client):
+    """Stand-in for the seconds passing between two real /starts of one user."""
+    for pattern in ("*:start:*", "*:laststart:*", "*:sendm:*", "*:sendt:*", "*:msg:*"):
+        for key in redis_client.scan_iter(pattern):
+            redis_client.delete(key)
+
+
+def test_click_then_start_copies_attribution_and_sends_one_welcome(
+    client, shop, fake_tg, drain, db
+):
+    bot = shop["bot"]
+    resp = client.get(
+        f"/go/{shop['pool'].slug}?utm_source=facebook&utm_campaign=black-friday&fbclid=abc",
+        headers={"User-Agent": "Mozilla/5.0 test"},
+    )
+    assert resp.status_code == 302
+    target = urlsplit(resp.headers["Location"])
+    assert target.netloc == "t.me" and target.path == f"/{bot.username}"
+    token = parse_qs(target.query)["start"][0]
+    assert len(token) == 32
+
+    deliver(client, bot, start_update(7001, token))
+    drain()
+    welcomes = fake_tg.sent(method="sendPhoto", chat_id=7001)
+    assert len(welcomes) == 1
+    params = welcomes[0]["params"]
+    assert params["caption"].startswith("Bem-vindo")
+    buttons = [row[0]["callback_data"] for row in params["reply_markup"]["inline_keyboard"]]
+    assert buttons == [f"buy:{oid}" for oid in shop["offers"]]
+    with db.session() as session:
+        lead = session.scalar(select(Lead).where(Lead.telegram_user_id == 7001))
+        assert (lead.utm_source, lead.utm_campaign, lead.fbclid) == ("facebook", "black-friday", "abc")
+        assert lead.click_token == token
+        click = session.scalar(select(Click).where(Click.token == token))
+        assert click is not None and click.user_agent == "Mozilla/5.0 test"
+
+
+def test_unknown_tracking_slug_is_not_found(client, shop):
+    assert client.get("/go/no-such-pool").status_code == 404
+    assert client.get("/go/BAD!").status_code == 404
+
+
+def test_pool_skips_banned_and_inactive_bots(client, db):
+    with db.session() as session:
+        seller, _ = make_seller(session)
+        good = make_bot(session, seller)
+        banned = make_bot(session, seller, status="banned")
+        off = make_bot(session, seller, active=False)
+        pool = make_pool(session, seller, [(banned, 1), (good, 1), (off, 1)])
+    targets = {urlsplit(client.get(f"/go/{pool.slug}").headers["Location"]).path
+               for _ in range(6)}
+    assert targets == {f"/{good.username}"}
+
+
+def test_round_robin_pool_alternates_bots(client, db):
+    with db.session() as session:
+        seller, _ = make_seller(session)
+        a, b = make_bot(session, seller), make_bot(session, seller)
+        pool = make_pool(session, seller, [(a, 1), (b, 1)])
+    paths = [urlsplit(client.get(f"/go/{pool.slug}").headers["Location"]).path for _ in range(4)]
+    assert paths[0] != paths[1] and paths[0] == paths[2] and paths[1] == paths[3]
+
+
+def test_caption_over_telegram_limit_goes_as_a_separate_text_after_the_media(
+    client, db, fake_tg, drain
+):
+    with db.session() as session:
+        seller, _ = make_seller(session)
+        funnel = make_funnel(session, seller, text="x" * 1500)
+        bot = make_bot(session, seller, funnel)
+    deliver(client, bot, start_update(7002))
+    drain()
+    calls = fake_tg.sent(chat_id=7002)
+    assert [c["method"] for c in calls] == ["sendPhoto", "sendMessage"]
+    assert "caption" not in calls[0]["params"]
+    assert calls[1]["params"]["text"] == "x" * 1500
+    assert "inline_keyboard" in calls[1]["params"]["reply_markup"]
+
+
+def test_new_start_resets_the_funnel_and_sends_the_welcome_again(
+    client, shop, fake_tg, drain, redis_client
+):
+    bot = shop["bot"]
+    deliver(client, bot, start_update(7003))
+    drain()
+    forget_start_locks(redis_client)
+    deliver(client, bot, start_update(7003))
+    drain()
+    assert len(fake_tg.sent(method="sendPhoto", chat_id=7003)) == 2
+
+
+def test_offer_tap_creates_a_pix_charge_and_payment_delivers_access_once(
+    client, app, shop, fake_tg, drain, db, settings
+):
+    bot, offer_id = shop["bot"], shop["offers"][0]
+    deliver(client, bot, start_update(7004))
+    deliver(client, bot, callback_update(7004, f"buy:{offer_id}"))
+    drain()
+    assert len(fake_tg.sent(method="answerCallbackQuery")) == 1
+    with db.session() as session:
+        payment = session.scalar(select(Payment).where(Payment.offer_id == offer_id))
+        assert payment.status == "pending" and payment.amount_cents == 9700
+        txid = payment.gateway_txid
+    pix = [c for c in fake_tg.sent(method="sendMessage", chat_id=7004)
+           if "PIX" in c["params"]["text"]]
+    assert len(pix) == 1 and payment.pix_code in pix[0]["params"]["text"]
+    assert payment.pix_code.startswith("000201")
+
+    body, headers = sandbox_event(settings, txid, "paid")
+    for _ in range(3):  # the gateway retries its webhook: delivery must still happen once
+        assert client.post("/webhook/payment/sandbox", data=body, headers=headers).status_code == 200
+    drain(include_scheduled=True)
+    deliveries = [c for c in fake_tg.sent(method="sendMessage", chat_id=7004)
+                  if "t.me/+vipgroup" in c["params"]["text"]]
+    assert len(deliveries) == 1
+    downsells = [c for c in fake_tg.sent(method="sendMessage", chat_id=7004)
+                 if "Desconto" in c["params"]["text"]]
+    assert downsells == [], "payment must cancel pending downsells"
+    with db.session() as session:
+        assert session.get(Payment, payment.id).delivered_at is not None
+
+
+def test_unpaid_charge_gets_chained_downsells_and_a_downsell_can_be_bought(
+    client, shop, fake_tg, drain, db
+):
+    bot, offer_id = shop["bot"], shop["offers"][0]
+    deliver(client, bot, start_update(7005))
+    deliver(client, bot, callback_update(7005, f"buy:{offer_id}"))
+    drain()
+    drain(include_scheduled=True)  # the scheduler's delay passes
+    texts = [c["params"]["text"] for c in fake_tg.sent(method="sendMessage", chat_id=7005)]
+    assert sum("Desconto 1" in t for t in texts) == 1
+    assert sum("Desconto 2" in t for t in texts) == 1
+    first_ds = next(c for c in fake_tg.sent(method="sendMessage", chat_id=7005)
+                    if "Desconto 1" in c["params"]["text"])
+    data = first_ds["params"]["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    assert data.startswith("ds:") and len(data.encode()) <= 64
+    deliver(client, bot, callback_update(7005, data))
+    drain()
+    with db.session() as session:
+        prices = sorted(p.amount_cents for p in session.scalars(
+            select(Payment).where(Payment.bot_id == bot.id)))
+    assert prices == [4700, 9700]
+
+
+def test_order_bump_is_proposed_and_added_to_the_charge(client, db, fake_tg, drain):
+    with db.session() as session:
+        seller, _ = make_seller(session)
+        funnel = make_funnel(session, seller, bump=True, downsells=0)
+        bot = make_bot(session, seller, funnel)
+        main_offer = funnel.offers[0].id
+    deliver(client, bot, start_update(7006))
+    deliver(client, bot, callback_update(7006, f"buy:{main_offer}"))
+    drain()
+    bump = next(c for c in fake_tg.sent(method="sendMessage", chat_id=7006)
+                if "Aproveite" in c["params"]["text"])
+    yes = bump["params"]["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    deliver(client, bot, callback_update(7006, yes))
+    drain()
+    with db.session() as session:
+        payment = session.scalar(select(Payment).where(Payment.bot_id == bot.id))
+    assert payment.amount_cents == 9700 + 1990
+
+
+def test_user_who_blocked_the_bot_is_marked(client, shop, fake_tg, drain, db):
+    bot = shop["bot"]
+    fake_tg.add_fault(status=403, method="sendPhoto", chat_id=7007)
+    deliver(client, bot, start_update(7007))
+    drain()
+    with db.session() as session:
+        lead = session.scalar(select(Lead).where(Lead.telegram_user_id == 7007))
+        assert lead.blocked is True
+        assert session.scalar(select(BlockedUser).where(BlockedUser.telegram_user_id == 7007))
+        row = session.scalar(select(OutboundMessage).where(OutboundMessage.chat_id == 7007))
+        assert row.status == "blocked"
+
+
+def test_my_chat_member_kicked_then_member_toggles_blocked(client, shop, drain, db):
+    bot = shop["bot"]
+    deliver(client, bot, start_update(7008))
+    drain()
+    for n, status in enumerate(("kicked", "member")):
+        deliver(client, bot, {
+            "update_id": 9_900_000 + n,
+            "my_chat_member": {"chat": {"id": 7008, "type": "private"},
+                               "from": {"id": 7008, "is_bot": False, "first_name": "L"},
+                               "date": 0, "old_chat_member": {"status": "member"},
+                               "new_chat_member": {"status": status}},
+        })
+        drain()
+        with db.session() as session:
+            lead = session.scalar(select(Lead).where(Lead.telegram_user_id == 7008))
+            assert lead.blocked is (status == "kicked")
