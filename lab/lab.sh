@@ -163,7 +163,8 @@ Description=Fake Telegram Bot API (lab only): records every call the bots make
 After=network.target
 
 [Service]
-ExecStart=/usr/bin/python3 /opt/fake-telegram/fake_telegram.py --port 8081
+# 0.0.0.0: the app hosts call it over the lab network (the script defaults to 127.0.0.1).
+ExecStart=/usr/bin/python3 /opt/fake-telegram/fake_telegram.py --host 0.0.0.0 --port 8081
 Restart=always
 RestartSec=1
 
@@ -179,6 +180,8 @@ EOF
     else
       docker exec "$name" systemctl start fake-telegram.service
     fi
+    docker exec "$name" sh -c 'for _ in $(seq 50); do curl -sf -m1 http://127.0.0.1:8081/_health >/dev/null && exit 0; sleep 0.2; done; exit 1' ||
+      die "fake-telegram on ${HOSTS[$i]} does not answer on :8081; see: lab/lab.sh exec ${HOSTS[$i]} journalctl -u fake-telegram"
     log "fake-telegram on ${HOSTS[$i]}:8081 ($( ((changed)) && echo restarted || echo unchanged))"
   done
 }
