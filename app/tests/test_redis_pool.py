@@ -1,0 +1,181 @@
+"""The Redis module: bounded pools, and the three modes (one URL, Cluster, Sentinel) against
+real redis-server processes started here on loopback."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+import redis
+
+from grimbots import dedup, redis_pool, telegram
+from grimbots.queues import get_queue
+from grimbots.redis_pool import RedisPools
+from grimbots.settings import Settings
+from tests.conftest import REDIS_URL
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
+                                reason="redis-server is installed by scripts/services.sh")
+
+
+def _wait(predicate, timeout=15.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except redis.RedisError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def _redis_server(tmp_path, port, *extra):
+    workdir = tmp_path / str(port)
+    workdir.mkdir()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir), *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    _wait(lambda: redis.Redis(port=port).ping(), what=f"redis on {port}")
+    return proc
+
+
+@pytest.fixture
+def local_redis(redis_client):
+    return redis_client
+
+
+def test_pool_never_opens_more_connections_than_its_bound(local_redis):
+    pools = RedisPools(Settings.from_env({"GRIMBOTS_REDIS_URL": REDIS_URL,
+                                          "GRIMBOTS_REDIS_MAX_CONNECTIONS": "4"}))
+    client = pools.state()
+
+    def hammer():
+        for _ in range(50):
+            client.incr("gb:test:counter")
+
+    threads = [threading.Thread(target=hammer) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert int(client.get("gb:test:counter")) == 16 * 50
+    stats = {s.name: s for s in pools.stats()}["state"]
+    assert stats.max_connections == 4
+    assert stats.created <= 4
+    pools.close()
+
+
+def test_exhausted_pool_waits_then_fails_instead_of_opening_more(local_redis):
+    pools = RedisPools(Settings.from_env({"GRIMBOTS_REDIS_URL": REDIS_URL,
+                                          "GRIMBOTS_REDIS_MAX_CONNECTIONS": "1",
+                                          "GRIMBOTS_REDIS_SOCKET_TIMEOUT": "0.2"}))
+    pool = pools.state().connection_pool
+    held = pool.get_connection()
+    try:
+        with pytest.raises(redis.ConnectionError):
+            pools.state().ping()
+        assert {s.name: s for s in pools.stats()}["state"].in_use == 1
+    finally:
+        pool.release(held)
+    assert pools.state().ping()
+    pools.close()
+
+
+def test_state_client_speaks_str_and_queue_client_bytes(local_redis):
+    pools = RedisPools(Settings.from_env({"GRIMBOTS_REDIS_URL": REDIS_URL}))
+    pools.state().set("gb:test:s", "v")
+    assert pools.state().get("gb:test:s") == "v"
+    assert pools.queue().get("gb:test:s") == b"v"
+    pools.close()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path):
+    ports = [17101, 17102, 17103]
+    procs = [_redis_server(tmp_path, p, "--cluster-enabled", "yes",
+                           "--cluster-config-file", f"nodes-{p}.conf") for p in ports]
+    try:
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=30,
+        )
+        _wait(lambda: b"cluster_state:ok" in redis.Redis(port=ports[0]).execute_command(
+            "CLUSTER", "INFO"), what="cluster ok")
+        yield ports
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def test_cluster_mode_runs_dedup_and_rate_limits_with_hash_tags(redis_cluster, local_redis):
+    settings = Settings.from_env({
+        "GRIMBOTS_REDIS_MODE": "cluster",
+        "GRIMBOTS_REDIS_CLUSTER_NODES": ",".join(f"127.0.0.1:{p}" for p in redis_cluster),
+        "GRIMBOTS_REDIS_URL": REDIS_URL,
+    })
+    redis_pool.reset_pools()
+    redis_pool.get_pools(settings)
+    try:
+        assert isinstance(redis_pool.state(), redis.cluster.RedisCluster)
+        # Bots land in different slots; each bot's multi-key script stays within its slot.
+        for bot_id in range(1, 30):
+            locks = dedup.intake_locks(bot_id, 1, ("m", 1, 2, "hi"), 1)
+            assert dedup.acquire_intake(locks) is None
+            assert dedup.acquire_intake(locks) == dedup.LAYER_UPDATE
+        limiter = telegram.RateLimiter(30, 1)
+        limiter.acquire(7, 100)
+        started = time.monotonic()
+        limiter.acquire(7, 100)
+        assert time.monotonic() - started >= 0.9
+    finally:
+        redis_pool.reset_pools()
+
+
+@pytest.fixture
+def sentinel_pair(tmp_path):
+    primary = _redis_server(tmp_path, 17201)
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        "port 17301\nbind 127.0.0.1\n"
+        "sentinel monitor grimbots-queue 127.0.0.1 17201 1\n"
+        "sentinel down-after-milliseconds grimbots-queue 1000\n"
+    )
+    sentinel = subprocess.Popen(["redis-server", str(conf), "--sentinel"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(lambda: redis.Redis(port=17301).execute_command(
+            "SENTINEL", "GET-MASTER-ADDR-BY-NAME", "grimbots-queue"), what="sentinel")
+        yield
+    finally:
+        for proc in (sentinel, primary):
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def test_sentinel_mode_finds_the_queue_primary_for_rq(sentinel_pair, local_redis):
+    settings = Settings.from_env({
+        "GRIMBOTS_REDIS_URL": REDIS_URL,
+        "GRIMBOTS_QUEUE_REDIS_MODE": "sentinel",
+        "GRIMBOTS_SENTINELS": "127.0.0.1:17301",
+        "GRIMBOTS_SENTINEL_MASTER": "grimbots-queue",
+        "GRIMBOTS_REDIS_MAX_CONNECTIONS": "3",
+    })
+    redis_pool.reset_pools()
+    redis_pool.get_pools(settings)
+    try:
+        queue = get_queue("tasks")
+        queue.enqueue("grimbots.jobs.record_click", {"token": "x"})
+        assert queue.count == 1
+        assert redis.Redis(port=17201).llen("rq:queue:tasks") == 1
+        stats = {s.name: s for s in redis_pool.get_pools().stats()}
+        assert stats["queue"].max_connections == 3
+    finally:
+        redis_pool.reset_pools()
