@@ -60,10 +60,7 @@ def _reset_schema(url: str) -> None:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'grimbots.db'}"
-    else:
-        url = PG_URL
+    url = f"sqlite:///{tmp_path / 'grimbots.db'}" if request.param == "sqlite" else PG_URL
     _reset_schema(url)
     return url
 

@@ -24,8 +24,15 @@ def make_seller(session, name: str = "Seller") -> tuple[Seller, str]:
     return seller, token
 
 
-def make_funnel(session, seller: Seller, *, text: str = "Bem-vindo! Escolha sua oferta:",
-                media: str | None = "photo", downsells: int = 2, bump: bool = False) -> Funnel:
+def make_funnel(
+    session,
+    seller: Seller,
+    *,
+    text: str = "Bem-vindo! Escolha sua oferta:",
+    media: str | None = "photo",
+    downsells: int = 2,
+    bump: bool = False,
+) -> Funnel:
     funnel = Funnel(
         seller_id=seller.id,
         name="Funil",
@@ -41,8 +48,12 @@ def make_funnel(session, seller: Seller, *, text: str = "Bem-vindo! Escolha sua 
     if bump:
         funnel.offers.append(Offer(title="Bônus", price_cents=1990, position=2))
     funnel.downsells = [
-        Downsell(position=i, delay_minutes=5 * (i + 1), price_cents=4700 - 1000 * i,
-                 text=f"Desconto {i + 1}")
+        Downsell(
+            position=i,
+            delay_minutes=5 * (i + 1),
+            price_cents=4700 - 1000 * i,
+            text=f"Desconto {i + 1}",
+        )
         for i in range(downsells)
     ]
     session.add(funnel)
@@ -52,8 +63,14 @@ def make_funnel(session, seller: Seller, *, text: str = "Bem-vindo! Escolha sua 
     return funnel
 
 
-def make_bot(session, seller: Seller, funnel: Funnel | None = None, *, active: bool = True,
-             status: str = "ok") -> Bot:
+def make_bot(
+    session,
+    seller: Seller,
+    funnel: Funnel | None = None,
+    *,
+    active: bool = True,
+    status: str = "ok",
+) -> Bot:
     n = next(_seq)
     bot = Bot(
         seller_id=seller.id,
@@ -69,10 +86,16 @@ def make_bot(session, seller: Seller, funnel: Funnel | None = None, *, active: b
     return bot
 
 
-def make_pool(session, seller: Seller, bots: list[tuple[Bot, int]], slug: str | None = None,
-              strategy: str = "round_robin") -> RedirectPool:
-    pool = RedirectPool(seller_id=seller.id, slug=slug or f"pool-{secrets.token_hex(4)}",
-                        strategy=strategy)
+def make_pool(
+    session,
+    seller: Seller,
+    bots: list[tuple[Bot, int]],
+    slug: str | None = None,
+    strategy: str = "round_robin",
+) -> RedirectPool:
+    pool = RedirectPool(
+        seller_id=seller.id, slug=slug or f"pool-{secrets.token_hex(4)}", strategy=strategy
+    )
     pool.members = [PoolBot(bot_id=b.id, weight=w) for b, w in bots]
     session.add(pool)
     session.flush()
@@ -105,16 +128,20 @@ def message_update(user_id: int, text: str, update_id: int | None = None) -> dic
     }
 
 
-def callback_update(user_id: int, data: str, update_id: int | None = None,
-                    message_id: int = 1) -> dict:
+def callback_update(
+    user_id: int, data: str, update_id: int | None = None, message_id: int = 1
+) -> dict:
     uid = update_id if update_id is not None else next_update_id()
     return {
         "update_id": uid,
         "callback_query": {
             "id": str(uid),
             "from": {"id": user_id, "is_bot": False, "first_name": "Lead"},
-            "message": {"message_id": message_id, "date": int(time.time()),
-                        "chat": {"id": user_id, "type": "private"}},
+            "message": {
+                "message_id": message_id,
+                "date": int(time.time()),
+                "chat": {"id": user_id, "type": "private"},
+            },
             "chat_instance": "1",
             "data": data,
         },

@@ -28,8 +28,14 @@ def _free_port() -> int:
 
 
 def _env(database_url: str, **extra) -> dict:
-    return {**os.environ, "GRIMBOTS_DATABASE_URL": database_url, "GRIMBOTS_REDIS_URL": REDIS_URL,
-            "TELEGRAM_API_BASE": "http://127.0.0.1:9", "GRIMBOTS_WEB_WORKERS": "2", **extra}
+    return {
+        **os.environ,
+        "GRIMBOTS_DATABASE_URL": database_url,
+        "GRIMBOTS_REDIS_URL": REDIS_URL,
+        "TELEGRAM_API_BASE": "http://127.0.0.1:9",
+        "GRIMBOTS_WEB_WORKERS": "2",
+        **extra,
+    }
 
 
 def test_worker_lanes_cover_every_queue_with_the_default_worker_set():
@@ -39,8 +45,7 @@ def test_worker_lanes_cover_every_queue_with_the_default_worker_set():
 
 
 def test_worker_refuses_an_unknown_queue_such_as_an_instance_name(tmp_path):
-    result = CliRunner().invoke(main, ["worker", "tasks-1"],
-                                env={"GRIMBOTS_REDIS_URL": REDIS_URL})
+    result = CliRunner().invoke(main, ["worker", "tasks-1"], env={"GRIMBOTS_REDIS_URL": REDIS_URL})
     assert result.exit_code != 0
     assert "unknown queue 'tasks-1'" in result.output
 
@@ -55,8 +60,9 @@ def test_bad_configuration_is_a_clear_error():
 def test_web_serves_reloads_on_sighup_and_stops_on_sigterm(database_url, redis_client):
     port = _free_port()
     env = _env(database_url, GRIMBOTS_WEB_BIND=f"127.0.0.1:{port}")
-    proc = subprocess.Popen([str(BIN), "web"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [str(BIN), "web"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         url = f"http://127.0.0.1:{port}/health"
         deadline = time.monotonic() + 30
@@ -80,13 +86,16 @@ def test_web_serves_reloads_on_sighup_and_stops_on_sigterm(database_url, redis_c
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_burst_worker_runs_queued_jobs_and_exits(database_url, redis_client):
-    from rq import Queue
-
     import redis as redis_lib
+    from rq import Queue
 
     conn = redis_lib.Redis.from_url(REDIS_URL)
     Queue("tracking", connection=conn).enqueue("grimbots.jobs.record_click", {"token": "t" * 32})
-    done = subprocess.run([str(BIN), "worker", "tasks", "--burst"], env=_env(database_url),
-                          capture_output=True, timeout=60)
+    done = subprocess.run(
+        [str(BIN), "worker", "tasks", "--burst"],
+        env=_env(database_url),
+        capture_output=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert Queue("tracking", connection=conn).count == 0

@@ -33,8 +33,9 @@ def shop(db):
 
 
 def deliver(client, bot, update):
-    resp = client.post(f"/webhook/telegram/{bot.id}", json=update,
-                       headers={HEADER: bot.webhook_secret})
+    resp = client.post(
+        f"/webhook/telegram/{bot.id}", json=update, headers={HEADER: bot.webhook_secret}
+    )
     assert resp.status_code == 200, resp.json
     return resp.json
 
@@ -70,7 +71,8 @@ def test_click_then_start_copies_attribution_and_sends_one_welcome(
     assert buttons == [f"buy:{oid}" for oid in shop["offers"]]
     with db.session() as session:
         lead = session.scalar(select(Lead).where(Lead.telegram_user_id == 7001))
-        assert (lead.utm_source, lead.utm_campaign, lead.fbclid) == ("facebook", "black-friday", "abc")
+        attribution = (lead.utm_source, lead.utm_campaign, lead.fbclid)
+        assert attribution == ("facebook", "black-friday", "abc")
         assert lead.click_token == token
         click = session.scalar(select(Click).where(Click.token == token))
         assert click is not None and click.user_agent == "Mozilla/5.0 test"
@@ -88,8 +90,7 @@ def test_pool_skips_banned_and_inactive_bots(client, db):
         banned = make_bot(session, seller, status="banned")
         off = make_bot(session, seller, active=False)
         pool = make_pool(session, seller, [(banned, 1), (good, 1), (off, 1)])
-    targets = {urlsplit(client.get(f"/go/{pool.slug}").headers["Location"]).path
-               for _ in range(6)}
+    targets = {urlsplit(client.get(f"/go/{pool.slug}").headers["Location"]).path for _ in range(6)}
     assert targets == {f"/{good.username}"}
 
 
@@ -142,20 +143,28 @@ def test_offer_tap_creates_a_pix_charge_and_payment_delivers_access_once(
         payment = session.scalar(select(Payment).where(Payment.offer_id == offer_id))
         assert payment.status == "pending" and payment.amount_cents == 9700
         txid = payment.gateway_txid
-    pix = [c for c in fake_tg.sent(method="sendMessage", chat_id=7004)
-           if "PIX" in c["params"]["text"]]
+    pix = [
+        c for c in fake_tg.sent(method="sendMessage", chat_id=7004) if "PIX" in c["params"]["text"]
+    ]
     assert len(pix) == 1 and payment.pix_code in pix[0]["params"]["text"]
     assert payment.pix_code.startswith("000201")
 
     body, headers = sandbox_event(settings, txid, "paid")
     for _ in range(3):  # the gateway retries its webhook: delivery must still happen once
-        assert client.post("/webhook/payment/sandbox", data=body, headers=headers).status_code == 200
+        resp = client.post("/webhook/payment/sandbox", data=body, headers=headers)
+        assert resp.status_code == 200
     drain(include_scheduled=True)
-    deliveries = [c for c in fake_tg.sent(method="sendMessage", chat_id=7004)
-                  if "t.me/+vipgroup" in c["params"]["text"]]
+    deliveries = [
+        c
+        for c in fake_tg.sent(method="sendMessage", chat_id=7004)
+        if "t.me/+vipgroup" in c["params"]["text"]
+    ]
     assert len(deliveries) == 1
-    downsells = [c for c in fake_tg.sent(method="sendMessage", chat_id=7004)
-                 if "Desconto" in c["params"]["text"]]
+    downsells = [
+        c
+        for c in fake_tg.sent(method="sendMessage", chat_id=7004)
+        if "Desconto" in c["params"]["text"]
+    ]
     assert downsells == [], "payment must cancel pending downsells"
     with db.session() as session:
         assert session.get(Payment, payment.id).delivered_at is not None
@@ -172,15 +181,19 @@ def test_unpaid_charge_gets_chained_downsells_and_a_downsell_can_be_bought(
     texts = [c["params"]["text"] for c in fake_tg.sent(method="sendMessage", chat_id=7005)]
     assert sum("Desconto 1" in t for t in texts) == 1
     assert sum("Desconto 2" in t for t in texts) == 1
-    first_ds = next(c for c in fake_tg.sent(method="sendMessage", chat_id=7005)
-                    if "Desconto 1" in c["params"]["text"])
+    first_ds = next(
+        c
+        for c in fake_tg.sent(method="sendMessage", chat_id=7005)
+        if "Desconto 1" in c["params"]["text"]
+    )
     data = first_ds["params"]["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
     assert data.startswith("ds:") and len(data.encode()) <= 64
     deliver(client, bot, callback_update(7005, data))
     drain()
     with db.session() as session:
-        prices = sorted(p.amount_cents for p in session.scalars(
-            select(Payment).where(Payment.bot_id == bot.id)))
+        prices = sorted(
+            p.amount_cents for p in session.scalars(select(Payment).where(Payment.bot_id == bot.id))
+        )
     assert prices == [4700, 9700]
 
 
@@ -193,8 +206,11 @@ def test_order_bump_is_proposed_and_added_to_the_charge(client, db, fake_tg, dra
     deliver(client, bot, start_update(7006))
     deliver(client, bot, callback_update(7006, f"buy:{main_offer}"))
     drain()
-    bump = next(c for c in fake_tg.sent(method="sendMessage", chat_id=7006)
-                if "Aproveite" in c["params"]["text"])
+    bump = next(
+        c
+        for c in fake_tg.sent(method="sendMessage", chat_id=7006)
+        if "Aproveite" in c["params"]["text"]
+    )
     yes = bump["params"]["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
     deliver(client, bot, callback_update(7006, yes))
     drain()
@@ -221,13 +237,20 @@ def test_my_chat_member_kicked_then_member_toggles_blocked(client, shop, drain, 
     deliver(client, bot, start_update(7008))
     drain()
     for n, status in enumerate(("kicked", "member")):
-        deliver(client, bot, {
-            "update_id": 9_900_000 + n,
-            "my_chat_member": {"chat": {"id": 7008, "type": "private"},
-                               "from": {"id": 7008, "is_bot": False, "first_name": "L"},
-                               "date": 0, "old_chat_member": {"status": "member"},
-                               "new_chat_member": {"status": status}},
-        })
+        deliver(
+            client,
+            bot,
+            {
+                "update_id": 9_900_000 + n,
+                "my_chat_member": {
+                    "chat": {"id": 7008, "type": "private"},
+                    "from": {"id": 7008, "is_bot": False, "first_name": "L"},
+                    "date": 0,
+                    "old_chat_member": {"status": "member"},
+                    "new_chat_member": {"status": status},
+                },
+            },
+        )
         drain()
         with db.session() as session:
             lead = session.scalar(select(Lead).where(Lead.telegram_user_id == 7008))

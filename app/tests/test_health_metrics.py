@@ -13,8 +13,10 @@ def _register_workers():
     conn = redis_pool.queue_connection()
     workers = []
     for name in ("tasks", "gateway", "webhook"):
-        queues = [Queue(q, connection=conn) for q in (
-            ("tasks", "tracking", "marathon") if name == "tasks" else (name,))]
+        queues = [
+            Queue(q, connection=conn)
+            for q in (("tasks", "tracking", "marathon") if name == "tasks" else (name,))
+        ]
         worker = Worker(queues, connection=conn, name=f"test-{name}")
         worker.register_birth()
         workers.append(worker)
@@ -67,10 +69,16 @@ def test_metrics_expose_the_platform_counters(client, db):
     client.post(f"/webhook/telegram/{bot.id}", json=update, headers=headers)
     body = client.get("/metrics").get_data(as_text=True)
     for name in (
-        "http_requests_total", "http_request_duration_seconds_bucket",
-        "telegram_messages_received_total", "telegram_messages_sent_total",
-        "telegram_errors_total", "update_processing_seconds", "db_pool_in_use",
-        "rq_queue_depth", "rq_workers", "redis_pool_in_use",
+        "http_requests_total",
+        "http_request_duration_seconds_bucket",
+        "telegram_messages_received_total",
+        "telegram_messages_sent_total",
+        "telegram_errors_total",
+        "update_processing_seconds",
+        "db_pool_in_use",
+        "rq_queue_depth",
+        "rq_workers",
+        "redis_pool_in_use",
     ):
         assert name in body, name
     assert 'duplicates_suppressed_total{layer="update_id"}' in body

@@ -17,8 +17,9 @@ from grimbots.redis_pool import RedisPools
 from grimbots.settings import Settings
 from tests.conftest import REDIS_URL
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
-                                reason="redis-server is installed by scripts/services.sh")
+pytestmark = pytest.mark.skipif(
+    shutil.which("redis-server") is None, reason="redis-server is installed by scripts/services.sh"
+)
 
 
 def _wait(predicate, timeout=15.0, what="condition"):
@@ -37,9 +38,22 @@ def _redis_server(tmp_path, port, *extra):
     workdir = tmp_path / str(port)
     workdir.mkdir()
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir), *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     _wait(lambda: redis.Redis(port=port).ping(), what=f"redis on {port}")
     return proc
@@ -51,8 +65,9 @@ def local_redis(redis_client):
 
 
 def test_pool_never_opens_more_connections_than_its_bound(local_redis):
-    pools = RedisPools(Settings.from_env({"GRIMBOTS_REDIS_URL": REDIS_URL,
-                                          "GRIMBOTS_REDIS_MAX_CONNECTIONS": "4"}))
+    pools = RedisPools(
+        Settings.from_env({"GRIMBOTS_REDIS_URL": REDIS_URL, "GRIMBOTS_REDIS_MAX_CONNECTIONS": "4"})
+    )
     client = pools.state()
 
     def hammer():
@@ -72,9 +87,15 @@ def test_pool_never_opens_more_connections_than_its_bound(local_redis):
 
 
 def test_exhausted_pool_waits_then_fails_instead_of_opening_more(local_redis):
-    pools = RedisPools(Settings.from_env({"GRIMBOTS_REDIS_URL": REDIS_URL,
-                                          "GRIMBOTS_REDIS_MAX_CONNECTIONS": "1",
-                                          "GRIMBOTS_REDIS_SOCKET_TIMEOUT": "0.2"}))
+    pools = RedisPools(
+        Settings.from_env(
+            {
+                "GRIMBOTS_REDIS_URL": REDIS_URL,
+                "GRIMBOTS_REDIS_MAX_CONNECTIONS": "1",
+                "GRIMBOTS_REDIS_SOCKET_TIMEOUT": "0.2",
+            }
+        )
+    )
     pool = pools.state().connection_pool
     held = pool.get_connection()
     try:
@@ -98,16 +119,33 @@ def test_state_client_speaks_str_and_queue_client_bytes(local_redis):
 @pytest.fixture
 def redis_cluster(tmp_path):
     ports = [17101, 17102, 17103]
-    procs = [_redis_server(tmp_path, p, "--cluster-enabled", "yes",
-                           "--cluster-config-file", f"nodes-{p}.conf") for p in ports]
+    procs = [
+        _redis_server(
+            tmp_path, p, "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{p}.conf"
+        )
+        for p in ports
+    ]
     try:
         subprocess.run(
-            ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
-             "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, capture_output=True, timeout=30,
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *[f"127.0.0.1:{p}" for p in ports],
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
         )
-        _wait(lambda: b"cluster_state:ok" in redis.Redis(port=ports[0]).execute_command(
-            "CLUSTER", "INFO"), what="cluster ok")
+        _wait(
+            lambda: (
+                b"cluster_state:ok" in redis.Redis(port=ports[0]).execute_command("CLUSTER", "INFO")
+            ),
+            what="cluster ok",
+        )
         yield ports
     finally:
         for proc in procs:
@@ -116,11 +154,13 @@ def redis_cluster(tmp_path):
 
 
 def test_cluster_mode_runs_dedup_and_rate_limits_with_hash_tags(redis_cluster, local_redis):
-    settings = Settings.from_env({
-        "GRIMBOTS_REDIS_MODE": "cluster",
-        "GRIMBOTS_REDIS_CLUSTER_NODES": ",".join(f"127.0.0.1:{p}" for p in redis_cluster),
-        "GRIMBOTS_REDIS_URL": REDIS_URL,
-    })
+    settings = Settings.from_env(
+        {
+            "GRIMBOTS_REDIS_MODE": "cluster",
+            "GRIMBOTS_REDIS_CLUSTER_NODES": ",".join(f"127.0.0.1:{p}" for p in redis_cluster),
+            "GRIMBOTS_REDIS_URL": REDIS_URL,
+        }
+    )
     redis_pool.reset_pools()
     redis_pool.get_pools(settings)
     try:
@@ -148,11 +188,18 @@ def sentinel_pair(tmp_path):
         "sentinel monitor grimbots-queue 127.0.0.1 17201 1\n"
         "sentinel down-after-milliseconds grimbots-queue 1000\n"
     )
-    sentinel = subprocess.Popen(["redis-server", str(conf), "--sentinel"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sentinel = subprocess.Popen(
+        ["redis-server", str(conf), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        _wait(lambda: redis.Redis(port=17301).execute_command(
-            "SENTINEL", "GET-MASTER-ADDR-BY-NAME", "grimbots-queue"), what="sentinel")
+        _wait(
+            lambda: redis.Redis(port=17301).execute_command(
+                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", "grimbots-queue"
+            ),
+            what="sentinel",
+        )
         yield
     finally:
         for proc in (sentinel, primary):
@@ -161,13 +208,15 @@ def sentinel_pair(tmp_path):
 
 
 def test_sentinel_mode_finds_the_queue_primary_for_rq(sentinel_pair, local_redis):
-    settings = Settings.from_env({
-        "GRIMBOTS_REDIS_URL": REDIS_URL,
-        "GRIMBOTS_QUEUE_REDIS_MODE": "sentinel",
-        "GRIMBOTS_SENTINELS": "127.0.0.1:17301",
-        "GRIMBOTS_SENTINEL_MASTER": "grimbots-queue",
-        "GRIMBOTS_REDIS_MAX_CONNECTIONS": "3",
-    })
+    settings = Settings.from_env(
+        {
+            "GRIMBOTS_REDIS_URL": REDIS_URL,
+            "GRIMBOTS_QUEUE_REDIS_MODE": "sentinel",
+            "GRIMBOTS_SENTINELS": "127.0.0.1:17301",
+            "GRIMBOTS_SENTINEL_MASTER": "grimbots-queue",
+            "GRIMBOTS_REDIS_MAX_CONNECTIONS": "3",
+        }
+    )
     redis_pool.reset_pools()
     redis_pool.get_pools(settings)
     try:

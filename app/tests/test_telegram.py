@@ -42,7 +42,9 @@ def test_bad_request_is_not_retried_and_is_recorded_failed(bot, fake_tg, db):
     assert outbox.send(bot, 8004, "k-400", "sendMessage", {"text": "hi"}) == "failed"
     assert len(fake_tg.calls(chat_id=8004)) == 1
     with db.session() as session:
-        row = session.scalar(select(OutboundMessage).where(OutboundMessage.idempotency_key == "k-400"))
+        row = session.scalar(
+            select(OutboundMessage).where(OutboundMessage.idempotency_key == "k-400")
+        )
         assert row.status == "failed"
 
 
@@ -66,9 +68,18 @@ def test_a_live_claim_is_not_stolen_by_a_concurrent_sender(bot, fake_tg, db):
     from grimbots.models import utcnow
 
     with db.session() as session:
-        session.add(OutboundMessage(bot_id=bot.id, chat_id=8007, idempotency_key="k-claimed",
-                                    method="sendMessage", payload={}, status="pending",
-                                    claimed_at=utcnow(), attempts=1))
+        session.add(
+            OutboundMessage(
+                bot_id=bot.id,
+                chat_id=8007,
+                idempotency_key="k-claimed",
+                method="sendMessage",
+                payload={},
+                status="pending",
+                claimed_at=utcnow(),
+                attempts=1,
+            )
+        )
     assert outbox.send(bot, 8007, "k-claimed", "sendMessage", {"text": "x"}) == "duplicate"
     assert fake_tg.calls(chat_id=8007) == []
 
@@ -96,8 +107,13 @@ def test_per_bot_rate_is_shared_by_every_client(bot, fake_tg, settings):
     mine = telegram.get_client()
     for n in range(45):
         client = mine if n % 2 else other
-        client.call(bot.token, "sendMessage", {"chat_id": 9000 + n, "text": "x"},
-                    bot_id=bot.id, chat_id=9000 + n)
+        client.call(
+            bot.token,
+            "sendMessage",
+            {"chat_id": 9000 + n, "text": "x"},
+            bot_id=bot.id,
+            chat_id=9000 + n,
+        )
     times = sorted(c["time"] for c in fake_tg.sent(method="sendMessage"))
     # A burst of 30 is allowed, then 30/s: 45 sends need at least ~0.5 s.
     assert times[-1] - times[0] >= 0.45
@@ -106,8 +122,9 @@ def test_per_bot_rate_is_shared_by_every_client(bot, fake_tg, settings):
 def test_429_holds_back_every_sender_of_that_bot(bot, fake_tg, settings):
     limiter = telegram.RateLimiter(30, 1)
     limiter.penalize(bot.id, 1.0)
-    telegram.get_client().call(bot.token, "sendMessage", {"chat_id": 8010, "text": "x"},
-                               bot_id=bot.id, chat_id=8010)
+    telegram.get_client().call(
+        bot.token, "sendMessage", {"chat_id": 8010, "text": "x"}, bot_id=bot.id, chat_id=8010
+    )
     call = fake_tg.sent(chat_id=8010)[0]
     assert call is not None
 

@@ -174,8 +174,7 @@ def test_same_message_with_a_new_update_id_within_seconds_is_suppressed(client, 
     assert twin.json["duplicate"] == "message_hash"
 
 
-def test_twin_start_with_another_payload_is_stopped_by_the_start_lock(client, bot, fake_tg,
-                                                                     drain):
+def test_twin_start_with_another_payload_is_stopped_by_the_start_lock(client, bot, fake_tg, drain):
     assert post(client, bot, start_update(5010, "a" * 32)).json == {"ok": True}
     assert post(client, bot, start_update(5010, "b" * 32)).json["duplicate"] == "start_lock"
     drain()

@@ -49,7 +49,9 @@ def _acquire_script():
 
 
 def _digest(*parts: object) -> str:
-    return hashlib.sha1("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:20]
+    data = "\x1f".join(str(p) for p in parts).encode()
+    # A content fingerprint for lock keys, not a security boundary.
+    return hashlib.blake2b(data, digest_size=10).hexdigest()
 
 
 def intake_locks(bot_id: int, update_id: int, content: tuple | None, start_chat: int | None):

@@ -24,7 +24,12 @@ log = logging.getLogger(__name__)
 CAPTION_LIMIT = 1024
 TEXT_LIMIT = 4096
 ATTRIBUTION_FIELDS = (
-    "utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term", "fbclid",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_content",
+    "utm_term",
+    "fbclid",
 )
 
 
@@ -115,17 +120,37 @@ def offer_tapped(bot: Bot, lead: Lead, offer_id: int, update_id: int) -> None:
         return
     bump = _offer_of(funnel, funnel.order_bump_offer_id) if funnel.order_bump_offer_id else None
     if bump is not None and bump.id != offer.id:
-        markup = {"inline_keyboard": [
-            [{"text": f"Sim, adicionar {bump.title} (+{brl(bump.price_cents)})",
-              "callback_data": f"bump:{offer.id}:1"}],
-            [{"text": "Não, obrigado", "callback_data": f"bump:{offer.id}:0"}],
-        ]}
+        markup = {
+            "inline_keyboard": [
+                [
+                    {
+                        "text": f"Sim, adicionar {bump.title} (+{brl(bump.price_cents)})",
+                        "callback_data": f"bump:{offer.id}:1",
+                    }
+                ],
+                [{"text": "Não, obrigado", "callback_data": f"bump:{offer.id}:0"}],
+            ]
+        }
         text = f"Aproveite: leve também {bump.title} por mais {brl(bump.price_cents)}?"
-        outbox.send(bot, lead.chat_id, f"bump:{bot.id}:{lead.id}:{update_id}", "sendMessage",
-                    {"text": text, "reply_markup": markup}, lead_id=lead.id)
+        outbox.send(
+            bot,
+            lead.chat_id,
+            f"bump:{bot.id}:{lead.id}:{update_id}",
+            "sendMessage",
+            {"text": text, "reply_markup": markup},
+            lead_id=lead.id,
+        )
         return
-    enqueue(GATEWAY, create_charge, bot.id, lead.id, f"offer:{offer.id}:{update_id}",
-            offer.id, offer.price_cents, None)
+    enqueue(
+        GATEWAY,
+        create_charge,
+        bot.id,
+        lead.id,
+        f"offer:{offer.id}:{update_id}",
+        offer.id,
+        offer.price_cents,
+        None,
+    )
 
 
 def bump_answered(bot: Bot, lead: Lead, offer_id: int, accepted: bool, update_id: int) -> None:
@@ -138,8 +163,16 @@ def bump_answered(bot: Bot, lead: Lead, offer_id: int, accepted: bool, update_id
     if accepted and funnel.order_bump_offer_id:
         bump = _offer_of(funnel, funnel.order_bump_offer_id)
         amount += bump.price_cents if bump else 0
-    enqueue(GATEWAY, create_charge, bot.id, lead.id, f"offer:{offer.id}:{update_id}",
-            offer.id, amount, None)
+    enqueue(
+        GATEWAY,
+        create_charge,
+        bot.id,
+        lead.id,
+        f"offer:{offer.id}:{update_id}",
+        offer.id,
+        amount,
+        None,
+    )
 
 
 def downsell_tapped(bot: Bot, lead: Lead, payment_id: int, position: int) -> None:
@@ -151,12 +184,26 @@ def downsell_tapped(bot: Bot, lead: Lead, payment_id: int, position: int) -> Non
     downsell = _downsell_at(funnel, position)
     if downsell is None:
         return
-    enqueue(GATEWAY, create_charge, bot.id, lead.id, f"downsell:{payment_id}:{position}",
-            original.offer_id, downsell.price_cents, position)
+    enqueue(
+        GATEWAY,
+        create_charge,
+        bot.id,
+        lead.id,
+        f"downsell:{payment_id}:{position}",
+        original.offer_id,
+        downsell.price_cents,
+        position,
+    )
 
 
-def create_charge(bot_id: int, lead_id: int, source: str, offer_id: int | None,
-                  amount_cents: int, downsell_position: int | None) -> int | None:
+def create_charge(
+    bot_id: int,
+    lead_id: int,
+    source: str,
+    offer_id: int | None,
+    amount_cents: int,
+    downsell_position: int | None,
+) -> int | None:
     """Job (gateway queue): charge through the gateway, send the PIX code, schedule downsells."""
     from grimbots.payments import create_payment
 
@@ -168,9 +215,14 @@ def create_charge(bot_id: int, lead_id: int, source: str, offer_id: int | None,
             return None
         generation = lead.funnel_generation
         payment = create_payment(
-            session, bot=bot, lead=lead, amount_cents=amount_cents,
-            idempotency_key=f"charge:{bot_id}:{lead_id}:{source}", offer_id=offer_id,
-            downsell_position=downsell_position, description=f"{bot.username} {source}",
+            session,
+            bot=bot,
+            lead=lead,
+            amount_cents=amount_cents,
+            idempotency_key=f"charge:{bot_id}:{lead_id}:{source}",
+            offer_id=offer_id,
+            downsell_position=downsell_position,
+            description=f"{bot.username} {source}",
         )
         payment_id, pix_code = payment.id, payment.pix_code
         funnel = load_funnel(session, bot.funnel_id)
@@ -179,8 +231,9 @@ def create_charge(bot_id: int, lead_id: int, source: str, offer_id: int | None,
         "Copie o código PIX abaixo e pague no app do seu banco:\n\n"
         f"{pix_code}\n\nAssim que o pagamento for confirmado, você recebe o acesso aqui."
     )
-    outbox.send(bot, lead.chat_id, f"pix:{payment_id}", "sendMessage", {"text": text},
-                lead_id=lead.id)
+    outbox.send(
+        bot, lead.chat_id, f"pix:{payment_id}", "sendMessage", {"text": text}, lead_id=lead.id
+    )
     # Downsells follow an unpaid main-offer charge; a downsell charge continues the chain.
     next_position = 0 if downsell_position is None else downsell_position + 1
     if funnel is not None and _downsell_at(funnel, next_position) is not None:
@@ -216,16 +269,34 @@ def run_downsell(payment_id: int, position: int, generation: int) -> str:
     if downsell is None:
         return "missing"
     text = downsell.text or f"Última chance: leve por apenas {brl(downsell.price_cents)}!"
-    markup = {"inline_keyboard": [[{
-        "text": f"Quero por {brl(downsell.price_cents)}",
-        "callback_data": f"ds:{payment_id}:{position}",
-    }]]}
-    status = outbox.send(bot, lead.chat_id, f"downsell:{payment_id}:{position}", "sendMessage",
-                         {"text": text[:TEXT_LIMIT], "reply_markup": markup}, lead_id=lead.id)
+    markup = {
+        "inline_keyboard": [
+            [
+                {
+                    "text": f"Quero por {brl(downsell.price_cents)}",
+                    "callback_data": f"ds:{payment_id}:{position}",
+                }
+            ]
+        ]
+    }
+    status = outbox.send(
+        bot,
+        lead.chat_id,
+        f"downsell:{payment_id}:{position}",
+        "sendMessage",
+        {"text": text[:TEXT_LIMIT], "reply_markup": markup},
+        lead_id=lead.id,
+    )
     following = _downsell_at(funnel, position + 1)
     if status == outbox.SENT and following is not None:
-        enqueue_in(TASKS, timedelta(minutes=following.delay_minutes), run_downsell,
-                   payment_id, position + 1, generation)
+        enqueue_in(
+            TASKS,
+            timedelta(minutes=following.delay_minutes),
+            run_downsell,
+            payment_id,
+            position + 1,
+            generation,
+        )
     return status
 
 
@@ -242,8 +313,9 @@ def deliver_access(payment_id: int) -> str:
         return "missing"
     link = funnel.access_link if funnel else ""
     text = f"Pagamento confirmado! ✅\n\nSeu acesso: {link}" if link else "Pagamento confirmado! ✅"
-    status = outbox.send(bot, lead.chat_id, f"delivery:{payment_id}", "sendMessage",
-                         {"text": text}, lead_id=lead.id)
+    status = outbox.send(
+        bot, lead.chat_id, f"delivery:{payment_id}", "sendMessage", {"text": text}, lead_id=lead.id
+    )
     if status in (outbox.SENT, outbox.DUPLICATE):
         with get_db().session() as session:
             session.execute(

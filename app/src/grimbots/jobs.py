@@ -110,8 +110,13 @@ def _callback(bot: Bot, cq: dict, update_id: int) -> str:
         return "ignored"
     try:
         # Stops the button's spinner; not a message, so neither rate-limited nor in the outbox.
-        get_client().call(bot.token, "answerCallbackQuery", {"callback_query_id": cq.get("id")},
-                          bot_id=bot.id, rate_limited=False)
+        get_client().call(
+            bot.token,
+            "answerCallbackQuery",
+            {"callback_query_id": cq.get("id")},
+            bot_id=bot.id,
+            rate_limited=False,
+        )
     except TelegramError as exc:
         log.info("answerCallbackQuery failed", extra={"error": exc.description})
     lead = upsert_lead(bot.id, user, int(chat_id))

@@ -58,8 +58,9 @@ def set_blocked(bot_id: int, telegram_user_id: int, blocked: bool) -> None:
             )
         )
         if blocked and existing is None:
-            session.add(BlockedUser(bot_id=bot_id, telegram_user_id=telegram_user_id,
-                                    blocked_at=utcnow()))
+            session.add(
+                BlockedUser(bot_id=bot_id, telegram_user_id=telegram_user_id, blocked_at=utcnow())
+            )
         elif not blocked and existing is not None:
             session.delete(existing)
     # Two workers marking the same user at once: the loser's insert conflicts; state is right.

@@ -7,6 +7,7 @@ in workers (messages sent, errors) are visible where Prometheus scrapes.
 
 from __future__ import annotations
 
+import logging
 import os
 
 from prometheus_client import (
@@ -19,8 +20,12 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
+log = logging.getLogger(__name__)
+
 HTTP_REQUESTS = Counter(
-    "http_requests_total", "HTTP requests by route, method and status", ["route", "method", "status"]
+    "http_requests_total",
+    "HTTP requests by route, method and status",
+    ["route", "method", "status"],
 )
 HTTP_LATENCY = Histogram(
     "http_request_duration_seconds",
@@ -32,17 +37,13 @@ MESSAGES_RECEIVED = Counter(
     "telegram_messages_received_total", "Telegram updates accepted by the webhook", ["kind"]
 )
 MESSAGES_SENT = Counter("telegram_messages_sent_total", "Telegram messages sent", ["method"])
-TELEGRAM_ERRORS = Counter(
-    "telegram_errors_total", "Telegram API errors by type", ["error_type"]
-)
+TELEGRAM_ERRORS = Counter("telegram_errors_total", "Telegram API errors by type", ["error_type"])
 UPDATE_PROCESSING = Histogram(
     "update_processing_seconds",
     "Time to process one Telegram update in a worker",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-DUPLICATES = Counter(
-    "duplicates_suppressed_total", "Duplicates stopped, by dedup layer", ["layer"]
-)
+DUPLICATES = Counter("duplicates_suppressed_total", "Duplicates stopped, by dedup layer", ["layer"])
 DB_POOL_IN_USE = Gauge(
     "db_pool_in_use", "Database connections checked out", multiprocess_mode="livesum"
 )
@@ -62,8 +63,8 @@ class RuntimeCollector:
             for name, info in queues.queue_overview().items():
                 depth.add_metric([name], info["depth"])
                 workers.add_metric([name], info["workers"])
-        except Exception:  # noqa: BLE001 - a scrape must not fail because Redis is down
-            pass
+        except Exception as exc:  # noqa: BLE001 - a scrape must not fail because Redis is down
+            log.warning("rq metrics unavailable: %s", exc)
         yield depth
         yield workers
         size = GaugeMetricFamily(

@@ -35,8 +35,14 @@ def _claim(bot_id: int, chat_id: int, key: str, method: str, payload: dict) -> b
         with db.session() as session:
             session.add(
                 OutboundMessage(
-                    bot_id=bot_id, chat_id=chat_id, idempotency_key=key, method=method,
-                    payload=payload, status="pending", claimed_at=now, attempts=1,
+                    bot_id=bot_id,
+                    chat_id=chat_id,
+                    idempotency_key=key,
+                    method=method,
+                    payload=payload,
+                    status="pending",
+                    claimed_at=now,
+                    attempts=1,
                 )
             )
         return True
@@ -100,8 +106,9 @@ def send(
         set_blocked(bot.id, chat_id, True)
         return BLOCKED
     except PermanentError as exc:
-        log.warning("telegram refused message", extra={"key": idempotency_key,
-                                                        "error": exc.description})
+        log.warning(
+            "telegram refused message", extra={"key": idempotency_key, "error": exc.description}
+        )
         _finish(idempotency_key, status="failed", error=exc.description[:500])
         return FAILED
     except TransientError:

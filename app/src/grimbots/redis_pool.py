@@ -197,4 +197,4 @@ def queue_connection() -> redis.Redis:
 
 def bot_tag(bot_id: int) -> str:
     """Redis Cluster hash tag that keeps all of one bot's keys in one slot."""
-    return "{bot:%d}" % bot_id
+    return f"{{bot:{bot_id}}}"

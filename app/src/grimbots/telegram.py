@@ -256,6 +256,7 @@ def set_webhooks(settings: Settings, bot_id: int | None = None) -> list[dict]:
             client.call(bot.token, "setWebhook", payload, rate_limited=False)
             results.append({"bot_id": bot.id, "username": bot.username, "ok": True})
         except TelegramError as exc:
-            results.append({"bot_id": bot.id, "username": bot.username, "ok": False,
-                            "error": exc.description})
+            results.append(
+                {"bot_id": bot.id, "username": bot.username, "ok": False, "error": exc.description}
+            )
     return results

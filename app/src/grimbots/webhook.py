@@ -6,6 +6,7 @@ Anything that cannot be done safely (Redis away) answers 503 so Telegram deliver
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -62,9 +63,10 @@ def bot_meta(bot_id: int) -> BotMeta | None:
     with get_db().read_session() as session:
         bot = session.get(Bot, bot_id)
         meta = BotMeta(bot.webhook_secret, bool(bot.active)) if bot else None
-    mapping = (
-        {"missing": "1"} if meta is None else {"secret": meta.secret, "active": str(int(meta.active))}
-    )
+    if meta is None:
+        mapping = {"missing": "1"}
+    else:
+        mapping = {"secret": meta.secret, "active": str(int(meta.active))}
     pipe = client.pipeline(transaction=False)
     pipe.hset(_meta_key(bot_id), mapping=mapping)
     # An unknown id is cached briefly: a bot created a moment later becomes reachable soon.
@@ -145,9 +147,9 @@ def telegram_webhook(bot_id: int):
     kind = update_kind(update)
     content = _content(update, kind) if isinstance(update.get(kind), dict) else None
     start_chat = None
-    if kind == "message" and isinstance(update["message"], dict):
-        if is_start(update["message"].get("text")):
-            start_chat = _chat_id(update["message"])
+    message = update.get("message") if kind == "message" else None
+    if isinstance(message, dict) and is_start(message.get("text")):
+        start_chat = _chat_id(message)
 
     locks = dedup.intake_locks(bot_id, update["update_id"], content, start_chat)
     try:
@@ -169,11 +171,9 @@ def telegram_webhook(bot_id: int):
         )
     except RedisError:
         log.warning("enqueue failed, releasing dedup locks", extra={"bot_id": bot_id})
-        try:
+        # If even that fails the locks expire on their own; Telegram's backoff outlasts them.
+        with contextlib.suppress(RedisError):
             dedup.release(locks)
-        except RedisError:
-            pass  # the locks expire on their own; Telegram's backoff outlasts them
         return jsonify(ok=False, error="temporarily unavailable"), 503
     metrics.MESSAGES_RECEIVED.labels(kind).inc()
     return jsonify(ok=True)
-

@@ -64,8 +64,11 @@ def enqueue_due_scheduled(include_future: bool = False) -> int:
     for name in QUEUE_NAMES:
         queue = Queue(name, connection=conn)
         registry = queue.scheduled_job_registry
-        until = None if include_future else datetime.now(UTC)
-        for job_id in registry.get_job_ids(0, -1) if include_future else registry.get_jobs_to_schedule(until):
+        if include_future:
+            due = registry.get_job_ids(0, -1)
+        else:
+            due = registry.get_jobs_to_schedule(datetime.now(UTC))
+        for job_id in due:
             job = queue.fetch_job(job_id)
             registry.remove(job_id)
             if job is not None:
