@@ -117,7 +117,7 @@ class TelegramVisitor(HttpUser):
                 response.failure(f"{name}: HTTP {response.status_code} {response.text[:120]}")
 
     @task(50)
-    def start(self) -> None:
+    def start_command(self) -> None:
         """A new lead arrives from an ad: a fresh Telegram user sends /start <tracking token>."""
         self.uid = next(_user_ids)
         token = self.tracking_token or secrets.token_hex(16)
