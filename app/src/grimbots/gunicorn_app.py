@@ -37,6 +37,8 @@ class GrimbotsWeb(BaseApplication):
             "keepalive": 5,
             "backlog": 2048,
             "proc_name": "grimbots-web",
+            # systemd manages the process; no control socket under a protected $HOME.
+            "control_socket_disable": True,
             "child_exit": _child_exit,
             "accesslog": None,
             "errorlog": "-",
