@@ -25,6 +25,10 @@ SYSTEMD_FLAGS=(--cap-add SYS_ADMIN --cap-add NET_ADMIN
   --security-opt seccomp=unconfined --security-opt apparmor=unconfined
   --tmpfs /run --tmpfs /run/lock -v /sys/fs/cgroup:/sys/fs/cgroup:rw --cgroupns=host
   --stop-signal SIGRTMIN+3)
+# The internal network drops every packet that is not for 10.77.0.0/24 (the containers keep a
+# default route, like a VPS, so Ansible facts such as ansible_default_ipv4 exist). Docker's DNS
+# would forward unknown names to --dns: kept on loopback here (see also resolv.conf in cmd_up).
+NET_FLAGS=(--dns 127.0.0.1)
 SSH_OPTS=(-i "$KEY" -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
   -o LogLevel=ERROR -o ConnectTimeout=3)
 
@@ -97,7 +101,7 @@ host_config() {
   ADD_HOSTS=()
   local i
   for i in "${!HOSTS[@]}"; do ADD_HOSTS+=(--add-host "${HOSTS[$i]}:${ADDRS[$i]}"); done
-  CONFIG=$(echo "$IMAGE ${ADD_HOSTS[*]} ${SYSTEMD_FLAGS[*]}" | sha256sum | cut -c1-12)
+  CONFIG=$(echo "$IMAGE ${ADD_HOSTS[*]} ${SYSTEMD_FLAGS[*]} ${NET_FLAGS[*]}" | sha256sum | cut -c1-12)
 }
 
 reusable() { # NAME ADDRESS: running, same config, still at its address on the lab network
@@ -111,30 +115,35 @@ create_host() { # HOST ADDRESS
   docker rm -f "$name" >/dev/null 2>&1 || true
   docker create --name "$name" --hostname "$1" --network "$NET" --ip "$2" \
     --label grimbots.lab=1 --label "grimbots.lab.config=$CONFIG" \
-    "${ADD_HOSTS[@]}" "${SYSTEMD_FLAGS[@]}" "$IMAGE" >/dev/null
-  # Its own machine-id before first boot (the image's is shared by every container).
+    "${ADD_HOSTS[@]}" "${NET_FLAGS[@]}" "${SYSTEMD_FLAGS[@]}" "$IMAGE" >/dev/null
+  # Its own machine-id before first boot: the image's is shared by every container, and an empty
+  # one could count as a first boot (systemd then runs preset-all, re-enabling services).
   tmp=$(mktemp)
   tr -d '-' </proc/sys/kernel/random/uuid >"$tmp"
   docker cp "$tmp" "$name:/etc/machine-id"
   rm -f "$tmp"
 }
 
-inject_key() { # HOST
-  local tmp
-  tmp=$(mktemp)
-  cp "$KEY.pub" "$tmp" && chmod 600 "$tmp"
-  docker cp "$tmp" "$PREFIX$1:/root/.ssh/authorized_keys"
-  rm -f "$tmp"
+# After every start: the lab key for root, and a resolver that fails unknown names at once.
+# (Lab hosts resolve each other through /etc/hosts; Docker's DNS, 127.0.0.11, makes unknown
+# names hang for 20 s.) Docker rewrites resolv.conf when a container restarts, so `up` redoes it.
+prepare_host() { # HOST
+  docker exec -i "$PREFIX$1" sh -c 'umask 077 && cat >/root/.ssh/authorized_keys &&
+    printf "%s\n" "# lab: names come from /etc/hosts; no DNS server" \
+      "nameserver 127.0.0.1" "options timeout:1 attempts:1" >/etc/resolv.conf' <"$KEY.pub"
 }
 
 wait_for_ssh() {
-  local deadline=$((SECONDS + SSH_WAIT)) pending=("${HOSTS[@]}") left i
+  local deadline=$((SECONDS + SSH_WAIT)) pending=("${HOSTS[@]}") left pids i
   log "waiting for sshd on ${#pending[@]} hosts (at most ${SSH_WAIT} s)"
   while ((${#pending[@]})); do
-    left=()
+    left=() pids=()
+    # One probe per pending host at a time, in parallel: a round costs one ssh, not twelve.
     for i in "${pending[@]}"; do
-      ssh "${SSH_OPTS[@]}" "root@$(addr_of "$i")" true 2>/dev/null || left+=("$i")
+      ssh "${SSH_OPTS[@]}" "root@$(addr_of "$i")" true 2>/dev/null &
+      pids+=($!)
     done
+    for i in "${!pending[@]}"; do wait "${pids[$i]}" || left+=("${pending[$i]}"); done
     pending=("${left[@]+"${left[@]}"}")
     ((${#pending[@]})) || break
     ((SECONDS < deadline)) || die "sshd did not answer within ${SSH_WAIT} s on: ${pending[*]}
@@ -201,13 +210,10 @@ cmd_up() {
       create_host "${HOSTS[$i]}" "${ADDRS[$i]}"
       created+=("$name")
     fi
-    inject_key "${HOSTS[$i]}"
   done
   log "reusing ${#reused[@]} running hosts${reused[*]:+ (${reused[*]})}; starting ${#created[@]}"
   ((${#created[@]} == 0)) || docker start "${created[@]}" >/dev/null
-  # Docker gives internal networks a default route too; without it nothing can even try to
-  # leave the lab (the bridge also drops such traffic). `ip route get 1.1.1.1` proves it offline.
-  for i in "${HOSTS[@]}"; do docker exec "$PREFIX$i" ip route del default 2>/dev/null || true; done
+  for i in "${HOSTS[@]}"; do prepare_host "$i"; done
   wait_for_ssh
   install_fake_telegram
   log "lab up: ${#HOSTS[@]} hosts in $((SECONDS - start)) s (lab/lab.sh status shows them)"
