@@ -96,7 +96,11 @@ def main(work: Path, report_path: Path) -> int:
         f"wrk {cfg['wrk_threads']} threads / {cfg['connections']} connections, "
         f"{cfg['duration_s']} s measured after {cfg['warmup_s']} s warm-up, {len(runs)} run(s)"
     )
-    print(f"machine: {meta['machine']['nproc']} CPUs, {meta['machine']['cpu_model']}")
+    machine = meta["machine"]
+    print(
+        f"machine: {machine['nproc']} CPUs, {machine['cpu_model']}, "
+        f"load average at start {machine.get('loadavg_at_start')}"
+    )
     print(f"{'run':>4} {'target':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}  ratio")
     for r in runs:
         for name in ("trivial", "webhook"):

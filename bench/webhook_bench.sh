@@ -107,13 +107,13 @@ PIDS+=($!)
 PIDS+=($!)
 APP_PID=$!
 
-wait_http() {  # wait_http URL LOG: until it answers (bounded: 30 s)
-  for _ in $(seq 150); do
+wait_http() {  # wait_http URL LOG: until it answers (bounded: 90 s)
+  for _ in $(seq 450); do
     curl -s -o /dev/null --max-time 1 "$1" && return 0
     sleep 0.2
   done
   tail -20 "$2" >&2
-  die "$1 did not answer within 30 s"
+  die "$1 did not answer within 90 s"
 }
 wait_http "http://127.0.0.1:$TRIVIAL_PORT/health" "$WORK/trivial.log"
 wait_http "http://127.0.0.1:$APP_PORT/health" "$WORK/web.log"
@@ -126,6 +126,10 @@ answer=$(curl -s --max-time 5 -w ' HTTP %{http_code}' -H 'Content-Type: applicat
 [[ $answer == *"HTTP 200" ]] || { tail -20 "$WORK/web.log" >&2; die "webhook probe failed: $answer"; }
 
 nproc_=$(nproc)
+read -r load1 load5 _ </proc/loadavg
+if awk -v l="$load1" -v n="$nproc_" 'BEGIN {exit !(l > n / 2)}'; then
+  echo "bench: WARNING: load average $load1 on $nproc_ CPUs: other work competes, figures will be low"
+fi
 cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 "$BIN/python" - "$WORK/meta.json" <<EOF
 import json, platform, sys, time
@@ -133,7 +137,8 @@ json.dump({
     "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     "command": "bash bench/webhook_bench.sh",
     "machine": {"nproc": $nproc_, "cpu_model": """$cpu_model""", "kernel": platform.release(),
-                "python": platform.python_version()},
+                "python": platform.python_version(),
+                "loadavg_at_start": [$load1, $load5]},
     "config": {"runs": $RUNS, "duration_s": $DURATION, "warmup_s": $WARMUP,
                "wrk_threads": $THREADS, "connections": $CONNECTIONS, "workers": $WORKERS,
                "threads": $WEB_THREADS, "worker_class": "gthread",
@@ -158,14 +163,14 @@ profile_start() {
   spy=$(command -v py-spy || echo "$BIN/py-spy")
   [[ -x $spy ]] || { echo "bench: py-spy not installed, no profile"; return 0; }
   local i=0
+  mkdir -p "$ROOT/bench/results"
   for child in $(pgrep -P "$APP_PID"); do
     i=$((i + 1))
-    timeout $((DURATION + 30)) "$spy" record -p "$child" -d "$DURATION" -r 200 -f speedscope \
-      -o "$ROOT/bench/results/profile-$child.json" >/dev/null 2>&1 &
+    timeout $((DURATION + 30)) "$spy" record --nonblocking -p "$child" -d "$DURATION" -r 100 \
+      -f raw -o "$ROOT/bench/results/profile-$child.txt" >/dev/null 2>&1 &
     PIDS+=($!)
   done
-  mkdir -p "$ROOT/bench/results"
-  echo "bench: profiling $i app workers with py-spy"
+  echo "bench: profiling $i app workers with py-spy (collapsed stacks in bench/results/)"
 }
 
 for run in $(seq "$RUNS"); do
