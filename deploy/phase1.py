@@ -160,21 +160,21 @@ def app(v: dict) -> None:
         files.directory(name=f"Create {path}", path=path, user="root", group="root", mode="0755")
     if host.get_fact(Command, f"test -e {venv}/bin/python && echo yes || echo no") == "no":
         server.shell(name="Create the virtualenv", commands=[f"python3 -m venv {venv}"])
-    for w in wheels:
-        files.put(
-            name=f"Copy wheel {w}",
-            src=str(src / w),
-            dest=f"{wheels_dir}/{w}",
-            user="root",
-            group="root",
-            mode="0644",
-        )
-    for path in host.get_fact(FindFiles, path=wheels_dir, quote_path=True, name="*.whl") or []:
-        if Path(path).name not in wheels:
-            files.file(name=f"Remove stale wheel {Path(path).name}", path=path, present=False)
     installed = host.get_fact(Command, f"cat {venv}/.wheel-stamp 2>/dev/null || true").strip()
     code = []
-    if installed != wheel_stamp:
+    if installed != wheel_stamp:  # the wheels travel only when the wheel set changed
+        for w in wheels:
+            files.put(
+                name=f"Copy wheel {w}",
+                src=str(src / w),
+                dest=f"{wheels_dir}/{w}",
+                user="root",
+                group="root",
+                mode="0644",
+            )
+        for path in host.get_fact(FindFiles, path=wheels_dir, quote_path=True, name="*.whl") or []:
+            if Path(path).name not in wheels:
+                files.file(name=f"Remove stale wheel {Path(path).name}", path=path, present=False)
         code.append(
             server.shell(
                 name="Install the app and its dependencies from the wheels, offline",

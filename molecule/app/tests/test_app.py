@@ -24,9 +24,9 @@ def test_web_and_every_worker_instance_run_and_are_enabled(host):
 def test_each_worker_serves_its_queue_not_its_instance_name(host):
     for instance in INSTANCES:
         pid = host.check_output(f"systemctl show -p MainPID --value grimbots-worker@{instance}")
-        argv = host.file(f"/proc/{pid}/cmdline").content_string.split("\0")
+        argv = host.file(f"/proc/{pid}/cmdline").content_string.rstrip("\0").split("\0")
         queue = instance.rsplit("-", 1)[0]
-        assert argv[-2:] == ["worker", queue] or argv[-1] == queue, argv
+        assert argv[-2:] == ["worker", queue], argv
 
 
 def test_environment_file_is_readable_by_the_service_group_only(host):
