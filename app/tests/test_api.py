@@ -26,9 +26,7 @@ def seller(db):
 @pytest.fixture
 def api(client, seller):
     def call(method: str, path: str, json=None, **kwargs):
-        return client.open(
-            path, method=method, json=json, headers=seller["headers"], **kwargs
-        )
+        return client.open(path, method=method, json=json, headers=seller["headers"], **kwargs)
 
     return call
 
@@ -148,13 +146,19 @@ def test_deactivating_a_bot_takes_effect_at_the_webhook_at_once(api, client, db)
 def test_rotating_the_webhook_secret_takes_effect_at_once(api, client, db):
     bot = new_bot(api, webhook_secret="first-secret")
     header = {"X-Telegram-Bot-Api-Secret-Token": "first-secret"}
-    assert client.post(
-        f"/webhook/telegram/{bot['id']}", json=start_update(3), headers=header
-    ).status_code == 200
+    assert (
+        client.post(
+            f"/webhook/telegram/{bot['id']}", json=start_update(3), headers=header
+        ).status_code
+        == 200
+    )
     api("PATCH", f"/api/bots/{bot['id']}", {"webhook_secret": "second-secret"})
-    assert client.post(
-        f"/webhook/telegram/{bot['id']}", json=start_update(4), headers=header
-    ).status_code == 403
+    assert (
+        client.post(
+            f"/webhook/telegram/{bot['id']}", json=start_update(4), headers=header
+        ).status_code
+        == 403
+    )
 
 
 def test_deleting_a_bot_deactivates_it_and_keeps_its_history(api, db):
@@ -178,7 +182,9 @@ def test_funnel_is_created_with_offers_and_downsells(api):
     funnel = new_funnel(api)
     assert [o["price_cents"] for o in funnel["offers"]] == [9700, 19700]
     assert funnel["downsells"][0] == {
-        "id": funnel["downsells"][0]["id"], "delay_minutes": 10, "price_cents": 4700,
+        "id": funnel["downsells"][0]["id"],
+        "delay_minutes": 10,
+        "price_cents": 4700,
         "text": "Desconto!",
     }
     assert api("GET", f"/api/funnels/{funnel['id']}").json == funnel
@@ -187,10 +193,16 @@ def test_funnel_is_created_with_offers_and_downsells(api):
 def test_funnel_update_keeps_offers_given_by_id_and_drops_the_rest(api):
     funnel = new_funnel(api)
     first, second = funnel["offers"]
-    resp = api("PATCH", f"/api/funnels/{funnel['id']}", {
-        "offers": [{"id": first["id"], "title": "Curso+", "price_cents": 9900},
-                   {"title": "Novo", "price_cents": 500}],
-    })
+    resp = api(
+        "PATCH",
+        f"/api/funnels/{funnel['id']}",
+        {
+            "offers": [
+                {"id": first["id"], "title": "Curso+", "price_cents": 9900},
+                {"title": "Novo", "price_cents": 500},
+            ],
+        },
+    )
     assert resp.status_code == 200
     offers = resp.json["offers"]
     assert offers[0] == {"id": first["id"], "title": "Curso+", "price_cents": 9900}
@@ -203,8 +215,9 @@ def test_order_bump_must_be_an_offer_of_the_funnel_and_lapses_with_it(api):
     resp = api("PATCH", f"/api/funnels/{funnel['id']}", {"order_bump_offer_id": bump_id})
     assert resp.json["order_bump_offer_id"] == bump_id
     other = new_funnel(api)
-    bad = api("PATCH", f"/api/funnels/{funnel['id']}",
-              {"order_bump_offer_id": other["offers"][0]["id"]})
+    bad = api(
+        "PATCH", f"/api/funnels/{funnel['id']}", {"order_bump_offer_id": other["offers"][0]["id"]}
+    )
     assert bad.status_code == 400 and bad.json["field"] == "order_bump_offer_id"
     keep_first = [{"id": funnel["offers"][0]["id"], "title": "Curso", "price_cents": 9700}]
     resp = api("PATCH", f"/api/funnels/{funnel['id']}", {"offers": keep_first})
@@ -231,10 +244,15 @@ def test_deleting_a_funnel_detaches_its_bots(api):
 
 def test_pool_is_created_updated_and_deleted(api):
     a, b = new_bot(api, username="pool_bot_a"), new_bot(api, username="pool_bot_b")
-    resp = api("POST", "/api/pools", {
-        "slug": "promo-1", "strategy": "weighted",
-        "bots": [{"bot_id": a["id"], "weight": 3}, {"bot_id": b["id"]}],
-    })
+    resp = api(
+        "POST",
+        "/api/pools",
+        {
+            "slug": "promo-1",
+            "strategy": "weighted",
+            "bots": [{"bot_id": a["id"], "weight": 3}, {"bot_id": b["id"]}],
+        },
+    )
     assert resp.status_code == 201
     pool = resp.json
     assert pool["bots"] == [{"bot_id": a["id"], "weight": 3}, {"bot_id": b["id"], "weight": 1}]
@@ -263,10 +281,17 @@ def test_pool_redirects_to_a_bot_created_through_the_api(api, client):
 
 def test_campaign_is_created_started_and_stopped(api):
     bot = new_bot(api)
-    resp = api("POST", "/api/campaigns", {
-        "bot_id": bot["id"], "name": "Black Friday", "text": "50% off",
-        "buttons": [{"text": "Comprar", "url": "https://example.com/buy"}], "audience": "unpaid",
-    })
+    resp = api(
+        "POST",
+        "/api/campaigns",
+        {
+            "bot_id": bot["id"],
+            "name": "Black Friday",
+            "text": "50% off",
+            "buttons": [{"text": "Comprar", "url": "https://example.com/buy"}],
+            "audience": "unpaid",
+        },
+    )
     assert resp.status_code == 201
     campaign = resp.json
     assert campaign["status"] == "draft" and campaign["progress"]["total"] == 0
@@ -290,9 +315,7 @@ def test_stopping_a_draft_campaign_stops_it_without_running(api):
     assert queues.get_queue(queues.MARATHON).count == 0
 
 
-def test_campaign_start_answers_503_and_stays_stopped_when_the_queue_is_down(
-    api, monkeypatch
-):
+def test_campaign_start_answers_503_and_stays_stopped_when_the_queue_is_down(api, monkeypatch):
     bot = new_bot(api)
     campaign = api("POST", "/api/campaigns", {"bot_id": bot["id"], "name": "x", "text": "y"}).json
 
@@ -313,12 +336,25 @@ def test_bot_and_pool_stats_count_clicks_leads_sales_and_revenue_by_utm(api, db)
     pool = api("POST", "/api/pools", {"slug": "stats-pool", "bots": [{"bot_id": bot["id"]}]}).json
     with db.session() as session:
         for n, source in enumerate(["fb", "fb", "fb", "google"]):
-            session.add(Click(pool_id=pool["id"], bot_id=bot["id"], token=f"tok{n:029d}",
-                              utm_source=source, utm_campaign="bf"))
+            session.add(
+                Click(
+                    pool_id=pool["id"],
+                    bot_id=bot["id"],
+                    token=f"tok{n:029d}",
+                    utm_source=source,
+                    utm_campaign="bf",
+                )
+            )
         leads = []
         for n, source in enumerate(["fb", "fb", "google"]):
-            lead = Lead(bot_id=bot["id"], telegram_user_id=100 + n, chat_id=100 + n,
-                        click_token=f"tok{n:029d}", utm_source=source, utm_campaign="bf")
+            lead = Lead(
+                bot_id=bot["id"],
+                telegram_user_id=100 + n,
+                chat_id=100 + n,
+                click_token=f"tok{n:029d}",
+                utm_source=source,
+                utm_campaign="bf",
+            )
             session.add(lead)
             leads.append(lead)
         # A lead that did not come through the pool (direct /start) counts for the bot only.
@@ -327,15 +363,30 @@ def test_bot_and_pool_stats_count_clicks_leads_sales_and_revenue_by_utm(api, db)
         session.flush()
         bot_row = session.get(Bot, bot["id"])
         for n, (lead, status, cents) in enumerate(
-            [(leads[0], "paid", 9700), (leads[1], "pending", 9700), (leads[2], "paid", 4700),
-             (direct, "paid", 1000)]
+            [
+                (leads[0], "paid", 9700),
+                (leads[1], "pending", 9700),
+                (leads[2], "paid", 4700),
+                (direct, "paid", 1000),
+            ]
         ):
-            session.add(Payment(seller_id=bot_row.seller_id, bot_id=bot["id"], lead_id=lead.id,
-                                gateway="sandbox", gateway_txid=f"TX{n}", amount_cents=cents,
-                                status=status))
+            session.add(
+                Payment(
+                    seller_id=bot_row.seller_id,
+                    bot_id=bot["id"],
+                    lead_id=lead.id,
+                    gateway="sandbox",
+                    gateway_txid=f"TX{n}",
+                    amount_cents=cents,
+                    status=status,
+                )
+            )
     stats = api("GET", f"/api/bots/{bot['id']}/stats").json
     assert (stats["clicks"], stats["leads"], stats["sales"], stats["revenue_cents"]) == (
-        4, 4, 3, 15400
+        4,
+        4,
+        3,
+        15400,
     )
     assert stats["conversion_rate"] == 0.75
     by = {(r["utm_source"], r["utm_campaign"]): r for r in stats["by_utm"]}
@@ -448,8 +499,9 @@ def test_bad_pool_input_is_a_400(api, body):
 def test_pool_rejects_a_bot_listed_twice_and_a_zero_weight(api):
     bot = new_bot(api)
     post_expect_400(api, "/api/pools", {"slug": "twice", "bots": [{"bot_id": bot["id"]}] * 2})
-    post_expect_400(api, "/api/pools", {"slug": "zero", "bots": [{"bot_id": bot["id"],
-                                                                  "weight": 0}]})
+    post_expect_400(
+        api, "/api/pools", {"slug": "zero", "bots": [{"bot_id": bot["id"], "weight": 0}]}
+    )
 
 
 def test_bad_campaign_input_is_a_400(api):
@@ -481,8 +533,9 @@ def test_bad_pagination_is_a_400(api, query):
 @pytest.mark.parametrize("raw", [b"not json", b"[]", b"null", b'"text"', b"\xff"])
 def test_a_body_that_is_not_a_json_object_is_a_400(client, seller, raw):
     for path in ("/api/bots", "/api/funnels", "/api/pools", "/api/campaigns"):
-        resp = client.post(path, data=raw, headers={**seller["headers"],
-                                                    "Content-Type": "application/json"})
+        resp = client.post(
+            path, data=raw, headers={**seller["headers"], "Content-Type": "application/json"}
+        )
         assert resp.status_code == 400 and resp.json["ok"] is False
 
 

@@ -36,14 +36,25 @@ def world(db):
         add_leads(session, other_bot_a, range(2001, 2004))
         # B's leads include the same Telegram users as A's: they must still not be reached.
         add_leads(session, bot_b, [1001, 1002, 3001])
-    return {"seller": seller_a, "bot": bot, "other_bot": other_bot_a, "bot_b": bot_b,
-            "chats": [lead.chat_id for lead in leads], "lead_ids": [lead.id for lead in leads]}
+    return {
+        "seller": seller_a,
+        "bot": bot,
+        "other_bot": other_bot_a,
+        "bot_b": bot_b,
+        "chats": [lead.chat_id for lead in leads],
+        "lead_ids": [lead.id for lead in leads],
+    }
 
 
 def new_campaign(db, world, **fields) -> int:
     with db.session() as session:
-        campaign = Campaign(seller_id=world["seller"].id, bot_id=world["bot"].id, name="promo",
-                            text=fields.pop("text", "Promoção!"), **fields)
+        campaign = Campaign(
+            seller_id=world["seller"].id,
+            bot_id=world["bot"].id,
+            name="promo",
+            text=fields.pop("text", "Promoção!"),
+            **fields,
+        )
         session.add(campaign)
         session.flush()
         return campaign.id
@@ -99,8 +110,9 @@ def test_a_campaign_whose_bot_belongs_to_another_seller_sends_nothing(db, world,
     """Defence in depth: even a row pointing across sellers reaches nobody."""
     with db.session() as session:
         seller_b = session.get(Seller, world["bot_b"].seller_id)
-        campaign = Campaign(seller_id=world["seller"].id, bot_id=world["bot_b"].id, name="x",
-                            text="y")
+        campaign = Campaign(
+            seller_id=world["seller"].id, bot_id=world["bot_b"].id, name="x", text="y"
+        )
         session.add(campaign)
         session.flush()
         cid = campaign.id
@@ -126,8 +138,12 @@ def test_blocked_leads_are_skipped_and_counted(db, world, fake_tg, drain):
 
 
 def test_a_lead_who_blocked_the_bot_meanwhile_is_marked_and_skipped(db, world, fake_tg, drain):
-    fake_tg.add_fault(status=403, method="sendMessage", chat_id=world["chats"][3],
-                      description="Forbidden: bot was blocked by the user")
+    fake_tg.add_fault(
+        status=403,
+        method="sendMessage",
+        chat_id=world["chats"][3],
+        description="Forbidden: bot was blocked by the user",
+    )
     cid = new_campaign(db, world)
     start(db, cid)
     run_campaign_batch(cid)
@@ -255,8 +271,9 @@ def test_two_concurrent_chains_of_one_campaign_send_and_count_once(db, world, fa
 @pytest.mark.parametrize(
     ("audience", "expected"), [("paid", [1002, 1004]), ("unpaid", [1001, 1003, 1005, 1006, 1007])]
 )
-def test_audience_filter_selects_paid_or_unpaid_leads(db, world, fake_tg, drain, audience,
-                                                      expected):
+def test_audience_filter_selects_paid_or_unpaid_leads(
+    db, world, fake_tg, drain, audience, expected
+):
     with db.session() as session:
         for lead_id in (world["lead_ids"][1], world["lead_ids"][3]):
             session.get(Lead, lead_id).paid = True
@@ -281,8 +298,9 @@ def test_leads_arriving_after_the_start_are_not_part_of_the_campaign(db, world, 
 
 def test_media_campaign_sends_caption_and_url_buttons_on_the_media(db, world, fake_tg, drain):
     buttons = [{"text": "Comprar", "url": "https://example.com/buy"}]
-    cid = new_campaign(db, world, media_type="photo", media_url="https://example.com/p.jpg",
-                       buttons=buttons)
+    cid = new_campaign(
+        db, world, media_type="photo", media_url="https://example.com/p.jpg", buttons=buttons
+    )
     start(db, cid)
     run_campaign_batch(cid)
     drain()
@@ -298,17 +316,22 @@ def test_media_campaign_with_long_text_sends_the_text_after_the_media(db, world,
         for lead_id in world["lead_ids"][2:]:
             session.delete(session.get(Lead, lead_id))
     text = "Oferta " * 200  # 1,400 characters: over Telegram's caption limit
-    cid = new_campaign(db, world, text=text, media_type="video",
-                       media_url="https://example.com/v.mp4",
-                       buttons=[{"text": "Ver", "url": "https://example.com"}])
+    cid = new_campaign(
+        db,
+        world,
+        text=text,
+        media_type="video",
+        media_url="https://example.com/v.mp4",
+        buttons=[{"text": "Ver", "url": "https://example.com"}],
+    )
     start(db, cid)
     run_campaign_batch(cid)
     drain()
     videos = fake_tg.sent(method="sendVideo", token=world["bot"].token)
     texts = fake_tg.sent(method="sendMessage", token=world["bot"].token)
-    assert sorted(c["chat_id"] for c in videos) == sorted(c["chat_id"] for c in texts) == [
-        1001, 1002
-    ]
+    assert (
+        sorted(c["chat_id"] for c in videos) == sorted(c["chat_id"] for c in texts) == [1001, 1002]
+    )
     assert all(c["caption"] is None for c in videos)
     assert texts[0]["text"] == text and texts[0]["reply_markup"]["inline_keyboard"]
     for call in texts:  # the text follows its media in each chat
@@ -324,13 +347,20 @@ def test_campaign_started_through_the_api_runs_to_completion(client, db, world, 
         bot = make_bot(session, api_seller)
         add_leads(session, bot, [4001, 4002])
     headers = {"Authorization": f"Bearer {token}"}
-    created = client.post("/api/campaigns", json={"bot_id": bot.id, "name": "n", "text": "t"},
-                          headers=headers).json
+    created = client.post(
+        "/api/campaigns", json={"bot_id": bot.id, "name": "n", "text": "t"}, headers=headers
+    ).json
     assert client.post(f"/api/campaigns/{created['id']}/start", headers=headers).status_code == 202
     drain()
     shown = client.get(f"/api/campaigns/{created['id']}", headers=headers).json
     assert shown["status"] == "finished"
-    assert shown["progress"] == {"total": 2, "processed": 2, "sent": 2, "failed": 0,
-                                 "skipped_blocked": 0, "percent": 100.0}
+    assert shown["progress"] == {
+        "total": 2,
+        "processed": 2,
+        "sent": 2,
+        "failed": 0,
+        "skipped_blocked": 0,
+        "percent": 100.0,
+    }
     assert received(fake_tg, bot) == [4001, 4002]
     assert received(fake_tg, world["bot"]) == []

@@ -6,13 +6,13 @@ import json
 import threading
 
 import pytest
+from sqlalchemy import func, select
+
 from grimbots import payments, queues
 from grimbots.models import Lead, Payment
 from grimbots.payments import SandboxGateway, crc16_ccitt, create_payment, sandbox_event, sign
-from sqlalchemy import func, select
-from tests.factories import make_bot, make_funnel, make_seller
-
 from tests.conftest import GATEWAY_SECRET
+from tests.factories import make_bot, make_funnel, make_seller
 
 URL = "/webhook/payment/sandbox"
 BCB_EXAMPLE = (
@@ -41,7 +41,11 @@ def sale(db):
         session.add(lead)
         session.flush()
         payment = create_payment(
-            session, bot=bot, lead=lead, amount_cents=1990, idempotency_key="test:sale:1",
+            session,
+            bot=bot,
+            lead=lead,
+            amount_cents=1990,
+            idempotency_key="test:sale:1",
             offer_id=funnel.offers[0].id,
         )
     return {"bot": bot, "lead": lead, "payment": payment, "funnel": funnel}
@@ -117,8 +121,12 @@ def test_payment_is_created_pending_with_code_and_expiry(sale):
 def test_same_idempotency_key_returns_the_same_payment(db, sale):
     with db.session() as session:
         again = create_payment(
-            session, bot=sale["bot"], lead=sale["lead"], amount_cents=1990,
-            idempotency_key="test:sale:1", offer_id=None,
+            session,
+            bot=sale["bot"],
+            lead=sale["lead"],
+            amount_cents=1990,
+            idempotency_key="test:sale:1",
+            offer_id=None,
         )
         count = session.scalar(select(func.count()).select_from(Payment))
     assert again.id == sale["payment"].id
@@ -133,8 +141,12 @@ def test_concurrent_charges_with_one_key_create_one_payment(db, sale):
             with db.session() as session:
                 ids.append(
                     create_payment(
-                        session, bot=sale["bot"], lead=sale["lead"], amount_cents=4700,
-                        idempotency_key="test:race", offer_id=None,
+                        session,
+                        bot=sale["bot"],
+                        lead=sale["lead"],
+                        amount_cents=4700,
+                        idempotency_key="test:race",
+                        offer_id=None,
                     ).id
                 )
         except Exception as exc:  # noqa: BLE001 - reported below
@@ -158,8 +170,12 @@ def test_a_key_reused_for_another_lead_is_refused(db, sale):
         session.flush()
         with pytest.raises(ValueError):
             create_payment(
-                session, bot=sale["bot"], lead=other, amount_cents=1990,
-                idempotency_key="test:sale:1", offer_id=None,
+                session,
+                bot=sale["bot"],
+                lead=other,
+                amount_cents=1990,
+                idempotency_key="test:sale:1",
+                offer_id=None,
             )
 
 
@@ -294,7 +310,8 @@ def test_paid_event_delivers_the_access_link_once(client, settings, sale, drain,
         post_event(client, settings, sale["payment"].gateway_txid)
     drain()
     deliveries = [
-        call for call in fake_tg.sent(method="sendMessage", chat_id=777001)
+        call
+        for call in fake_tg.sent(method="sendMessage", chat_id=777001)
         if sale["funnel"].access_link in (call["text"] or "")
     ]
     assert len(deliveries) == 1

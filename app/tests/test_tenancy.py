@@ -24,21 +24,35 @@ def tenants(client, db):
 
     def caller(token):
         def call(method, path, json=None):
-            return client.open(path, method=method, json=json,
-                               headers={"Authorization": f"Bearer {token}"})
+            return client.open(
+                path, method=method, json=json, headers={"Authorization": f"Bearer {token}"}
+            )
+
         return call
 
     a, b = caller(token_a), caller(token_b)
-    funnel = a("POST", "/api/funnels", {"name": "A funnel", "welcome_text": "oi",
-                                        "offers": [{"title": "x", "price_cents": 100}]}).json
-    bot = a("POST", "/api/bots", {"token": TOKEN, "username": "seller_a_bot",
-                                  "funnel_id": funnel["id"]}).json
+    funnel = a(
+        "POST",
+        "/api/funnels",
+        {"name": "A funnel", "welcome_text": "oi", "offers": [{"title": "x", "price_cents": 100}]},
+    ).json
+    bot = a(
+        "POST", "/api/bots", {"token": TOKEN, "username": "seller_a_bot", "funnel_id": funnel["id"]}
+    ).json
     pool = a("POST", "/api/pools", {"slug": "a-pool", "bots": [{"bot_id": bot["id"]}]}).json
     campaign = a("POST", "/api/campaigns", {"bot_id": bot["id"], "name": "A", "text": "t"}).json
     b_bot = b("POST", "/api/bots", {"token": TOKEN, "username": "seller_b_bot"}).json
     b_pool = b("POST", "/api/pools", {"slug": "b-pool"}).json
-    return {"a": a, "b": b, "bot": bot, "funnel": funnel, "pool": pool, "campaign": campaign,
-            "b_bot": b_bot, "b_pool": b_pool}
+    return {
+        "a": a,
+        "b": b,
+        "bot": bot,
+        "funnel": funnel,
+        "pool": pool,
+        "campaign": campaign,
+        "b_bot": b_bot,
+        "b_pool": b_pool,
+    }
 
 
 def paths(t):
@@ -109,8 +123,11 @@ def test_a_seller_cannot_put_another_sellers_bot_in_a_pool(tenants):
     t = tenants
     create = t["b"]("POST", "/api/pools", {"slug": "b-steal", "bots": [{"bot_id": t["bot"]["id"]}]})
     assert create.status_code == 400 and create.json["field"] == "bots[0].bot_id"
-    update = t["b"]("PATCH", f"/api/pools/{t['b_pool']['id']}",
-                    {"bots": [{"bot_id": t["b_bot"]["id"]}, {"bot_id": t["bot"]["id"]}]})
+    update = t["b"](
+        "PATCH",
+        f"/api/pools/{t['b_pool']['id']}",
+        {"bots": [{"bot_id": t["b_bot"]["id"]}, {"bot_id": t["bot"]["id"]}]},
+    )
     assert update.status_code == 400
     assert t["b"]("GET", f"/api/pools/{t['b_pool']['id']}").json["bots"] == []
 
@@ -129,25 +146,33 @@ def test_a_seller_cannot_attach_another_sellers_funnel_to_a_bot(tenants):
     t = tenants
     resp = t["b"]("PATCH", f"/api/bots/{t['b_bot']['id']}", {"funnel_id": t["funnel"]["id"]})
     assert resp.status_code == 400 and resp.json["field"] == "funnel_id"
-    create = t["b"]("POST", "/api/bots", {"token": TOKEN, "username": "b_second_bot",
-                                          "funnel_id": t["funnel"]["id"]})
+    create = t["b"](
+        "POST",
+        "/api/bots",
+        {"token": TOKEN, "username": "b_second_bot", "funnel_id": t["funnel"]["id"]},
+    )
     assert create.status_code == 400
 
 
 def test_a_seller_cannot_use_another_sellers_offer_as_order_bump(tenants):
     t = tenants
     b_funnel = t["b"]("POST", "/api/funnels", {"name": "B", "welcome_text": "oi"}).json
-    resp = t["b"]("PATCH", f"/api/funnels/{b_funnel['id']}",
-                  {"order_bump_offer_id": t["funnel"]["offers"][0]["id"]})
+    resp = t["b"](
+        "PATCH",
+        f"/api/funnels/{b_funnel['id']}",
+        {"order_bump_offer_id": t["funnel"]["offers"][0]["id"]},
+    )
     assert resp.status_code == 400
 
 
 def test_a_seller_cannot_adopt_another_sellers_offer_by_id(tenants):
     t = tenants
     b_funnel = t["b"]("POST", "/api/funnels", {"name": "B", "welcome_text": "oi"}).json
-    resp = t["b"]("PATCH", f"/api/funnels/{b_funnel['id']}", {"offers": [
-        {"id": t["funnel"]["offers"][0]["id"], "title": "mine now", "price_cents": 1}
-    ]})
+    resp = t["b"](
+        "PATCH",
+        f"/api/funnels/{b_funnel['id']}",
+        {"offers": [{"id": t["funnel"]["offers"][0]["id"], "title": "mine now", "price_cents": 1}]},
+    )
     assert resp.status_code == 400
     offer = t["a"]("GET", f"/api/funnels/{t['funnel']['id']}").json["offers"][0]
     assert offer["title"] == "x" and offer["price_cents"] == 100

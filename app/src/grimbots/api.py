@@ -101,9 +101,7 @@ def _text(
     return value
 
 
-def _int(
-    value: Any, field: str, *, low: int, high: int, nullable: bool = False
-) -> int | None:
+def _int(value: Any, field: str, *, low: int, high: int, nullable: bool = False) -> int | None:
     if value is None and nullable:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
@@ -262,18 +260,27 @@ def _invalidate_bot_cache(bot_id: int) -> None:
 def _apply_bot(session: Session, bot: Bot, data: dict) -> None:
     if "token" in data:
         bot.token = _text(
-            data["token"], "token", max_len=100, pattern=BOT_TOKEN_RE,
+            data["token"],
+            "token",
+            max_len=100,
+            pattern=BOT_TOKEN_RE,
             hint="must look like a Telegram bot token (123456:ABC...)",
         )
     if "username" in data:
         username = _text(
-            data["username"], "username", max_len=32, pattern=BOT_USERNAME_RE,
+            data["username"],
+            "username",
+            max_len=32,
+            pattern=BOT_USERNAME_RE,
             hint="5-32 letters, digits or _, starting with a letter",
         )
         bot.username = username.lstrip("@")
     if "webhook_secret" in data:
         bot.webhook_secret = _text(
-            data["webhook_secret"], "webhook_secret", max_len=256, pattern=WEBHOOK_SECRET_RE,
+            data["webhook_secret"],
+            "webhook_secret",
+            max_len=256,
+            pattern=WEBHOOK_SECRET_RE,
             hint="1-256 characters among A-Z a-z 0-9 _ -",
         )
     if "funnel_id" in data:
@@ -415,8 +422,12 @@ def _nested(
             item_id = _int(item["id"], f"{where}.id", low=1, high=MAX_ID)
             row = by_id.get(item_id)
             if row is None or item_id in seen:
-                raise _bad(f"{where}.id", f"not an offer of this funnel: {item_id}"
-                           if field == "offers" else f"not a downsell of this funnel: {item_id}")
+                raise _bad(
+                    f"{where}.id",
+                    f"not an offer of this funnel: {item_id}"
+                    if field == "offers"
+                    else f"not a downsell of this funnel: {item_id}",
+                )
             seen.add(item_id)
         out.append((row, build(item, where)))
     return out
@@ -460,8 +471,9 @@ def _apply_funnel(session: Session, funnel: Funnel, data: dict) -> None:
     if "name" in data:
         funnel.name = _text(data["name"], "name", max_len=200)
     if "welcome_text" in data:
-        funnel.welcome_text = _text(data["welcome_text"], "welcome_text", max_len=MAX_TEXT,
-                                    min_len=0)
+        funnel.welcome_text = _text(
+            data["welcome_text"], "welcome_text", max_len=MAX_TEXT, min_len=0
+        )
     if "welcome_media_type" in data or "welcome_media_url" in data:
         media_type = data.get("welcome_media_type", funnel.welcome_media_type)
         media_url = data.get("welcome_media_url", funnel.welcome_media_url)
@@ -479,21 +491,28 @@ def _apply_funnel(session: Session, funnel: Funnel, data: dict) -> None:
         raise _bad("welcome_text", "a welcome text or welcome media is required")
     if "offers" in data:
         pairs = _nested(
-            _list(data["offers"], "offers", MAX_OFFERS), list(funnel.offers), "offers",
-            {"title", "price_cents"}, _offer_values,
+            _list(data["offers"], "offers", MAX_OFFERS),
+            list(funnel.offers),
+            "offers",
+            {"title", "price_cents"},
+            _offer_values,
         )
         funnel.offers = _rows(pairs, Offer)
     if "downsells" in data:
         pairs = _nested(
-            _list(data["downsells"], "downsells", MAX_DOWNSELLS), list(funnel.downsells),
-            "downsells", {"delay_minutes", "price_cents", "text"}, _downsell_values,
+            _list(data["downsells"], "downsells", MAX_DOWNSELLS),
+            list(funnel.downsells),
+            "downsells",
+            {"delay_minutes", "price_cents", "text"},
+            _downsell_values,
         )
         funnel.downsells = _rows(pairs, Downsell)
     session.flush()
     offer_ids = {offer.id for offer in funnel.offers}
     if "order_bump_offer_id" in data:
-        bump = _int(data["order_bump_offer_id"], "order_bump_offer_id", low=1, high=MAX_ID,
-                    nullable=True)
+        bump = _int(
+            data["order_bump_offer_id"], "order_bump_offer_id", low=1, high=MAX_ID, nullable=True
+        )
         if bump is not None and bump not in offer_ids:
             raise _bad("order_bump_offer_id", "must be the id of one of this funnel's offers")
         funnel.order_bump_offer_id = bump
@@ -572,8 +591,13 @@ def _pool_json(pool: RedirectPool) -> dict:
 
 def _apply_pool(session: Session, pool: RedirectPool, data: dict) -> None:
     if "slug" in data:
-        pool.slug = _text(data["slug"], "slug", max_len=64, pattern=SLUG_RE,
-                          hint="3-64 characters among a-z 0-9 -")
+        pool.slug = _text(
+            data["slug"],
+            "slug",
+            max_len=64,
+            pattern=SLUG_RE,
+            hint="3-64 characters among a-z 0-9 -",
+        )
     if "strategy" in data:
         pool.strategy = _choice(data["strategy"], "strategy", STRATEGIES)
     if "bots" in data:
@@ -697,8 +721,13 @@ def _buttons(value: Any) -> list[dict]:
         if set(item) != {"text", "url"}:
             raise _bad(where, "needs text and url")
         text = _text(item["text"], f"{where}.text", max_len=64)
-        url = _text(item["url"], f"{where}.url", max_len=2048, pattern=BUTTON_URL_RE,
-                    hint="must be an http(s) or tg:// link")
+        url = _text(
+            item["url"],
+            f"{where}.url",
+            max_len=2048,
+            pattern=BUTTON_URL_RE,
+            hint="must be an http(s) or tg:// link",
+        )
         buttons.append({"text": text, "url": url})
     return buttons
 

@@ -89,9 +89,10 @@ def _audience(campaign: Campaign):
 
 def audience_size(session: Session, campaign: Campaign) -> int:
     return session.execute(
-        select(func.count()).select_from(Lead).join(Bot, Bot.id == Lead.bot_id).where(
-            *_audience(campaign)
-        )
+        select(func.count())
+        .select_from(Lead)
+        .join(Bot, Bot.id == Lead.bot_id)
+        .where(*_audience(campaign))
     ).scalar_one()
 
 
@@ -197,7 +198,11 @@ def run_campaign_batch(campaign_id: int, batch_size: int = BATCH_SIZE) -> dict:
             outcome = "sent"
             for message in build_messages(campaign, lead.id, lead.chat_id):
                 result = outbox.send(
-                    bot, lead.chat_id, message.key, message.method, message.payload,
+                    bot,
+                    lead.chat_id,
+                    message.key,
+                    message.method,
+                    message.payload,
                     lead_id=lead.id,
                 )
                 # "duplicate": an earlier, interrupted run of this batch already sent it.

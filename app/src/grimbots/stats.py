@@ -57,12 +57,16 @@ def _collect(session: Session, click_where: list, lead_where: list, lead_join=No
     for source, campaign, count in session.execute(lead_q):
         bucket(source, campaign)[1] += count
 
-    sale_q = select(
-        Lead.utm_source,
-        Lead.utm_campaign,
-        func.count(Payment.id),
-        func.coalesce(func.sum(Payment.amount_cents), 0),
-    ).select_from(Payment).join(Lead, Lead.id == Payment.lead_id)
+    sale_q = (
+        select(
+            Lead.utm_source,
+            Lead.utm_campaign,
+            func.count(Payment.id),
+            func.coalesce(func.sum(Payment.amount_cents), 0),
+        )
+        .select_from(Payment)
+        .join(Lead, Lead.id == Payment.lead_id)
+    )
     if lead_join is not None:
         sale_q = sale_q.join(*lead_join)
     sale_q = sale_q.where(*lead_where, Payment.status == "paid").group_by(
