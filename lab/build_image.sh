@@ -12,6 +12,7 @@ log() { echo "[lab build $(date +%H:%M:%S)] $*"; }
 
 # The Debian mirror this machine's apt already uses (never a hard-coded host): one line per
 # repository, e.g. "http://mirror/debian/ bookworm main".
+# shellcheck disable=SC2016 # $(...) here is apt's own field syntax
 mapfile -t REPOS < <(apt-get indextargets --no-release-info \
   --format '$(REPO_URI) $(RELEASE) $(COMPONENT)' 'Created-By: Packages' |
   awk -v s="$SUITE" '$2 == s || $2 == s"-updates" || $2 == s"-security"' | sort -u)
@@ -86,7 +87,6 @@ PasswordAuthentication no
 UseDNS no
 EOF
 install -d -m 700 "$ROOT/root/.ssh"
-echo 'C.UTF-8 UTF-8' >"$ROOT/etc/locale.gen"
 
 # Back to a normal host: services may start again, no downloaded .debs in the image.
 rm -f "$ROOT/usr/sbin/policy-rc.d" "$ROOT/tmp/apt.log"
@@ -95,4 +95,5 @@ for m in dev/pts proc sys; do umount -l "$ROOT/$m"; done
 
 log "docker import as $TAG"
 tar -C "$ROOT" --numeric-owner -c . |
-  docker import --change 'ENV container=docker' --change 'CMD ["/sbin/init"]' - "$TAG" >/dev/null
+  docker import --change 'ENV container=docker' --change 'CMD ["/sbin/init"]' \
+    --change 'LABEL grimbots.lab.image=1' - "$TAG" >/dev/null

@@ -68,12 +68,20 @@ cmd_build() {
     local size
     size=$(docker image inspect -f '{{.Size}}' "$IMAGE")
     log "built $IMAGE in $((SECONDS - start)) s, size $((size / 1000000)) MB"
-    # Older lab images are dead weight (about 1 GB each); those still used by a container stay.
-    docker images --format '{{.Repository}}:{{.Tag}}' grimbots-lab | grep -vxF -e "$IMAGE" \
-      -e grimbots-lab:latest | xargs -r docker rmi >/dev/null 2>&1 || true
   fi
   # A stable name for molecule and anything else that wants "the lab image".
   docker tag "$IMAGE" grimbots-lab:latest
+  remove_old_images
+}
+
+# Older lab images are dead weight (about 1 GB each). Docker refuses to remove one that a
+# container still uses; `up` calls this again once it has replaced those containers.
+remove_old_images() {
+  local old
+  mapfile -t old < <(docker images --format '{{.Repository}}:{{.Tag}}' grimbots-lab |
+    grep -vxF -e "$IMAGE" -e grimbots-lab:latest)
+  mapfile -t -O "${#old[@]}" old < <(docker images -q --filter label=grimbots.lab.image=1 --filter dangling=true)
+  ((${#old[@]} == 0)) || docker rmi "${old[@]}" >/dev/null 2>&1 || true
 }
 
 ensure_key() {
@@ -115,7 +123,8 @@ create_host() { # HOST ADDRESS
   docker rm -f "$name" >/dev/null 2>&1 || true
   docker create --name "$name" --hostname "$1" --network "$NET" --ip "$2" \
     --label grimbots.lab=1 --label "grimbots.lab.config=$CONFIG" \
-    "${ADD_HOSTS[@]}" "${NET_FLAGS[@]}" "${SYSTEMD_FLAGS[@]}" "$IMAGE" >/dev/null
+    "${ADD_HOSTS[@]}" "${NET_FLAGS[@]}" "${SYSTEMD_FLAGS[@]}" "$IMAGE" \
+    2> >(grep -v 'Localhost DNS' >&2) >/dev/null # loopback DNS is the point (NET_FLAGS)
   # Its own machine-id before first boot: the image's is shared by every container, and an empty
   # one could count as a first boot (systemd then runs preset-all, re-enabling services).
   tmp=$(mktemp)
@@ -216,13 +225,17 @@ cmd_up() {
   for i in "${HOSTS[@]}"; do prepare_host "$i"; done
   wait_for_ssh
   install_fake_telegram
+  remove_old_images
   log "lab up: ${#HOSTS[@]} hosts in $((SECONDS - start)) s (lab/lab.sh status shows them)"
 }
 
 cmd_down() {
   local names
-  names=$(docker ps -aq --filter label=grimbots.lab=1)
-  [[ -z $names ]] || { log "removing $(wc -w <<<"$names") lab containers"; docker rm -f $names >/dev/null; }
+  mapfile -t names < <(docker ps -aq --filter label=grimbots.lab=1)
+  if ((${#names[@]})); then
+    log "removing ${#names[@]} lab containers"
+    docker rm -f "${names[@]}" >/dev/null
+  fi
   if docker network inspect "$NET" >/dev/null 2>&1; then
     docker network rm "$NET" >/dev/null && log "removed network $NET"
   fi
@@ -256,9 +269,9 @@ cmd_status() {
     system=- states=-
     if [[ $state == running ]]; then
       system=$(docker exec "$name" systemctl is-system-running 2>/dev/null || true)
-      units=$(services_of "${GROUPS_OF[$i]}")
-      states=$(paste -d= <(tr ' ' '\n' <<<"$units") \
-        <(docker exec "$name" systemctl is-active $units 2>/dev/null || true) | tr '\n' ' ')
+      read -ra units <<<"$(services_of "${GROUPS_OF[$i]}")"
+      states=$(paste -d= <(printf '%s\n' "${units[@]}") \
+        <(docker exec "$name" systemctl is-active "${units[@]}" 2>/dev/null || true) | tr '\n' ' ')
     fi
     printf '%-8s %-12s %-10s %-10s %s\n' "${HOSTS[$i]}" "${ADDRS[$i]}" "$state" "${system:--}" "$states"
   done
@@ -283,7 +296,7 @@ cmd_exec() {
   exec docker exec "${tty[@]+"${tty[@]}"}" "$name" "$@"
 }
 
-command -v docker >/dev/null && docker info >/dev/null 2>&1 ||
+{ command -v docker >/dev/null && docker info >/dev/null 2>&1; } ||
   die "the Docker engine is not running: run 'make services' (scripts/services.sh)"
 case ${1:-} in
   build | up | down | status | ssh | exec) cmd=$1; shift; "cmd_$cmd" "$@" ;;
