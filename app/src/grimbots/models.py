@@ -44,6 +44,10 @@ class UTCDateTime(TypeDecorator):
     cache_ok = True
 
     def process_bind_param(self, value, dialect):
+        if isinstance(value, str):  # ISO text, e.g. rows read raw from SQLite during migration
+            value = datetime.fromisoformat(value)
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=UTC)
         if value is not None and value.tzinfo is not None:
             value = value.astimezone(UTC)
         return value
