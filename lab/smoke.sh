@@ -31,6 +31,7 @@ check "unknown names fail at once (no outside DNS)" \
   lab ssh "$first" 'timeout 3 getent hosts no-such-host.invalid; [ $? -eq 2 ]' # 2: not found
 # PrivateUsers=yes with ProtectProc=invisible (as in Debian's redis-server.service) fails with
 # 217/USER in these containers unless the image's drop-in turns PrivateUsers off.
+# shellcheck disable=SC2016 # $RANDOM expands on the lab host
 check "a PrivateUsers=yes + ProtectProc=invisible unit starts (lab drop-in)" lab ssh "$first" \
   'systemd-run --unit lab-smoke-pu-$RANDOM -p PrivateUsers=yes -p ProtectProc=invisible \
     -p User=nobody --wait --quiet true'
