@@ -15,7 +15,9 @@ ENDPOINTS = ",".join(f"http://{a}:2379" for a in ADDRESSES)
 
 
 def _rest(host, path: str) -> dict:
-    return json.loads(host.check_output(f"curl -sf --max-time 5 http://{_address(host)}:8008{path}"))
+    return json.loads(
+        host.check_output(f"curl -sf --max-time 5 http://{_address(host)}:8008{path}")
+    )
 
 
 def _cluster(host) -> dict:
@@ -61,7 +63,9 @@ def test_leader_streams_to_two_replicas_and_replicas_stream_from_it(host):
 
 def test_replicas_report_their_timeline_so_metrics_parse(host):
     metrics = host.check_output(f"curl -sf --max-time 5 http://{_address(host)}:8008/metrics")
-    timeline = [line for line in metrics.splitlines() if line.startswith("patroni_postgres_timeline")]
+    timeline = [
+        line for line in metrics.splitlines() if line.startswith("patroni_postgres_timeline")
+    ]
     assert timeline, metrics[:500]
     assert "None" not in metrics
     assert int(float(timeline[0].split()[-1])) >= 1
