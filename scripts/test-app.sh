@@ -3,5 +3,5 @@
 # started, on SQLite and PostgreSQL; plus the fake Telegram API's own tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/pytest -q tools/fake_telegram
+.venv/bin/pytest -q tools/fake_telegram lab
 cd app && ../.venv/bin/pytest -q -p no:cacheprovider "$@"
