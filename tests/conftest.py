@@ -36,23 +36,39 @@ def lab() -> ansible_vars.Inventory:
     return ansible_vars.load(LAB_INVENTORY, ROLES)
 
 
-def _ssh_host(variables: dict[str, Any]):
-    key = ROOT / variables["ansible_ssh_private_key_file"]
-    extra = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+def _ssh_host(variables: dict[str, Any], ssh_config: Path):
     return testinfra.get_host(
         f"ssh://{variables.get('ansible_user', 'root')}@{variables['ansible_host']}"
-        f"?ssh_identity_file={key}&timeout=30&controlpersist=120&ssh_extra_args={extra}"
+        f"?ssh_config={ssh_config}&timeout=30&controlpersist=120"
     )
 
 
 @pytest.fixture(scope="session")
-def lab_host(lab):
+def ssh_config(tmp_path_factory, lab) -> Path:
+    """An ssh_config for the lab: its key, and host keys neither checked nor remembered
+    (lab hosts get new ones whenever they are recreated)."""
+    key = ROOT / lab.hosts[lab.groups["all"][0]]["ansible_ssh_private_key_file"]
+    path = tmp_path_factory.mktemp("ssh") / "config"
+    path.write_text(
+        "Host *\n"
+        f"  IdentityFile {key}\n"
+        "  IdentitiesOnly yes\n"
+        "  StrictHostKeyChecking no\n"
+        "  UserKnownHostsFile /dev/null\n"
+        "  LogLevel ERROR\n"
+        "  ConnectTimeout 10\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def lab_host(lab, ssh_config):
     """A factory: lab_host('app1') is a testinfra host over SSH."""
     cache: dict[str, Any] = {}
 
     def get(name: str):
         if name not in cache:
-            cache[name] = _ssh_host(lab.hosts[name])
+            cache[name] = _ssh_host(lab.hosts[name], ssh_config)
         return cache[name]
 
     return get
