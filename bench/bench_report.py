@@ -99,7 +99,8 @@ def main(work: Path, report_path: Path) -> int:
     machine = meta["machine"]
     print(
         f"machine: {machine['nproc']} CPUs, {machine['cpu_model']}, "
-        f"load average at start {machine.get('loadavg_at_start')}"
+        f"load average at start {machine.get('loadavg_at_start')}, "
+        f"CPU idle before the run {machine.get('cpu_idle_pct_at_start')}%"
     )
     print(f"{'run':>4} {'target':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}  ratio")
     for r in runs:

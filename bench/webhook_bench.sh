@@ -20,6 +20,8 @@
 #   BENCH_APP_PORT=5055 BENCH_TRIVIAL_PORT=5056 BENCH_REDIS_DB=5
 #   BENCH_MULTIPROC=1                                metrics in multiprocess mode, as in production
 #   BENCH_PROFILE=0                                  1: py-spy records the app workers (if installed)
+#   BENCH_QUIET_WAIT=0 BENCH_QUIET_IDLE=85           wait up to N s for CPU idle >= 85% first
+#                                                    (the machine may be shared with test runs)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,10 +38,13 @@ TRIVIAL_PORT=${BENCH_TRIVIAL_PORT:-5056}
 REDIS_DB=${BENCH_REDIS_DB:-5}
 MULTIPROC=${BENCH_MULTIPROC:-1}
 PROFILE=${BENCH_PROFILE:-0}
+QUIET_WAIT=${BENCH_QUIET_WAIT:-0}
+QUIET_IDLE=${BENCH_QUIET_IDLE:-85}
 REDIS="redis-cli -h 127.0.0.1 -p 6379 -n $REDIS_DB"
 
 die() { echo "bench: $*" >&2; exit 1; }
-for n in DURATION WARMUP RUNS THREADS CONNECTIONS WORKERS WEB_THREADS APP_PORT TRIVIAL_PORT REDIS_DB; do
+for n in DURATION WARMUP RUNS THREADS CONNECTIONS WORKERS WEB_THREADS APP_PORT TRIVIAL_PORT REDIS_DB \
+  QUIET_WAIT QUIET_IDLE; do
   [[ ${!n} =~ ^[0-9]+$ ]] || die "$n must be a whole number, got '${!n}'"
 done
 ((RUNS >= 1 && RUNS <= 10)) || die "BENCH_RUNS must be 1..10"
@@ -125,10 +130,28 @@ answer=$(curl -s --max-time 5 -w ' HTTP %{http_code}' -H 'Content-Type: applicat
   -H "X-Telegram-Bot-Api-Secret-Token: $SECRET" -d "$probe" "$WEBHOOK_URL")
 [[ $answer == *"HTTP 200" ]] || { tail -20 "$WORK/web.log" >&2; die "webhook probe failed: $answer"; }
 
+cpu_idle() {  # percent of CPU time idle over the next 3 seconds, from /proc/stat
+  local a b
+  read -r -a a < <(grep '^cpu ' /proc/stat)
+  sleep 3
+  read -r -a b < <(grep '^cpu ' /proc/stat)
+  local total=0 i
+  for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
+  echo $((100 * (b[4] + b[5] - a[4] - a[5]) / (total > 0 ? total : 1)))
+}
+idle=$(cpu_idle)
+waited=0
+while ((idle < QUIET_IDLE && waited < QUIET_WAIT)); do
+  echo "bench: CPU idle ${idle}% < ${QUIET_IDLE}%: waiting for a quieter machine (${waited}/${QUIET_WAIT} s)"
+  sleep 12
+  waited=$((waited + 15))
+  idle=$(cpu_idle)
+done
 nproc_=$(nproc)
 read -r load1 load5 _ </proc/loadavg
-if awk -v l="$load1" -v n="$nproc_" 'BEGIN {exit !(l > n / 2)}'; then
-  echo "bench: WARNING: load average $load1 on $nproc_ CPUs: other work competes, figures will be low"
+if ((idle < QUIET_IDLE)); then
+  echo "bench: WARNING: CPU only ${idle}% idle before the run (load average $load1):" \
+    "other work competes on this machine, figures will be low"
 fi
 cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 "$BIN/python" - "$WORK/meta.json" <<EOF
@@ -138,7 +161,7 @@ json.dump({
     "command": "bash bench/webhook_bench.sh",
     "machine": {"nproc": $nproc_, "cpu_model": """$cpu_model""", "kernel": platform.release(),
                 "python": platform.python_version(),
-                "loadavg_at_start": [$load1, $load5]},
+                "loadavg_at_start": [$load1, $load5], "cpu_idle_pct_at_start": $idle},
     "config": {"runs": $RUNS, "duration_s": $DURATION, "warmup_s": $WARMUP,
                "wrk_threads": $THREADS, "connections": $CONNECTIONS, "workers": $WORKERS,
                "threads": $WEB_THREADS, "worker_class": "gthread",
