@@ -170,7 +170,10 @@ class TelegramVisitor(HttpUser):
 
 @events.quitting.add_listener
 def _fail_on_errors(environment, **_kwargs) -> None:
-    """Exit 1 when the failure ratio is above the budget (1% by default)."""
+    """Exit 1 when the failure ratio is above the budget (1% by default), else 0.
+
+    Locust alone exits 1 on any failure; a few errors within the budget must not fail a run.
+    """
     total = environment.stats.total
     ratio = total.fail_ratio
     if total.num_requests == 0:
@@ -184,3 +187,4 @@ def _fail_on_errors(environment, **_kwargs) -> None:
             f"load test: {total.num_requests} requests, error ratio {ratio:.2%}, "
             f"p99 {total.get_response_time_percentile(0.99):.0f} ms"
         )
+        environment.process_exit_code = 0
