@@ -106,3 +106,18 @@ def test_burst_worker_runs_queued_jobs_and_exits(database_url, redis_client):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert Queue("tracking", connection=conn).count == 0
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_sandbox_pay_of_an_unknown_charge_is_a_clear_error(database_url, redis_client):
+    result = CliRunner().invoke(
+        main,
+        ["sandbox-pay", "nosuchtxid", "--url", "http://127.0.0.1:9"],
+        env={
+            "GRIMBOTS_DATABASE_URL": database_url,
+            "GRIMBOTS_REDIS_URL": REDIS_URL,
+            "GRIMBOTS_GATEWAY_SECRETS": "sandbox:s",
+        },
+    )
+    assert result.exit_code == 1
+    assert "no sandbox charge with txid nosuchtxid" in result.output

@@ -103,7 +103,10 @@ def sandbox_pay(txid: str, url: str | None) -> None:
     from grimbots.payments import sandbox_pay as run
 
     settings = _settings()
-    status = run(settings, txid, url or settings.public_url)
+    try:
+        status = run(settings, txid, url or settings.public_url)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"gateway webhook answered {status}")
     if status >= 300:
         sys.exit(1)
