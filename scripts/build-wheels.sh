@@ -5,11 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=dist/wheels
-stamp=$(find app/pyproject.toml app/src -type f -not -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+stamp=$(find scripts/build-wheels.sh app/pyproject.toml app/src -type f -not -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
 if [[ -f $out/.stamp && $(cat $out/.stamp) == "$stamp" ]]; then
   echo "wheels up to date in $out"; exit 0
 fi
 rm -rf "$out"; mkdir -p "$out"
-.venv/bin/pip wheel -q --wheel-dir "$out" ./app
+# The hosts run Debian's Python 3.11.2, where redis-py also needs async-timeout (< 3.11.3);
+# the controller's newer 3.11 would leave it out of the set.
+.venv/bin/pip wheel -q --wheel-dir "$out" ./app 'async-timeout>=4.0.3'
 echo "$stamp" > $out/.stamp
 ls "$out" | wc -l | xargs echo "wheels built in $out:"
