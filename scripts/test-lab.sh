@@ -8,6 +8,7 @@ source scripts/lib.sh
 VAULT=(--vault-password-file inventory/lab/vault-password.txt)
 
 stage lab-up bash lab/lab.sh up
+stage lab-smoke bash lab/smoke.sh
 stage wheels bash scripts/build-wheels.sh
 stage phase1-ansible ansible-playbook -i inventory/lab "${VAULT[@]}" playbooks/phase1.yml
 stage phase1-idempotence pytest -p no:cacheprovider -q tests/phase1/test_idempotence.py
