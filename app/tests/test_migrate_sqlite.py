@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import insert, select, text
+from test_migrations import drop_pg_database, fresh_pg_database
+
 from grimbots import migrate_sqlite, migrations_runner
 from grimbots.cli import main
 from grimbots.db import make_engine
@@ -32,8 +35,6 @@ from grimbots.models import (
     RedirectPool,
     Seller,
 )
-from sqlalchemy import insert, select, text
-from test_migrations import drop_pg_database, fresh_pg_database
 
 PG_DB = "grimbots_migrate_sqlite_test"
 N_CLICKS = 2600

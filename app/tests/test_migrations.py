@@ -8,12 +8,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 from conftest import PG_URL
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import make_url
+
 from grimbots import migrations_runner
 from grimbots.cli import main
 from grimbots.db import make_engine
 from grimbots.models import Base
-from sqlalchemy import inspect, text
-from sqlalchemy.engine import make_url
 
 PG_DB = "grimbots_migrate_test"
 

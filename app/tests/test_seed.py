@@ -6,6 +6,9 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import func, select
+from test_migrations import drop_pg_database, fresh_pg_database
+
 from grimbots import db as db_module
 from grimbots import migrations_runner
 from grimbots.auth import hash_token
@@ -13,8 +16,6 @@ from grimbots.cli import main
 from grimbots.db import Database
 from grimbots.models import Base, Bot, Downsell, Funnel, Offer, PoolBot, RedirectPool, Seller
 from grimbots.seed import DEFAULT_WEBHOOK_SECRET, seed_demo
-from sqlalchemy import func, select
-from test_migrations import drop_pg_database, fresh_pg_database
 
 PG_DB = "grimbots_seed_test"
 

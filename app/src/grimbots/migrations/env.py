@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from alembic import context
+
 from grimbots.db import make_engine
 from grimbots.models import Base
 
