@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/pytest -q tools/fake_telegram lab
-cd app && ../.venv/bin/pytest -q -p no:cacheprovider "$@"
+cd app && ../.venv/bin/pytest -p no:cacheprovider "$@"
