@@ -1,0 +1,377 @@
+"""Phase 2 with pyinfra: the same hosts as playbooks/phase2.yml (roles patroni + app_database).
+
+    pyinfra -y deploy/inventory.py deploy/phase2.py --limit db --limit app
+
+Renders the roles' own templates (roles/patroni, roles/app_database) with the variables Ansible
+would use (role defaults + inventory + vault, loaded by deploy/ansible_vars.py) and calls the same
+host-side helpers (patroni-validate-config, patroni-ensure-database, grimbots-switch-database).
+Every operation checks the state first, so that a run of either tool after the other changes
+nothing (scripts/test-phase2.sh checks this both ways). Waits are added only when something was
+started, because pyinfra counts every shell operation it runs as a change.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from pathlib import Path
+
+import jinja2
+import yaml
+from pyinfra import host
+from pyinfra.facts.server import Command
+from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations.util import any_changed
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import ansible_vars  # noqa: E402
+from ansible_vars import sha1  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+ROLES = ["common", "app", "patroni", "app_database"]
+_INVENTORY = Path(os.environ.get("GRIMBOTS_INVENTORY", "inventory/lab"))
+INVENTORY = _INVENTORY if _INVENTORY.is_absolute() else ROOT / _INVENTORY
+LIB = "/usr/local/lib/grimbots"
+
+# Ansible's template module searches the role's templates directory for {% include %}.
+TEMPLATES = jinja2.Environment(
+    loader=jinja2.ChoiceLoader(
+        [
+            jinja2.FileSystemLoader(str(ansible_vars.ROLES_DIR)),
+            jinja2.FileSystemLoader(str(ansible_vars.ROLES_DIR / "patroni" / "templates")),
+        ]
+    ),
+    trim_blocks=True,
+    keep_trailing_newline=True,
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,  # noqa: S701 - config files, not HTML
+)
+
+
+def render(template: str, v: dict) -> str:
+    return TEMPLATES.get_template(template).render(v)
+
+
+def put_template(template: str, dest: str, v: dict, user: str, group: str, mode: str):
+    return files.put(
+        name=f"Render {template} to {dest}",
+        src=io.StringIO(render(template, v)),
+        dest=dest,
+        user=user,
+        group=group,
+        mode=mode,
+    )
+
+
+def fact(command: str) -> str:
+    return (host.get_fact(Command, f"{command} 2>/dev/null || true") or "").strip()
+
+
+def address(v: dict, name: str) -> str:
+    other = v["hostvars"][name]
+    return other.get("patroni_address") or other["ansible_host"]
+
+
+def contains(current, desired) -> bool:
+    """True when every key of desired has the same value in current (patronictl's patch)."""
+    if isinstance(desired, dict):
+        return isinstance(current, dict) and all(
+            contains(current.get(k), val) for k, val in desired.items()
+        )
+    return current == desired
+
+
+def preflight(v: dict) -> None:
+    members = v["groups"][v["patroni_group"]]
+    if len(members) < 3 or len(members) % 2 == 0:
+        raise SystemExit(
+            f"etcd needs an odd number (3+) of members; {v['patroni_group']}: {members}"
+        )
+    knob = int(v["patroni_recovery_seconds"])
+    loop_wait = max(1, knob // 5)
+    if knob < 8 or loop_wait + 2 * ((knob - loop_wait) // 2) > knob:
+        raise SystemExit(f"patroni_recovery_seconds={knob} is too small: at least 8 seconds")
+    for key in (
+        "patroni_superuser_password",
+        "patroni_replication_password",
+        "patroni_rewind_password",
+        "patroni_restapi_password",
+        "patroni_app_password",
+    ):
+        if len(str(v.get(key) or "")) < 16:
+            raise SystemExit(f"{host.name}: {key} must come from the vault (16+ characters)")
+    if len({address(v, m) for m in members}) != len(members):
+        raise SystemExit(f"each host of {v['patroni_group']} needs its own patroni_address")
+
+
+def patroni(v: dict) -> None:
+    """roles/patroni."""
+    preflight(v)
+    members = v["groups"][v["patroni_group"]]
+    endpoints = ",".join(f"http://{address(v, m)}:{v['patroni_etcd_client_port']}" for m in members)
+    etcdctl = (
+        f"ETCDCTL_API=3 etcdctl --endpoints={endpoints} --dial-timeout=2s --command-timeout=3s"
+    )
+    healthy_before = fact(f"{etcdctl} endpoint health >/dev/null && echo yes") == "yes"
+    etcd_state = fact("systemctl is-active etcd")
+    patroni_state = fact("systemctl is-active patroni")
+    config_dir = v["patroni_config_dir"]
+
+    # install
+    files.directory(
+        name="Create the postgresql-common drop-in directory",
+        path="/etc/postgresql-common/createcluster.d",
+        user="root",
+        group="root",
+        mode="0755",
+    )
+    put_template(
+        "patroni/templates/createcluster.conf.j2",
+        "/etc/postgresql-common/createcluster.d/50-patroni.conf",
+        v,
+        "root",
+        "root",
+        "0644",
+    )
+    apt.packages(
+        name="Install PostgreSQL 15, Patroni and etcd",
+        packages=v["patroni_packages"],
+        update=v["patroni_apt_update_cache"],
+        cache_time=3600,
+    )
+    systemd.service(
+        name="Keep Debian's postgresql service off",
+        service="postgresql",
+        running=False,
+        enabled=False,
+    )
+    files.directory(name=f"Create {LIB}", path=LIB, user="root", group="root", mode="0755")
+    for helper in ("patroni-validate-config", "patroni-ensure-database"):
+        files.put(
+            name=f"Install {helper}",
+            src=str(ansible_vars.ROLES_DIR / "patroni" / "files" / helper),
+            dest=f"{LIB}/{helper}",
+            user="root",
+            group="root",
+            mode="0755",
+        )
+    put_template("patroni/templates/wait-etcd.sh.j2", f"{LIB}/wait-etcd", v, "root", "root", "0755")
+    put_template(
+        "patroni/templates/patronictl.sh.j2", "/usr/local/bin/patronictl", v, "root", "root", "0755"
+    )
+
+    # etcd
+    files.directory(
+        name="Create the etcd data directory",
+        path=v["patroni_etcd_data_dir"],
+        user="etcd",
+        group="etcd",
+        mode="0700",
+    )
+    etcd_env = put_template(
+        "patroni/templates/etcd.env.j2", "/etc/default/etcd", v, "root", "root", "0644"
+    )
+    files.directory(
+        name="Create the etcd unit drop-in directory",
+        path="/etc/systemd/system/etcd.service.d",
+        user="root",
+        group="root",
+        mode="0755",
+    )
+    etcd_unit = put_template(
+        "patroni/templates/etcd.service.conf.j2",
+        "/etc/systemd/system/etcd.service.d/grimbots.conf",
+        v,
+        "root",
+        "root",
+        "0644",
+    )
+    systemd.daemon_reload(name="Reload systemd units", _if=etcd_unit.did_change)
+    if healthy_before:
+        server.shell(
+            name="Restart etcd, one member at a time, each back in quorum before the next",
+            commands=["systemctl restart etcd"],
+            _serial=True,
+            _if=any_changed(etcd_env, etcd_unit),
+        )
+    else:
+        server.shell(
+            name="Restart etcd without waiting for the other members",
+            commands=["systemctl restart --no-block etcd"],
+            _if=any_changed(etcd_env, etcd_unit),
+        )
+    systemd.service(name="Enable etcd", service="etcd", running=None, enabled=True)
+    if etcd_state not in ("active", "activating"):
+        server.shell(
+            name="Start etcd without waiting for the other members",
+            commands=["systemctl start --no-block etcd"],
+        )
+    if not healthy_before or etcd_state != "active":
+        timeout = int(v["patroni_wait_timeout"])
+        server.shell(
+            name="Wait until every etcd member is healthy (quorum)",
+            commands=[
+                f"for i in $(seq {timeout // 3}); do {etcdctl} endpoint health >/dev/null 2>&1 "
+                "&& exit 0; sleep 3; done; exit 1"
+            ],
+        )
+
+    # configure
+    files.directory(
+        name="Create the parent of the data directory",
+        path=str(Path(v["patroni_data_dir"]).parent),
+        user="postgres",
+        group="postgres",
+        mode="0755",
+    )
+    files.directory(
+        name="Create Patroni's configuration directory",
+        path=config_dir,
+        user="root",
+        group="postgres",
+        mode="0750",
+    )
+    dynamic = render("patroni/templates/dynamic.yml.j2", v)
+    files.put(
+        name="Write the cluster-wide settings applied through etcd",
+        src=io.StringIO(dynamic),
+        dest=f"{config_dir}/dynamic.yml",
+        user="root",
+        group="postgres",
+        mode="0640",
+    )
+    spec = put_template(
+        "patroni/templates/app-database.json.j2",
+        f"{config_dir}/app-database.json",
+        v,
+        "postgres",
+        "postgres",
+        "0600",
+    )
+    config = render("patroni/templates/config.yml.j2", v)
+    config_path = f"{config_dir}/config.yml"
+    config_changed = fact(f"sha1sum {config_path} | cut -c1-40") != sha1(config)
+    if config_changed:
+        staged = f"{config_dir}/.config.yml.pyinfra"
+        files.put(
+            name="Stage Patroni's configuration",
+            src=io.StringIO(config),
+            dest=staged,
+            user="root",
+            group="postgres",
+            mode="0640",
+        )
+        server.shell(
+            name="Check Patroni's configuration with patroni --validate-config, then install it",
+            commands=[f"{LIB}/patroni-validate-config {staged} && mv -f {staged} {config_path}"],
+        )
+    files.file(
+        name="Keep Patroni's configuration private",
+        path=config_path,
+        user="root",
+        group="postgres",
+        mode="0640",
+    )
+    files.directory(
+        name="Create the Patroni unit drop-in directory",
+        path="/etc/systemd/system/patroni.service.d",
+        user="root",
+        group="root",
+        mode="0755",
+    )
+    patroni_unit = put_template(
+        "patroni/templates/patroni.service.conf.j2",
+        "/etc/systemd/system/patroni.service.d/grimbots.conf",
+        v,
+        "root",
+        "root",
+        "0644",
+    )
+    systemd.daemon_reload(name="Reload systemd units", _if=patroni_unit.did_change)
+    if config_changed and patroni_state == "active":
+        systemd.service(name="Reload patroni", service="patroni", running=True, reloaded=True)
+
+    # service
+    systemd.service(name="Enable and start Patroni", service="patroni", running=True, enabled=True)
+    if patroni_state != "active":
+        api = f"http://{address(v, host.name)}:{v['patroni_restapi_port']}"
+        ready = (
+            "import json,sys; m=json.load(sys.stdin)['members']; "
+            f"sys.exit(0 if sum(x['role']=='leader' for x in m)==1 and len(m)=={len(members)} "
+            "and all(x['state'] in ('running','streaming') for x in m) "
+            "and sum(x['role']=='sync_standby' for x in m)>="
+            f"{int(v['patroni_synchronous_node_count'])} "
+            "else 1)"
+        )
+        server.shell(
+            name="Wait for one leader, every member running and a synchronous standby",
+            commands=[
+                f"for i in $(seq {int(v['patroni_wait_timeout']) // 3}); do "
+                f'curl -sf --max-time 3 {api}/cluster | python3 -c "{ready}" && exit 0; '
+                "sleep 3; done; exit 1"
+            ],
+        )
+
+    # database
+    ensure = f"runuser -u postgres -- {LIB}/patroni-ensure-database {config_dir}/app-database.json"
+    due = fact(f"{ensure} --check >/dev/null; echo $?") != "0"
+    server.shell(
+        name="Create the app's role and database on the leader, or fix the password or owner",
+        commands=[ensure],
+        _if=lambda: due or spec.did_change(),
+    )
+    if host.name == members[0]:
+        shown = host.get_fact(
+            Command, "/usr/local/bin/patronictl show-config 2>/dev/null || echo '{}'"
+        )
+        current = yaml.safe_load(shown) or {}
+        if not contains(current, yaml.safe_load(dynamic)):
+            server.shell(
+                name="Apply the cluster-wide settings (ttl, loop_wait, retry_timeout, sync mode)",
+                commands=[
+                    "/usr/local/bin/patronictl edit-config --force --apply "
+                    f"{config_dir}/dynamic.yml"
+                ],
+            )
+
+
+def app_database(v: dict) -> None:
+    """roles/app_database."""
+    config_dir = v["app_database_config_dir"]
+    if fact(f"test -f {config_dir}/grimbots.env && echo yes") != "yes":
+        host.noop(f"{config_dir}/grimbots.env is missing: the app does not run here; skipping")
+        return
+    password = str(v["app_database_password"])
+    allowed = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_.~-")
+    if len(password) < 16 or not set(password) <= allowed:
+        raise SystemExit("app_database_password: 16+ characters among A-Z a-z 0-9 + / = _ . ~ -")
+    staged = put_template(
+        "app_database/templates/database.env.j2",
+        f"{config_dir}/postgresql.env",
+        v,
+        "root",
+        v["app_database_app_user"],
+        "0640",
+    )
+    script = "/usr/local/sbin/grimbots-switch-database"
+    put_template(
+        "app_database/templates/grimbots-switch-database.sh.j2", script, v, "root", "root", "0750"
+    )
+    due = fact(f"{script} --check >/dev/null; echo $?") != "0"
+    flags = "" if host.name == v["app_database_migrate_host"] else " --no-migrate"
+    server.shell(
+        name="Stop writers, back up and move SQLite into PostgreSQL, switch the app (once)",
+        commands=[f"{script}{flags}"],
+        _if=lambda: due or staged.did_change(),
+    )
+
+
+_inv = ansible_vars.load(INVENTORY, ROLES)
+_v = {**_inv.hosts[host.name], "hostvars": _inv.hosts}
+if host.name in _inv.groups.get("db", []):
+    patroni(_v)
+if host.name in _inv.groups.get("app", []):
+    db0 = _inv.groups["db"][0]
+    app_database({**_v, "app_database_password": _inv.hosts[db0]["patroni_app_password"]})
