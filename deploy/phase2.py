@@ -148,7 +148,11 @@ def patroni(v: dict) -> None:
         enabled=False,
     )
     files.directory(name=f"Create {LIB}", path=LIB, user="root", group="root", mode="0755")
-    for helper in ("patroni-validate-config", "patroni-ensure-database"):
+    for helper in (
+        "patroni-validate-config",
+        "patroni-ensure-database",
+        "patroni-etcd-leader-away",
+    ):
         files.put(
             name=f"Install {helper}",
             src=str(ansible_vars.ROLES_DIR / "patroni" / "files" / helper),
@@ -322,6 +326,12 @@ def patroni(v: dict) -> None:
         commands=[ensure],
         _if=lambda: due or spec.did_change(),
     )
+    away = f"{LIB}/patroni-etcd-leader-away"
+    if fact(f"{away} --check >/dev/null; echo $?") != "0" or patroni_state != "active":
+        server.shell(
+            name="Keep etcd's leadership off the PostgreSQL leader",
+            commands=[away],
+        )
     if host.name == members[0]:
         shown = host.get_fact(
             Command, "/usr/local/bin/patronictl show-config 2>/dev/null || echo '{}'"
