@@ -81,8 +81,9 @@ def make_settings(database_url: str, telegram_base: str = "http://127.0.0.1:9", 
 
 @pytest.fixture
 def settings(database_url, redis_client, fake_tg):
-    from grimbots import telegram
+    from grimbots import telegram, webhook
 
+    webhook.forget_local_bot_meta()
     s = make_settings(database_url, fake_tg.base_url)
     db_module.reset_db()
     redis_pool.reset_pools()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -194,9 +195,21 @@ def test_redis_down_answers_503_instead_of_processing_unprotected(client, bot, m
 def test_failed_enqueue_releases_locks_so_telegram_retry_is_accepted(client, bot, monkeypatch):
     from grimbots import webhook
 
-    class BrokenQueue:
-        def enqueue(self, *a, **kw):
+    class BrokenPipeline:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def execute(self):
             raise RedisConnectionError("queue redis down")
+
+    class BrokenQueue:
+        connection = SimpleNamespace(pipeline=BrokenPipeline)
+
+        def enqueue(self, *a, **kw):
+            return None
 
     update = start_update(5012)
     with monkeypatch.context() as m:
