@@ -141,16 +141,7 @@ def offer_tapped(bot: Bot, lead: Lead, offer_id: int, update_id: int) -> None:
             lead_id=lead.id,
         )
         return
-    enqueue(
-        GATEWAY,
-        create_charge,
-        bot.id,
-        lead.id,
-        f"offer:{offer.id}:{update_id}",
-        offer.id,
-        offer.price_cents,
-        None,
-    )
+    _charge_offer(bot, lead, offer, offer.price_cents, update_id)
 
 
 def bump_answered(bot: Bot, lead: Lead, offer_id: int, accepted: bool, update_id: int) -> None:
@@ -163,16 +154,13 @@ def bump_answered(bot: Bot, lead: Lead, offer_id: int, accepted: bool, update_id
     if accepted and funnel.order_bump_offer_id:
         bump = _offer_of(funnel, funnel.order_bump_offer_id)
         amount += bump.price_cents if bump else 0
-    enqueue(
-        GATEWAY,
-        create_charge,
-        bot.id,
-        lead.id,
-        f"offer:{offer.id}:{update_id}",
-        offer.id,
-        amount,
-        None,
-    )
+    _charge_offer(bot, lead, offer, amount, update_id)
+
+
+def _charge_offer(bot: Bot, lead: Lead, offer: Offer, amount_cents: int, update_id: int) -> None:
+    """Charge on the gateway queue; keyed by the tap's update, so a retried tap charges once."""
+    source = f"offer:{offer.id}:{update_id}"
+    enqueue(GATEWAY, create_charge, bot.id, lead.id, source, offer.id, amount_cents, None)
 
 
 def downsell_tapped(bot: Bot, lead: Lead, payment_id: int, position: int) -> None:
