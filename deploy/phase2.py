@@ -1,6 +1,11 @@
 """Phase 2 with pyinfra: the same hosts as playbooks/phase2.yml (roles patroni + app_database).
 
-    pyinfra -y deploy/inventory.py deploy/phase2.py --limit db --limit app
+    pyinfra -y deploy/inventory.py deploy/phase2.py --limit db     # etcd + Patroni first
+    pyinfra -y deploy/inventory.py deploy/phase2.py --limit app    # then the app's move
+
+Two runs, because pyinfra schedules each host's operations on its own (its operation graph may
+put the app host's move before the db hosts' cluster); run with both groups at once, the app part
+waits (does nothing) until the cluster has a leader.
 
 Renders the roles' own templates (roles/patroni, roles/app_database) with the variables Ansible
 would use (role defaults + inventory + vault, loaded by deploy/ansible_vars.py) and calls the same
@@ -352,6 +357,21 @@ def app_database(v: dict) -> None:
     config_dir = v["app_database_config_dir"]
     if fact(f"test -f {config_dir}/grimbots.env && echo yes") != "yes":
         host.noop(f"{config_dir}/grimbots.env is missing: the app does not run here; skipping")
+        return
+    leaders = [
+        m
+        for m in v["groups"][v["app_database_db_group"]]
+        if fact(
+            f"curl -sf -o /dev/null --max-time 3 http://{address(v, m)}:8008/leader && echo yes"
+        )
+        == "yes"
+    ]
+    if not leaders:
+        # pyinfra may order this host's operations before the db hosts' ones: run the db part
+        # first (--limit db), then this one (--limit app). Nothing is changed here meanwhile.
+        host.noop(
+            "the PostgreSQL cluster has no leader yet: deploy --limit db first, then --limit app"
+        )
         return
     password = str(v["app_database_password"])
     allowed = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_.~-")
