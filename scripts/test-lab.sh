@@ -7,6 +7,9 @@ export PATH=$PWD/.venv/bin:$PATH
 source scripts/lib.sh
 VAULT=(--vault-password-file inventory/lab/vault-password.txt)
 
+# Fresh hosts every time: phase 1 must start from an empty host on SQLite, whatever a previous
+# run (or `make lab`, which deploys every phase) left behind.
+stage lab-fresh bash lab/lab.sh down
 stage lab-up bash lab/lab.sh up
 stage lab-smoke bash lab/smoke.sh
 stage wheels bash scripts/build-wheels.sh
