@@ -22,8 +22,13 @@ ROOT = Path(__file__).resolve().parent.parent
 ROLES_DIR = ROOT / "roles"
 
 # Ansible's template module defaults: trim_blocks on, trailing newline kept.
+# Paths are "<role>/templates/<name>.j2"; like Ansible's template module, an {% include %} of a
+# bare name is also looked up in each role's templates directory.
 TEMPLATES = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(ROLES_DIR)),
+    loader=jinja2.ChoiceLoader(
+        [jinja2.FileSystemLoader(str(ROLES_DIR))]
+        + [jinja2.FileSystemLoader(str(d)) for d in sorted(ROLES_DIR.glob("*/templates"))]
+    ),
     trim_blocks=True,
     keep_trailing_newline=True,
     undefined=jinja2.StrictUndefined,

@@ -22,21 +22,10 @@ from pyinfra.operations.util import any_changed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ansible_vars import render, sha1  # noqa: E402
+from ansible_vars import sha1  # noqa: E402
+from templates import put_template  # noqa: E402
 
 CONTAINERS = {"docker", "container", "containerd", "podman", "lxc", "openvz", "systemd-nspawn"}
-
-
-def put_template(template: str, dest: str, v: dict, user: str, group: str, mode: str):
-    """files.put of a role template rendered with the Ansible variables."""
-    return files.put(
-        name=f"Render {template} to {dest}",
-        src=io.StringIO(render(template, v)),
-        dest=dest,
-        user=user,
-        group=group,
-        mode=mode,
-    )
 
 
 def service_user(user: str, home: str) -> None:

@@ -22,7 +22,6 @@ import os
 import sys
 from pathlib import Path
 
-import jinja2
 import yaml
 from pyinfra import host
 from pyinfra.facts.server import Command
@@ -32,42 +31,14 @@ from pyinfra.operations.util import any_changed
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import ansible_vars  # noqa: E402
-from ansible_vars import sha1  # noqa: E402
+from ansible_vars import render, sha1  # noqa: E402
+from templates import put_template  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLES = ["common", "app", "patroni", "app_database"]
 _INVENTORY = Path(os.environ.get("GRIMBOTS_INVENTORY", "inventory/lab"))
 INVENTORY = _INVENTORY if _INVENTORY.is_absolute() else ROOT / _INVENTORY
 LIB = "/usr/local/lib/grimbots"
-
-# Ansible's template module searches the role's templates directory for {% include %}.
-TEMPLATES = jinja2.Environment(
-    loader=jinja2.ChoiceLoader(
-        [
-            jinja2.FileSystemLoader(str(ansible_vars.ROLES_DIR)),
-            jinja2.FileSystemLoader(str(ansible_vars.ROLES_DIR / "patroni" / "templates")),
-        ]
-    ),
-    trim_blocks=True,
-    keep_trailing_newline=True,
-    undefined=jinja2.StrictUndefined,
-    autoescape=False,  # noqa: S701 - config files, not HTML
-)
-
-
-def render(template: str, v: dict) -> str:
-    return TEMPLATES.get_template(template).render(v)
-
-
-def put_template(template: str, dest: str, v: dict, user: str, group: str, mode: str):
-    return files.put(
-        name=f"Render {template} to {dest}",
-        src=io.StringIO(render(template, v)),
-        dest=dest,
-        user=user,
-        group=group,
-        mode=mode,
-    )
 
 
 def fact(command: str) -> str:
