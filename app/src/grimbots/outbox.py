@@ -103,11 +103,13 @@ def send(
         result = get_client().call(bot.token, method, payload, bot_id=bot.id, chat_id=chat_id)
     except BlockedError as exc:
         _finish(idempotency_key, status="blocked", error=exc.description[:500])
+        log.info("user blocked the bot", extra={"bot_id": bot.id, "lead_id": lead_id})
         set_blocked(bot.id, chat_id, True)
         return BLOCKED
     except PermanentError as exc:
         log.warning(
-            "telegram refused message", extra={"key": idempotency_key, "error": exc.description}
+            "telegram refused message",
+            extra={"key": idempotency_key, "lead_id": lead_id, "error": exc.description},
         )
         _finish(idempotency_key, status="failed", error=exc.description[:500])
         return FAILED
