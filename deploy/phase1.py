@@ -23,7 +23,7 @@ from pyinfra.operations.util import any_changed
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ansible_vars import sha1  # noqa: E402
-from templates import put_template  # noqa: E402
+from templates import put_drop_in, put_template  # noqa: E402
 
 CONTAINERS = {"docker", "container", "containerd", "podman", "lxc", "openvz", "systemd-nspawn"}
 
@@ -74,20 +74,8 @@ def common(v: dict) -> None:
         "root",
         "0644",
     )
-    files.directory(
-        name="Create the journald drop-in directory",
-        path="/etc/systemd/journald.conf.d",
-        user="root",
-        group="root",
-        mode="0755",
-    )
-    journald = put_template(
-        "common/templates/journald.conf.j2",
-        "/etc/systemd/journald.conf.d/60-grimbots.conf",
-        v,
-        "root",
-        "root",
-        "0644",
+    journald = put_drop_in(
+        "common/templates/journald.conf.j2", "/etc/systemd/journald.conf.d", "60-grimbots.conf", v
     )
     systemd.service(
         name="Restart journald",

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import ansible_vars  # noqa: E402
 from ansible_vars import render, sha1  # noqa: E402
-from templates import put_template  # noqa: E402
+from templates import put_drop_in, put_template  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ROLES = ["common", "app", "patroni", "app_database"]
@@ -96,20 +96,11 @@ def patroni(v: dict) -> None:
     config_dir = v["patroni_config_dir"]
 
     # install
-    files.directory(
-        name="Create the postgresql-common drop-in directory",
-        path="/etc/postgresql-common/createcluster.d",
-        user="root",
-        group="root",
-        mode="0755",
-    )
-    put_template(
+    put_drop_in(
         "patroni/templates/createcluster.conf.j2",
-        "/etc/postgresql-common/createcluster.d/50-patroni.conf",
+        "/etc/postgresql-common/createcluster.d",
+        "50-patroni.conf",
         v,
-        "root",
-        "root",
-        "0644",
     )
     apt.packages(
         name="Install PostgreSQL 15, Patroni and etcd",
@@ -153,20 +144,11 @@ def patroni(v: dict) -> None:
     etcd_env = put_template(
         "patroni/templates/etcd.env.j2", "/etc/default/etcd", v, "root", "root", "0644"
     )
-    files.directory(
-        name="Create the etcd unit drop-in directory",
-        path="/etc/systemd/system/etcd.service.d",
-        user="root",
-        group="root",
-        mode="0755",
-    )
-    etcd_unit = put_template(
+    etcd_unit = put_drop_in(
         "patroni/templates/etcd.service.conf.j2",
-        "/etc/systemd/system/etcd.service.d/grimbots.conf",
+        "/etc/systemd/system/etcd.service.d",
+        "grimbots.conf",
         v,
-        "root",
-        "root",
-        "0644",
     )
     systemd.daemon_reload(name="Reload systemd units", _if=etcd_unit.did_change)
     if healthy_before:
@@ -254,20 +236,11 @@ def patroni(v: dict) -> None:
         group="postgres",
         mode="0640",
     )
-    files.directory(
-        name="Create the Patroni unit drop-in directory",
-        path="/etc/systemd/system/patroni.service.d",
-        user="root",
-        group="root",
-        mode="0755",
-    )
-    patroni_unit = put_template(
+    patroni_unit = put_drop_in(
         "patroni/templates/patroni.service.conf.j2",
-        "/etc/systemd/system/patroni.service.d/grimbots.conf",
+        "/etc/systemd/system/patroni.service.d",
+        "grimbots.conf",
         v,
-        "root",
-        "root",
-        "0644",
     )
     systemd.daemon_reload(name="Reload systemd units", _if=patroni_unit.did_change)
     if config_changed and patroni_state == "active":

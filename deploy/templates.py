@@ -18,3 +18,16 @@ def put_template(template: str, dest: str, v: dict, user: str, group: str, mode:
         group=group,
         mode=mode,
     )
+
+
+def put_drop_in(template: str, directory: str, filename: str, v: dict):
+    """A root-owned drop-in directory and a root 0644 file rendered into it (systemd, journald,
+    postgresql-common read such directories)."""
+    files.directory(
+        name=f"Create the drop-in directory {directory}",
+        path=directory,
+        user="root",
+        group="root",
+        mode="0755",
+    )
+    return put_template(template, f"{directory}/{filename}", v, "root", "root", "0644")
