@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Lint everything CI lints: ruff (whole repo, ruff.toml), yamllint, ansible-lint (production
-# profile), role defaults vs argument_specs vs README, and the lab's package check if present.
+# profile), role defaults vs argument_specs vs README, the alert rules (promtool check and unit
+# tests, scripts/check_alert_rules.py), and the lab's package check if present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=$PWD/.venv/bin:$PATH
@@ -12,6 +13,14 @@ stage ruff-format ruff format --check $(git ls-files '*.py') || rc=1
 stage yamllint yamllint -s . || rc=1
 stage ansible-lint ansible-lint -q roles playbooks molecule || rc=1
 stage argument-specs python3 scripts/check_argument_specs.py || rc=1
+# Alert rules: syntax, a firing and a silent case per rule, severities and runbook anchors.
+if command -v promtool >/dev/null; then
+  stage promtool-check bash -c 'cd roles/monitoring/files && promtool check rules alert_rules.yml' || rc=1
+  stage promtool-test bash -c 'cd roles/monitoring/files && promtool test rules alert_rules_test.yml' || rc=1
+else
+  echo "promtool missing: run make services (Debian's prometheus package)"; rc=1
+fi
+stage alert-rules python3 scripts/check_alert_rules.py || rc=1
 if [[ -f lab/check_packages.py ]]; then
   stage lab-packages python3 lab/check_packages.py || rc=1
 fi

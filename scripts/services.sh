@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install (from Debian's packages) and start what the tests need on this machine:
-# Redis on 127.0.0.1:6379, PostgreSQL 15 on 127.0.0.1:5432, and the Docker engine.
+# Redis on 127.0.0.1:6379, PostgreSQL 15 on 127.0.0.1:5432, and the Docker engine; promtool
+# (Debian's prometheus package: only the tool is used, the daemon is not started).
 # Idempotent: each step is skipped when already done. No systemd here, so daemons start directly.
 set -euo pipefail
-PKGS=(redis-server postgresql docker.io wrk debootstrap)
+PKGS=(redis-server postgresql docker.io wrk debootstrap prometheus)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
