@@ -21,6 +21,10 @@ else
   echo "promtool missing: run make services (Debian's prometheus package)"; rc=1
 fi
 stage alert-rules python3 scripts/check_alert_rules.py || rc=1
+# Dashboards are generated from code; the committed JSON must match it, and every rule and
+# dashboard expression must evaluate on a real (throwaway, loopback) Prometheus.
+stage dashboards python3 scripts/build_dashboards.py --check || rc=1
+stage promql python3 scripts/check_promql.py || rc=1
 if [[ -f lab/check_packages.py ]]; then
   stage lab-packages python3 lab/check_packages.py || rc=1
 fi
