@@ -165,11 +165,13 @@ def test_cluster_mode_runs_dedup_and_rate_limits_with_hash_tags(redis_cluster, l
     redis_pool.get_pools(settings)
     try:
         assert isinstance(redis_pool.state(), redis.cluster.RedisCluster)
-        # Bots land in different slots; each bot's multi-key script stays within its slot.
+        # Bots land in different slots; each bot's locks and limits stay within its slot.
+        # (The intake locks live on the queue Redis, with the job: see test_intake.py.)
         for bot_id in range(1, 30):
-            locks = dedup.intake_locks(bot_id, 1, ("m", 1, 2, "hi"), 1)
-            assert dedup.acquire_intake(locks) is None
-            assert dedup.acquire_intake(locks) == dedup.LAYER_UPDATE
+            assert dedup.send_lock(bot_id, 1, "digest", "key-a", media=False)
+            assert not dedup.send_lock(bot_id, 1, "digest", "key-b", media=False)
+            assert dedup.last_start_throttle(bot_id, 1, 10)
+            assert not dedup.last_start_throttle(bot_id, 1, 11)
         limiter = telegram.RateLimiter(30, 1)
         limiter.acquire(7, 100)
         started = time.monotonic()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from types import SimpleNamespace
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -190,30 +189,3 @@ def test_redis_down_answers_503_instead_of_processing_unprotected(client, bot, m
     resp = post(client, bot, start_update(5011))
     assert resp.status_code == 503
     assert resp.is_json
-
-
-def test_failed_enqueue_releases_locks_so_telegram_retry_is_accepted(client, bot, monkeypatch):
-    from grimbots import webhook
-
-    class BrokenPipeline:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def execute(self):
-            raise RedisConnectionError("queue redis down")
-
-    class BrokenQueue:
-        connection = SimpleNamespace(pipeline=BrokenPipeline)
-
-        def enqueue(self, *a, **kw):
-            return None
-
-    update = start_update(5012)
-    with monkeypatch.context() as m:
-        m.setattr(webhook, "get_queue", lambda name: BrokenQueue())
-        assert post(client, bot, update).status_code == 503
-    retry = post(client, bot, update)
-    assert retry.status_code == 200 and retry.json == {"ok": True}

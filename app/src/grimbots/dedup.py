@@ -1,10 +1,11 @@
 """The Redis layers against duplicate processing and duplicate sends.
 
-Layers 1-3 run in the webhook request, in one Lua call (one round trip); layer 4 runs when a
-worker processes a /start; layers 5-6 guard each send; layer 7 is the database's unique
-constraints (inbound update, outbound idempotency key). Locks are never deleted after success:
-they expire, so a late twin delivery is still caught. Every key carries the bot's hash tag, so
-one bot's keys live in one Redis Cluster slot and a multi-key script is legal there.
+Layers 1-3 are taken in the webhook request by `intake.take`, on the queue Redis, in the same
+Lua call that queues the update (all or nothing); layer 4 runs when a worker processes a
+/start; layers 5-6 guard each send; layer 7 is the database's unique constraints (inbound
+update, outbound idempotency key). Locks are never deleted after success: they expire, so a
+late twin delivery is still caught. Every key carries the bot's hash tag, so one bot's keys
+live in one Redis Cluster slot and a multi-key script is legal there.
 
 Any Redis error propagates: callers fail closed (the webhook answers 503 so Telegram retries,
 a worker job is retried) instead of processing without protection.
@@ -28,25 +29,6 @@ LAYER_UPDATE, LAYER_MESSAGE, LAYER_START = "update_id", "message_hash", "start_l
 LAYER_LAST_START, LAYER_MEDIA, LAYER_TEXT = "last_start", "media_send", "text_send"
 LAYER_DATABASE = "database"
 
-# Take each lock in order; stop at the first one already held and return its 1-based index.
-# Locks taken before the failing one stay: the update is a duplicate either way.
-_ACQUIRE_ALL = """
-for i, key in ipairs(KEYS) do
-  if not redis.call('SET', key, ARGV[1], 'NX', 'EX', tonumber(ARGV[i + 1])) then
-    return i
-  end
-end
-return 0
-"""
-_script = None
-
-
-def _acquire_script():
-    global _script
-    if _script is None:
-        _script = state().register_script(_ACQUIRE_ALL)
-    return _script
-
 
 def _digest(*parts: object) -> str:
     data = "\x1f".join(str(p) for p in parts).encode()
@@ -55,7 +37,7 @@ def _digest(*parts: object) -> str:
 
 
 def intake_locks(bot_id: int, update_id: int, content: tuple | None, start_chat: int | None):
-    """The webhook layers 1-3 as (layer, key, ttl) triples, in the order they are taken."""
+    """The webhook layers 1-3 as (layer, key, ttl) triples, in the order they are checked."""
     tag = bot_tag(bot_id)
     locks = [(LAYER_UPDATE, f"gb:{tag}:upd:{update_id}", UPDATE_LOCK_TTL)]
     if content is not None:
@@ -63,24 +45,6 @@ def intake_locks(bot_id: int, update_id: int, content: tuple | None, start_chat:
     if start_chat is not None:
         locks.append((LAYER_START, f"gb:{tag}:start:{start_chat}", START_LOCK_TTL))
     return locks
-
-
-def acquire_intake(locks: list[tuple[str, str, int]]) -> str | None:
-    """Take layers 1-3 atomically. Returns None when the update is new, else the layer name."""
-    keys = [key for _, key, _ in locks]
-    held = _acquire_script()(keys=keys, args=["1", *[ttl for _, _, ttl in locks]])
-    if held:
-        layer = locks[int(held) - 1][0]
-        metrics.DUPLICATES.labels(layer).inc()
-        return layer
-    return None
-
-
-def release(locks: list[tuple[str, str, int]]) -> None:
-    """Give locks back when the update could not be enqueued, so Telegram's retry is accepted."""
-    client = state()
-    for _, key, _ in locks:
-        client.delete(key)
 
 
 def last_start_throttle(bot_id: int, chat_id: int, update_id: int) -> bool:

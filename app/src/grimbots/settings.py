@@ -6,6 +6,7 @@ Ansible role, the pyinfra deploy and the tests all configure the app the same wa
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 
@@ -52,6 +53,17 @@ def _hostports(raw: str, name: str) -> list[tuple[str, int]]:
     return nodes
 
 
+def _networks(raw: str, name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Parse 'cidr,cidr' (a bare address is a /32 or /128)."""
+    out = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError as exc:
+            raise SettingsError(f"{name} entries must be addresses or CIDRs, got {item!r}") from exc
+    return out
+
+
 def _gateway_secrets(raw: str) -> dict[str, str]:
     """Parse 'gateway:secret,gateway:secret'."""
     secrets: dict[str, str] = {}
@@ -84,6 +96,10 @@ class Settings:
     queue_redis_url: str = ""
     sentinels: list[tuple[str, int]] = field(default_factory=list)
     sentinel_master: str = "grimbots-queue"
+    # Replicas of the queue Redis that must acknowledge an accepted update (WAIT) before the
+    # webhook answers 200; 0 when the queue Redis has none (phase 1). Timeout in milliseconds.
+    queue_min_replicas: int = 0
+    queue_wait_timeout_ms: int = 500
     # Telegram Bot API base URL (the lab points it at the fake API on tg1).
     telegram_api_base: str = "https://api.telegram.org"
     telegram_timeout: float = 10.0
@@ -97,6 +113,10 @@ class Settings:
     # Tracking token lifetime (seconds).
     tracking_ttl: int = 86400
     log_level: str = "INFO"
+    # Reverse proxies (addresses or CIDRs) whose X-Forwarded-For is believed; none by default.
+    trusted_proxies: list = field(default_factory=list)
+    # Bearer token that shows /health's detail to a remote caller (loopback always sees it).
+    health_token: str = ""
     # Gunicorn
     web_bind: str = "0.0.0.0:5000"
     web_workers: int = 4
@@ -137,6 +157,10 @@ class Settings:
             queue_redis_url=env.get("GRIMBOTS_QUEUE_REDIS_URL") or redis_url,
             sentinels=_hostports(env.get("GRIMBOTS_SENTINELS", ""), "GRIMBOTS_SENTINELS"),
             sentinel_master=env.get("GRIMBOTS_SENTINEL_MASTER") or cls.sentinel_master,
+            queue_min_replicas=_int(env, "GRIMBOTS_QUEUE_MIN_REPLICAS", cls.queue_min_replicas),
+            queue_wait_timeout_ms=_int(
+                env, "GRIMBOTS_QUEUE_WAIT_TIMEOUT_MS", cls.queue_wait_timeout_ms
+            ),
             telegram_api_base=(env.get("TELEGRAM_API_BASE") or cls.telegram_api_base).rstrip("/"),
             telegram_timeout=_float(env, "GRIMBOTS_TELEGRAM_TIMEOUT", cls.telegram_timeout),
             telegram_max_retries=_int(
@@ -148,6 +172,10 @@ class Settings:
             gateway_secrets=_gateway_secrets(env.get("GRIMBOTS_GATEWAY_SECRETS", "")),
             tracking_ttl=_int(env, "GRIMBOTS_TRACKING_TTL", cls.tracking_ttl),
             log_level=(env.get("GRIMBOTS_LOG_LEVEL") or cls.log_level).upper(),
+            trusted_proxies=_networks(
+                env.get("GRIMBOTS_TRUSTED_PROXIES", ""), "GRIMBOTS_TRUSTED_PROXIES"
+            ),
+            health_token=env.get("GRIMBOTS_HEALTH_TOKEN", ""),
             web_bind=env.get("GRIMBOTS_WEB_BIND") or cls.web_bind,
             web_workers=_int(env, "GRIMBOTS_WEB_WORKERS", cls.web_workers),
             web_threads=_int(env, "GRIMBOTS_WEB_THREADS", cls.web_threads),
@@ -163,5 +191,14 @@ class Settings:
             raise SettingsError("GRIMBOTS_QUEUE_REDIS_MODE=sentinel needs GRIMBOTS_SENTINELS")
         if self.redis_max_connections < 1:
             raise SettingsError("GRIMBOTS_REDIS_MAX_CONNECTIONS must be at least 1")
+        if self.queue_min_replicas < 0:
+            raise SettingsError("GRIMBOTS_QUEUE_MIN_REPLICAS must be 0 or more")
+        if self.queue_min_replicas and not (
+            1 <= self.queue_wait_timeout_ms < self.redis_socket_timeout * 1000
+        ):
+            raise SettingsError(
+                "GRIMBOTS_QUEUE_WAIT_TIMEOUT_MS must be at least 1 and below the Redis socket "
+                "timeout (GRIMBOTS_REDIS_SOCKET_TIMEOUT), or the wait itself times out"
+            )
         if self.telegram_bot_rate < 1 or self.telegram_chat_rate < 1:
             raise SettingsError("Telegram rates must be at least 1 message per second")

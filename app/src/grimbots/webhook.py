@@ -1,12 +1,12 @@
 """Telegram webhook intake: O(1), Redis only, no database write and no Telegram call.
 
-Check the bot's secret header, validate the update, take the dedup locks, enqueue, answer 200.
-Anything that cannot be done safely (Redis away) answers 503 so Telegram delivers again later.
+Check the bot's secret header, validate the update, then lock and queue it in one atomic step
+(`intake.take`) and answer 200. Anything that cannot be done safely (Redis away, no replica
+acknowledged) answers 503 so Telegram delivers again later, and that repeat is processed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import json
 import logging
@@ -17,30 +17,22 @@ from flask import Blueprint, jsonify, request
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from grimbots import dedup, metrics
+from grimbots import dedup, intake, metrics
 from grimbots.db import get_db
 from grimbots.errors import ApiError
 from grimbots.models import Bot
-from grimbots.queues import DEFAULT_RETRY, WEBHOOK, get_queue
 from grimbots.redis_pool import bot_tag, state
+
+# Re-exported: the worker side (jobs.py) reads the update's kind the same way.
+from grimbots.updates import UPDATE_KINDS, InvalidUpdate, is_start, parse_update, update_kind
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhook", __name__)
 
+__all__ = ["UPDATE_KINDS", "bp", "bot_meta", "invalidate_bot_cache", "is_start", "update_kind"]
+
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 BOT_META_TTL = 300
-UPDATE_KINDS = (
-    "message",
-    "edited_message",
-    "callback_query",
-    "my_chat_member",
-    "channel_post",
-    "edited_channel_post",
-    "chat_member",
-    "chat_join_request",
-    "inline_query",
-    "pre_checkout_query",
-)
 
 
 @dataclass(frozen=True)
@@ -109,14 +101,6 @@ def invalidate_bot_cache(bot_id: int) -> None:
     state().delete(_meta_key(bot_id))
 
 
-def update_kind(update: dict) -> str:
-    for kind in UPDATE_KINDS:
-        if kind in update:
-            return kind
-    # Types newer than this code are acknowledged, never an error.
-    return next((k for k in update if k != "update_id"), "unknown")
-
-
 def _content(update: dict, kind: str) -> tuple | None:
     """What makes two deliveries 'the same message' for the message-hash layer."""
     if kind == "message":
@@ -135,79 +119,57 @@ def _chat_id(msg: dict):
     return chat.get("id") if isinstance(chat, dict) else None
 
 
-def is_start(text: object) -> bool:
-    if not isinstance(text, str):
-        return False
-    command = text.split(maxsplit=1)[0] if text.strip() else ""
-    return command == "/start" or command.startswith("/start@")
+def _refuse(message: str):
+    return jsonify(ok=False, error=message), 400
 
 
-def _parse_update() -> dict:
-    raw = request.get_data(cache=False)
-    try:
-        update = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "body is not valid JSON") from exc
-    if not isinstance(update, dict):
-        raise ApiError(400, "an update is a JSON object")
-    update_id = update.get("update_id")
-    if not isinstance(update_id, int) or isinstance(update_id, bool) or update_id < 0:
-        raise ApiError(400, "update_id must be a non-negative integer")
-    return update
+def _unavailable():
+    return jsonify(ok=False, error="temporarily unavailable"), 503
 
 
-@bp.post("/webhook/telegram/<int:bot_id>")
+@bp.post("/webhook/telegram/<int(max=2147483647):bot_id>")
 def telegram_webhook(bot_id: int):
     try:
         meta = bot_meta(bot_id)
     except RedisError:
         log.warning("redis unreachable at webhook intake", extra={"bot_id": bot_id})
-        return jsonify(ok=False, error="temporarily unavailable"), 503
+        return _unavailable()
     except SQLAlchemyError:
         log.warning("database unreachable looking up bot", extra={"bot_id": bot_id})
-        return jsonify(ok=False, error="temporarily unavailable"), 503
+        return _unavailable()
     if meta is None or not meta.active:
         raise ApiError(404, "unknown bot")
     given = request.headers.get(SECRET_HEADER, "")
-    if not hmac.compare_digest(given.encode(), meta.secret.encode()):
+    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), meta.secret.encode()):
         raise ApiError(403, "bad secret token")
 
-    update = _parse_update()
+    try:
+        update = parse_update(request.get_data(cache=False))
+    except InvalidUpdate as exc:
+        return _refuse(str(exc))
     kind = update_kind(update)
-    content = _content(update, kind) if isinstance(update.get(kind), dict) else None
+    content = _content(update, kind)
     start_chat = None
     message = update.get("message") if kind == "message" else None
-    if isinstance(message, dict) and is_start(message.get("text")):
+    if message is not None and is_start(message.get("text")):
         start_chat = _chat_id(message)
 
     locks = dedup.intake_locks(bot_id, update["update_id"], content, start_chat)
     try:
-        duplicate_layer = dedup.acquire_intake(locks)
-    except RedisError:
-        log.warning("redis unreachable at dedup", extra={"bot_id": bot_id})
-        return jsonify(ok=False, error="temporarily unavailable"), 503
+        duplicate_layer = intake.take(bot_id, update, locks)
+    except intake.NotReplicated:
+        # Queued on the primary only: Telegram's repeat is answered once a replica has it.
+        log.warning("queue replica did not acknowledge in time", extra={"bot_id": bot_id})
+        return _unavailable()
+    except RedisError as exc:
+        # Nothing or everything was written: the repeat is taken, or answered as a duplicate.
+        log.warning(
+            "queue redis unreachable at intake",
+            extra={"bot_id": bot_id, "error_type": type(exc).__name__},
+        )
+        return _unavailable()
     if duplicate_layer:
+        metrics.DUPLICATES.labels(duplicate_layer).inc()
         return jsonify(ok=True, duplicate=duplicate_layer)
-
-    try:
-        queue = get_queue(WEBHOOK)
-        # One round trip: RQ's queue registration and the job travel in one pipeline.
-        with queue.connection.pipeline() as pipe:
-            queue.enqueue(
-                "grimbots.jobs.process_update",
-                bot_id,
-                update,
-                result_ttl=0,
-                failure_ttl=7 * 86400,
-                retry=DEFAULT_RETRY,
-                pipeline=pipe,
-            )
-            pipe.execute()
-    except RedisError:
-        log.warning("enqueue failed, releasing dedup locks", extra={"bot_id": bot_id})
-        # If even that fails the locks expire on their own; Telegram's backoff outlasts them.
-        with contextlib.suppress(RedisError):
-            dedup.release(locks)
-        return jsonify(ok=False, error="temporarily unavailable"), 503
     metrics.MESSAGES_RECEIVED.labels(kind).inc()
     return jsonify(ok=True)

@@ -1,0 +1,165 @@
+"""Take a Telegram update in one atomic step: the dedup locks and the RQ job together.
+
+One Lua script on the queue Redis checks the intake locks (layers 1-3), and for a new update
+writes the RQ job hash, pushes the job id on the `webhook` queue and takes the locks, all or
+nothing. There is no moment at which an update is locked but not queued, so a delivery that
+failed for any reason (Redis away, reply lost, the web worker killed) is accepted again when
+Telegram repeats it; and a repeat whose first attempt did get through finds the lock and the
+job together, so it is answered 200 without queueing twice.
+
+The job id is derived from (bot, update_id): while the job exists (queued, running, waiting for
+a retry, failed) the same update is a duplicate even after its 20 s lock expired.
+
+With replicas behind the queue Redis (phase 3: a Sentinel primary and its replicas), `WAIT`
+follows the script in the same pipeline (one round trip). An update is answered 200 only once
+a replica holds it; when none acknowledges in time the caller answers 503, Telegram repeats
+the update, and the repeat waits for the replica again: a duplicate also writes (it re-arms
+the update lock), so its `WAIT` covers whatever the first attempt left on the primary.
+
+The RQ job is built by RQ's own Job class and written field for field as `Queue.enqueue`
+writes it, so workers run it unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from datetime import timedelta
+
+import redis
+from redis.exceptions import NoScriptError, RedisError
+from rq import Queue
+from rq.job import Job, JobStatus
+from rq.serializers import DefaultSerializer
+from rq.utils import now, utcformat
+
+from grimbots.queues import DEFAULT_RETRY, WEBHOOK
+from grimbots.redis_pool import get_pools
+
+JOB_FUNC = "grimbots.jobs.process_update"
+# A job that failed for good stays a week in RQ's failed registry, for the operator.
+FAILURE_TTL = int(timedelta(days=7).total_seconds())
+QUEUES_KEY = Queue.redis_queues_keys
+
+# KEYS: 1 job hash, 2 queue list, 3 RQ's set of queues, 4 the update-id lock, 5.. other locks.
+# ARGV: 1 job id, 2 queue key, 3..2+n the n lock TTLs (update id first), then HSET field/value.
+# Returns 0 when the update was taken, else the 1-based index of the layer that held it.
+SCRIPT = """
+local job_id = ARGV[1]
+local nlocks = #KEYS - 3
+local function seen(layer)
+  -- A write even for a duplicate: it moves this client's replication offset to the present,
+  -- so a WAIT after it covers what an earlier attempt of the same update wrote.
+  redis.call('SET', KEYS[4], job_id, 'EX', ARGV[3])
+  return layer
+end
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[4]) == 1 then
+  return seen(1)
+end
+for i = 2, nlocks do
+  if redis.call('EXISTS', KEYS[3 + i]) == 1 then
+    return seen(i)
+  end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3 + nlocks))
+redis.call('RPUSH', KEYS[2], job_id)
+redis.call('SADD', KEYS[3], ARGV[2])
+for i = 1, nlocks do
+  redis.call('SET', KEYS[3 + i], job_id, 'EX', ARGV[2 + i])
+end
+return 0
+"""
+# Redis names a script by its SHA-1; not a security use.
+SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
+
+
+class NotReplicated(RedisError):
+    """The update is on the queue primary, but no replica acknowledged it in time."""
+
+
+def job_id_for(bot_id: int, update_id: int) -> str:
+    return f"tg-{bot_id}-{update_id}"
+
+
+def _job_template() -> dict:
+    """The hash RQ writes for one of these jobs, built once by RQ's own Job class."""
+    global _template
+    if _template is None:
+        job = Job.create(
+            JOB_FUNC,
+            args=(0, {}),
+            connection=redis.Redis(),  # never used: to_dict() does not touch Redis
+            id=job_id_for(0, 0),
+            origin=WEBHOOK,
+            result_ttl=0,
+            failure_ttl=FAILURE_TTL,
+            timeout=Queue.DEFAULT_TIMEOUT,
+            description="",
+            status=JobStatus.QUEUED,
+        )
+        job.retries_left = DEFAULT_RETRY.max
+        job.retry_intervals = DEFAULT_RETRY.intervals
+        job.enqueue_at_front_on_retry = DEFAULT_RETRY.enqueue_at_front
+        job.enqueued_at = now()
+        _template = job.to_dict()
+    return _template
+
+
+_template: dict | None = None
+
+
+def job_fields(bot_id: int, update: dict) -> tuple[str, dict]:
+    """The RQ job id and hash for one update, as `Queue.enqueue` would write them.
+
+    Only what differs per update is computed here (RQ's Job object costs more than the rest
+    of the request): the pickled call, the timestamps and the description.
+    """
+    update_id = update["update_id"]
+    stamp = utcformat(now())
+    call = (JOB_FUNC, None, (bot_id, update), {})
+    return job_id_for(bot_id, update_id), {
+        **_job_template(),
+        "data": zlib.compress(DefaultSerializer.dumps(call)),
+        "created_at": stamp,
+        "enqueued_at": stamp,
+        # RQ logs the description; its default would carry the user's message.
+        "description": f"process_update(bot={bot_id}, update={update_id})",
+    }
+
+
+def take(bot_id: int, update: dict, locks: list[tuple[str, str, int]]) -> str | None:
+    """Lock and queue the update atomically. None when taken, else the layer that held it.
+
+    Raises RedisError when Redis cannot be reached (nothing or everything was written: a
+    repeat of the update is safe either way), NotReplicated when a replica did not confirm.
+    """
+    pools = get_pools()
+    settings = pools.settings
+    conn = pools.queue()
+    job_id, fields = job_fields(bot_id, update)
+    queue_key = Queue.redis_queue_namespace_prefix + WEBHOOK
+    keys = [Job.key_for(job_id), queue_key, QUEUES_KEY, *(key for _, key, _ in locks)]
+    args: list = [job_id, queue_key, *(ttl for _, _, ttl in locks)]
+    for field, value in fields.items():
+        args += (field, value)
+    replicas = settings.queue_min_replicas
+
+    def run() -> list:
+        pipe = conn.pipeline(transaction=False)
+        pipe.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
+        if replicas:
+            pipe.execute_command("WAIT", replicas, settings.queue_wait_timeout_ms)
+        return pipe.execute(raise_on_error=False)
+
+    results = run()
+    if isinstance(results[0], NoScriptError):
+        # First use on this server (or after a failover or restart): load it, run again.
+        conn.script_load(SCRIPT)
+        results = run()
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    if replicas and int(results[1]) < replicas:
+        raise NotReplicated(f"{int(results[1])} of {replicas} replicas acknowledged in time")
+    held = int(results[0])
+    return None if held == 0 else locks[held - 1][0]

@@ -1,0 +1,418 @@
+"""The intake is all or nothing: an update is locked and queued in one step, or not touched.
+
+Faults are injected around the one Lua call (Redis error before it, reply lost after it, a
+real TCP connection cut between the two), and against a real replica that stops acknowledging
+(`WAIT`). After each, Telegram's repeat of the update must end in exactly one processed update
+and one welcome.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from grimbots import db as db_module
+from grimbots import intake, redis_pool, webhook
+from grimbots.models import InboundUpdate
+from tests.conftest import make_settings
+from tests.factories import make_bot, make_funnel, make_seller, start_update
+
+HEADER = "X-Telegram-Bot-Api-Secret-Token"
+# Ports of the Redis processes and the proxy started here (this suite's range: 17000-17099).
+PRIMARY_PORT, REPLICA_PORT, PROXY_PORT = 17010, 17011, 17020
+
+needs_redis_server = pytest.mark.skipif(
+    shutil.which("redis-server") is None, reason="redis-server is installed by scripts/services.sh"
+)
+
+
+@pytest.fixture
+def bot(db):
+    with db.session() as session:
+        seller, _ = make_seller(session)
+        return make_bot(session, seller, make_funnel(session, seller))
+
+
+def post(client, bot, update):
+    return client.post(
+        f"/webhook/telegram/{bot.id}", json=update, headers={HEADER: bot.webhook_secret}
+    )
+
+
+def welcomes(fake_tg, chat_id: int) -> int:
+    return len(fake_tg.sent(method="sendPhoto", chat_id=chat_id))
+
+
+def job_key(bot, update) -> str:
+    return f"rq:job:{intake.job_id_for(bot.id, update['update_id'])}"
+
+
+def queued_ids(conn) -> list[bytes]:
+    return conn.lrange("rq:queue:webhook", 0, -1)
+
+
+def _fail_intake_pipeline(monkeypatch, when: str) -> list[int]:
+    """Make the next pipeline that carries the intake script fail once, before or after it ran."""
+    real = redis.client.Pipeline.execute
+    calls = [0]
+
+    def execute(self, raise_on_error=True):
+        if calls[0] == 0 and any(args[0] == "EVALSHA" for args, _ in self.command_stack):
+            calls[0] += 1
+            if when == "before":
+                self.reset()
+                raise redis.ConnectionError("connection refused (injected)")
+            real(self, raise_on_error)
+            raise redis.ConnectionError("reply lost (injected)")
+        return real(self, raise_on_error)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
+    return calls
+
+
+def test_redis_error_before_the_script_leaves_nothing_and_the_repeat_is_processed(
+    client, bot, fake_tg, drain, monkeypatch
+):
+    update = start_update(7101)
+    calls = _fail_intake_pipeline(monkeypatch, "before")
+    assert post(client, bot, update).status_code == 503
+    assert calls == [1]
+    conn = redis_pool.queue_connection()
+    assert not conn.exists(job_key(bot, update)) and queued_ids(conn) == []
+    repeat = post(client, bot, update)
+    assert repeat.status_code == 200 and repeat.json == {"ok": True}
+    drain()
+    assert welcomes(fake_tg, 7101) == 1
+
+
+def test_reply_lost_after_the_script_answers_503_and_the_repeat_is_a_duplicate_processed_once(
+    client, bot, fake_tg, drain, monkeypatch, db
+):
+    update = start_update(7102)
+    calls = _fail_intake_pipeline(monkeypatch, "after")
+    assert post(client, bot, update).status_code == 503
+    assert calls == [1]
+    conn = redis_pool.queue_connection()
+    # The script ran whole: the job is queued together with its lock.
+    assert conn.exists(job_key(bot, update)) and len(queued_ids(conn)) == 1
+    repeat = post(client, bot, update)
+    assert repeat.status_code == 200 and repeat.json["duplicate"] == "update_id"
+    assert len(queued_ids(conn)) == 1
+    drain()
+    assert welcomes(fake_tg, 7102) == 1
+    with db.session() as session:
+        assert session.query(InboundUpdate).filter_by(bot_id=bot.id).count() == 1
+
+
+def test_a_twin_of_a_queued_update_is_a_duplicate_after_its_lock_expired(client, bot, drain):
+    """While the job exists (queued, retrying, failed), the job itself is the lock."""
+    update = start_update(7103)
+    assert post(client, bot, update).json == {"ok": True}
+    redis_pool.queue_connection().delete(f"gb:{{bot:{bot.id}}}:upd:{update['update_id']}")
+    assert post(client, bot, update).json["duplicate"] == "update_id"
+    assert len(queued_ids(redis_pool.queue_connection())) == 1
+
+
+def test_concurrent_deliveries_queue_exactly_one_job(app, bot):
+    update = start_update(7104)
+    barrier, answers = threading.Barrier(16), []
+
+    def deliver():
+        client = app.test_client()
+        barrier.wait()
+        answers.append(post(client, bot, update).json)
+
+    threads = [threading.Thread(target=deliver) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert [a for a in answers if a == {"ok": True}] == [{"ok": True}]
+    assert queued_ids(redis_pool.queue_connection()) == [
+        intake.job_id_for(bot.id, update["update_id"]).encode()
+    ]
+
+
+def test_the_queued_job_is_rqs_own_and_carries_no_user_text(client, bot):
+    from rq.job import Job
+
+    update = start_update(7105, "secret-payload")
+    assert post(client, bot, update).json == {"ok": True}
+    job = Job.fetch(
+        intake.job_id_for(bot.id, update["update_id"]), connection=redis_pool.queue_connection()
+    )
+    assert job.func_name == "grimbots.jobs.process_update"
+    assert job.args == (bot.id, update)
+    assert job.origin == "webhook" and job.get_status() == "queued"
+    assert job.retries_left == 5 and job.result_ttl == 0
+    assert "secret-payload" not in job.description
+
+
+def test_the_job_hash_has_every_field_rqs_own_enqueue_writes(settings):
+    from rq import Queue
+
+    from grimbots.queues import DEFAULT_RETRY
+
+    conn = redis_pool.queue_connection()
+    reference = Queue("webhook", connection=conn).enqueue(
+        intake.JOB_FUNC,
+        1,
+        {"update_id": 1},
+        job_id="reference",
+        result_ttl=0,
+        failure_ttl=intake.FAILURE_TTL,
+        retry=DEFAULT_RETRY,
+        description="reference",
+    )
+    ours = intake.job_fields(1, {"update_id": 1})[1]
+    written = {k.decode(): v for k, v in conn.hgetall(reference.key).items()}
+    assert set(written) == set(ours)
+    encode = conn.connection_pool.get_encoder().encode
+    for field in ("origin", "status", "timeout", "result_ttl", "failure_ttl", "retries_left"):
+        assert written[field] == encode(ours[field]), field
+
+
+def test_script_is_loaded_again_after_the_server_forgot_it(client, bot, fake_tg, drain):
+    redis_pool.queue_connection().script_flush()
+    assert post(client, bot, start_update(7106)).json == {"ok": True}
+    drain()
+    assert welcomes(fake_tg, 7106) == 1
+
+
+# -- a real connection cut after the request reached Redis ------------------------------------
+
+
+class ReplyDroppingProxy:
+    """TCP proxy to Redis that cuts the connection instead of passing on the reply to the
+    first request carrying `marker`: the command ran, the client never hears of it."""
+
+    def __init__(self, port: int, upstream: tuple[str, int], marker: bytes = b"EVALSHA"):
+        self.upstream, self.marker = upstream, marker
+        self.armed = threading.Event()
+        self.armed.set()
+        self.dropped = 0
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", port))
+        self._listener.settimeout(0.2)
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+
+    def start(self) -> None:
+        self._threads[0].start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            thread = threading.Thread(target=self._pump, args=(client,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _pump(self, client: socket.socket) -> None:
+        server = socket.create_connection(self.upstream)
+        waiting_reply_to_drop = False
+        try:
+            while not self._stop.is_set():
+                readable, _, _ = select.select([client, server], [], [], 0.2)
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    if sock is client:
+                        if self.marker in data and self.armed.is_set():
+                            self.armed.clear()
+                            waiting_reply_to_drop = True
+                        server.sendall(data)
+                    elif waiting_reply_to_drop:
+                        self.dropped += 1
+                        return
+                    else:
+                        client.sendall(data)
+        finally:
+            client.close()
+            server.close()
+
+
+@pytest.fixture
+def proxied_app(database_url, redis_client, fake_tg):
+    """The app with its queue Redis reached through a ReplyDroppingProxy."""
+    from grimbots import telegram
+    from grimbots.app import create_app
+
+    db_index = redis_client.connection_pool.connection_kwargs.get("db", 0)
+    proxy = ReplyDroppingProxy(PROXY_PORT, ("127.0.0.1", 6379))
+    proxy.start()
+    settings = make_settings(
+        database_url,
+        fake_tg.base_url,
+        GRIMBOTS_QUEUE_REDIS_URL=f"redis://127.0.0.1:{PROXY_PORT}/{db_index}",
+    )
+    webhook.forget_local_bot_meta()
+    db_module.reset_db()
+    redis_pool.reset_pools()
+    telegram.reset_client()
+    db_module.get_db(settings)
+    redis_pool.get_pools(settings)
+    telegram.get_client(settings)
+    app = create_app(settings)
+    app.testing = True
+    try:
+        yield app, proxy
+    finally:
+        db_module.reset_db()
+        redis_pool.reset_pools()
+        telegram.reset_client()
+        proxy.stop()
+
+
+@pytest.mark.parametrize("client_retries", [0, 2])
+def test_reply_lost_on_the_wire_never_drops_the_update(proxied_app, fake_tg, client_retries):
+    """Without client retries the answer is 503 and Telegram's repeat is a duplicate; with
+    them (as Redis Cluster clients do) the retry finds its own lock and job and answers 200.
+    Either way the update is queued once and processed once."""
+    from grimbots.worker import drain_queues
+
+    app, proxy = proxied_app
+    conn = redis_pool.queue_connection()
+    conn.connection_pool.connection_kwargs["retry"] = Retry(NoBackoff(), client_retries)
+    with db_module.get_db().session() as session:
+        seller, _ = make_seller(session)
+        bot = make_bot(session, seller, make_funnel(session, seller))
+    client = app.test_client()
+    update = start_update(7110 + client_retries)
+    first = post(client, bot, update)
+    assert proxy.dropped == 1
+    if client_retries:
+        assert first.status_code == 200 and first.json["duplicate"] == "update_id"
+    else:
+        assert first.status_code == 503
+        repeat = post(client, bot, update)
+        assert repeat.status_code == 200 and repeat.json["duplicate"] == "update_id"
+    assert len(queued_ids(conn)) == 1
+    drain_queues()
+    assert welcomes(fake_tg, 7110 + client_retries) == 1
+
+
+# -- WAIT against a real replica -----------------------------------------------------------------
+
+
+def _wait_for(predicate, what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except redis.RedisError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def _redis_server(tmp_path, port: int, *extra: str) -> subprocess.Popen:
+    workdir = tmp_path / f"redis-{port}"
+    workdir.mkdir()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        + ["--appendonly", "no", "--dir", str(workdir), *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_for(lambda: redis.Redis(port=port).ping(), f"redis on {port}")
+    return proc
+
+
+@pytest.fixture
+def primary_and_replica(tmp_path):
+    primary = _redis_server(tmp_path, PRIMARY_PORT)
+    replica = _redis_server(tmp_path, REPLICA_PORT, "--replicaof", "127.0.0.1", str(PRIMARY_PORT))
+    try:
+        _wait_for(
+            lambda: (
+                redis.Redis(port=PRIMARY_PORT).info("replication")["slave0"]["state"] == "online"
+            ),
+            "the replica to be in sync",
+        )
+        yield primary, replica
+    finally:
+        for proc in (replica, primary):
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)  # a stopped process does not see SIGTERM
+                proc.terminate()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def replicated_app(database_url, redis_client, fake_tg, primary_and_replica):
+    from grimbots import telegram
+    from grimbots.app import create_app
+
+    settings = make_settings(
+        database_url,
+        fake_tg.base_url,
+        GRIMBOTS_QUEUE_REDIS_URL=f"redis://127.0.0.1:{PRIMARY_PORT}/0",
+        GRIMBOTS_QUEUE_MIN_REPLICAS="1",
+        GRIMBOTS_QUEUE_WAIT_TIMEOUT_MS="300",
+    )
+    webhook.forget_local_bot_meta()
+    db_module.reset_db()
+    redis_pool.reset_pools()
+    telegram.reset_client()
+    db_module.get_db(settings)
+    redis_pool.get_pools(settings)
+    telegram.get_client(settings)
+    app = create_app(settings)
+    app.testing = True
+    try:
+        yield app, primary_and_replica[1]
+    finally:
+        db_module.reset_db()
+        redis_pool.reset_pools()
+        telegram.reset_client()
+
+
+@needs_redis_server
+def test_update_is_answered_200_only_once_a_replica_holds_it(replicated_app, fake_tg):
+    from grimbots.worker import drain_queues
+
+    app, replica = replicated_app
+    with db_module.get_db().session() as session:
+        seller, _ = make_seller(session)
+        bot = make_bot(session, seller, make_funnel(session, seller))
+    client = app.test_client()
+    on_replica = redis.Redis(port=REPLICA_PORT)
+
+    accepted = start_update(7120)
+    assert post(client, bot, accepted).json == {"ok": True}
+    assert on_replica.exists(job_key(bot, accepted))  # WAIT returned: the replica has it
+
+    stalled = start_update(7121)
+    os.kill(replica.pid, signal.SIGSTOP)
+    try:
+        answer = post(client, bot, stalled)
+    finally:
+        os.kill(replica.pid, signal.SIGCONT)
+    assert answer.status_code == 503
+
+    _wait_for(lambda: on_replica.exists(job_key(bot, stalled)), "the replica to catch up")
+    repeat = post(client, bot, stalled)
+    assert repeat.status_code == 200 and repeat.json["duplicate"] == "update_id"
+    drain_queues()
+    assert welcomes(fake_tg, 7120) == 1 and welcomes(fake_tg, 7121) == 1
