@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from sqlalchemy import select
 
@@ -31,10 +33,18 @@ def test_server_errors_are_retried_with_backoff(bot, fake_tg):
     assert [c["status"] for c in fake_tg.calls(chat_id=8002)] == [502, 502, 200]
 
 
-def test_timeouts_are_retried(bot, fake_tg):
+def test_a_timeout_after_the_request_went_out_is_not_sent_again(bot, fake_tg, db):
+    """Telegram accepted it but answered late: the send is ambiguous, never repeated."""
     fake_tg.add_fault(status=None, method="sendMessage", delay=3.0)  # client timeout is 2 s
-    assert outbox.send(bot, 8003, "k-timeout", "sendMessage", {"text": "hi"}) == "sent"
-    assert len(fake_tg.sent(chat_id=8003)) >= 1
+    assert outbox.send(bot, 8003, "k-timeout", "sendMessage", {"text": "hi"}) == "ambiguous"
+    assert outbox.send(bot, 8003, "k-timeout", "sendMessage", {"text": "hi"}) == "ambiguous"
+    time.sleep(1.3)  # let the slow answer land at the fake
+    assert len(fake_tg.calls(chat_id=8003)) == 1
+    with db.session() as session:
+        row = session.scalar(
+            select(OutboundMessage).where(OutboundMessage.idempotency_key == "k-timeout")
+        )
+        assert row.status == "ambiguous"
 
 
 def test_bad_request_is_not_retried_and_is_recorded_failed(bot, fake_tg, db):
@@ -80,7 +90,9 @@ def test_a_live_claim_is_not_stolen_by_a_concurrent_sender(bot, fake_tg, db):
                 attempts=1,
             )
         )
-    assert outbox.send(bot, 8007, "k-claimed", "sendMessage", {"text": "x"}) == "duplicate"
+    # Not "duplicate": that would let the job succeed without the message ever being sent.
+    with pytest.raises(outbox.ClaimBusy):
+        outbox.send(bot, 8007, "k-claimed", "sendMessage", {"text": "x"})
     assert fake_tg.calls(chat_id=8007) == []
 
 
@@ -121,12 +133,13 @@ def test_per_bot_rate_is_shared_by_every_client(bot, fake_tg, settings):
 
 def test_429_holds_back_every_sender_of_that_bot(bot, fake_tg, settings):
     limiter = telegram.RateLimiter(30, 1)
+    penalized = time.time()
     limiter.penalize(bot.id, 1.0)
     telegram.get_client().call(
         bot.token, "sendMessage", {"chat_id": 8010, "text": "x"}, bot_id=bot.id, chat_id=8010
     )
     call = fake_tg.sent(chat_id=8010)[0]
-    assert call is not None
+    assert call["time"] - penalized >= 0.95
 
 
 def test_worker_processing_an_update_twice_replies_once(bot, fake_tg, db, redis_client):

@@ -48,6 +48,20 @@ DB_POOL_IN_USE = Gauge(
     "db_pool_in_use", "Database connections checked out", multiprocess_mode="livesum"
 )
 JOBS_FAILED = Counter("jobs_failed_total", "RQ jobs that raised", ["queue", "function"])
+OUTBOX_AMBIGUOUS = Counter(
+    "outbox_ambiguous_total",
+    "Sends that may have reached Telegram without an answer: recorded, never repeated",
+    ["reason"],
+)
+RECONCILED = Counter(
+    "reconciler_repaired_total", "Half-done work finished by a reconciler", ["reconciler"]
+)
+RECONCILER_FOUND = Gauge(
+    "reconciler_found",
+    "Items the last run of a reconciler found left half done",
+    ["reconciler"],
+    multiprocess_mode="mostrecent",
+)
 
 
 class RuntimeCollector:

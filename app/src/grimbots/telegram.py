@@ -1,9 +1,11 @@
 """Telegram Bot API client: one pooled HTTP session per process, limits enforced across processes.
 
-Limits (Telegram's, shared by every process and host through Redis): about 30 messages/s per
-bot and 1 per second per chat. A 429 answer's retry_after is honoured and also pushed into the
-shared limiter, so every other worker sending for that bot backs off too. Timeouts and 5xx are
-retried with exponential backoff; 403 means the user blocked the bot.
+Limits (Telegram's, shared by every process and host through Redis): at most 30 messages per
+bot and 1 per chat in any one-second window. A 429 answer's retry_after (uncapped) is pushed
+into the shared limiter, so every sender of that bot waits it out. Only failures that prove the
+request never reached Telegram (connect errors, 5xx, 429) are retried; a read timeout or a reset
+after the request went out is ambiguous and raised as such, never resent here. 403 means the
+user blocked the bot.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import logging
 import random
 import threading
 import time
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from grimbots import metrics
 from grimbots.redis_pool import bot_tag, state
@@ -23,8 +28,15 @@ from grimbots.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MAX_RETRY_AFTER = 60.0
+# The longest a sender waits in-process for the shared schedule; past it the send fails as
+# certainly-unsent (the job retries later) instead of holding a worker.
 MAX_RATE_WAIT = 30.0
+# Window of the per-bot and per-chat limits, with a margin for the jitter between the limiter
+# granting a send and Telegram receiving it.
+RATE_WINDOW_MS = 1000
+RATE_MARGIN_MS = 50
+# How long "a request for this outbox attempt may have gone out" is remembered.
+INFLIGHT_TTL_MS = 3600 * 1000
 
 
 class TelegramError(Exception):
@@ -44,68 +56,114 @@ class PermanentError(TelegramError):
 
 
 class TransientError(TelegramError):
-    """Timeouts, 5xx or 429 that outlasted the retries."""
+    """The message certainly did not reach Telegram (connect error, 5xx, 429, a limiter wait
+    too long): sending it again later is safe."""
 
 
-# GCRA over several keys at once: every key must allow the send, and only then are all of
-# them advanced. Returns 0 (send now) or the milliseconds to wait. Redis' own clock is used,
-# so hosts with skewed clocks still share one schedule.
-_GCRA = """
+class AmbiguousError(TelegramError):
+    """The request went out and no answer came back (read timeout, connection reset): Telegram
+    may have delivered it, so it must not be sent again blindly."""
+
+
+@dataclass
+class SendProgress:
+    """What the caller needs to know when a send is interrupted by anything (a job timeout, a
+    Redis error): True once a request may have left this process without a certain answer."""
+
+    maybe_sent: bool = False
+
+
+# Sliding-window log over several keys at once: every key must allow the send, and only then is
+# it recorded in all of them, so no window of RATE_WINDOW_MS ever holds more than `limit` sends.
+# KEYS[1] is the bot's hold (set after a 429), then (log key, limit) pairs; an optional last key
+# is the outbox in-flight mark, written together with the grant. Returns 0 (send now) or the
+# whole milliseconds to wait: Redis turns Lua numbers into integers, so a fractional wait would
+# become 0 and let a send through uncounted.
+_WINDOW = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local window = tonumber(ARGV[1])
+local nlogs = tonumber(ARGV[2])
 local wait = 0
-local tats = {}
-for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[2 * i - 1])
-  local burst = tonumber(ARGV[2 * i])
-  local tat = tonumber(redis.call('GET', key) or now)
-  if tat < now then tat = now end
-  local allow_at = tat - interval * (burst - 1)
-  if allow_at > now and allow_at - now > wait then wait = allow_at - now end
-  tats[i] = tat + interval
+local hold = tonumber(redis.call('GET', KEYS[1]) or 0)
+if hold > now then wait = hold - now end
+for i = 1, nlogs do
+  local key = KEYS[i + 1]
+  local limit = tonumber(ARGV[2 + i])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  if redis.call('ZCARD', key) >= limit then
+    local first = tonumber(redis.call('ZRANGE', key, -limit, -limit, 'WITHSCORES')[2])
+    local w = first + window - now
+    if w > wait then wait = w end
+  end
 end
-if wait > 0 then return wait end
-for i, key in ipairs(KEYS) do
-  redis.call('SET', key, tats[i], 'PX', math.ceil(tats[i] - now) + 1000)
+if wait > 0 then return math.max(1, math.ceil(wait)) end
+local member = ARGV[3 + nlogs]
+for i = 1, nlogs do
+  redis.call('ZADD', KEYS[i + 1], now, member)
+  redis.call('PEXPIRE', KEYS[i + 1], math.ceil(window) + 1000)
+end
+if #KEYS > nlogs + 1 then
+  redis.call('SET', KEYS[#KEYS], ARGV[4 + nlogs], 'PX', tonumber(ARGV[5 + nlogs]))
 end
 return 0
 """
 
 _PENALIZE = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local until_ms = now + tonumber(ARGV[1])
-local tat = tonumber(redis.call('GET', KEYS[1]) or 0)
-if until_ms > tat then redis.call('SET', KEYS[1], until_ms, 'PX', tonumber(ARGV[1]) + 1000) end
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local until_ms = math.ceil(now + tonumber(ARGV[1]))
+local hold = tonumber(redis.call('GET', KEYS[1]) or 0)
+if until_ms > hold then
+  redis.call('SET', KEYS[1], until_ms, 'PX', math.ceil(tonumber(ARGV[1])) + 1000)
+end
 return 0
 """
 
 
 class RateLimiter:
-    """Shared per-bot and per-chat send schedule (GCRA) in Redis."""
+    """Shared per-bot and per-chat send schedule in Redis (every process and host)."""
 
     def __init__(self, bot_rate: int, chat_rate: int):
-        self.bot_interval = 1000.0 / bot_rate
-        self.bot_burst = bot_rate
-        self.chat_interval = 1000.0 / chat_rate
-        self._gcra = state().register_script(_GCRA)
+        self.bot_limit = bot_rate
+        self.chat_limit = chat_rate
+        self.window = RATE_WINDOW_MS + RATE_MARGIN_MS
+        self._window = state().register_script(_WINDOW)
         self._penalize = state().register_script(_PENALIZE)
 
-    def _keys(self, bot_id: int, chat_id: int | None) -> tuple[list[str], list[float]]:
+    @staticmethod
+    def hold_key(bot_id: int) -> str:
+        return f"gb:{bot_tag(bot_id)}:rl:hold"
+
+    def _keys(self, bot_id: int, chat_id: int | None) -> tuple[list[str], list]:
         tag = bot_tag(bot_id)
-        keys = [f"gb:{tag}:rl:bot"]
-        args: list[float] = [self.bot_interval, self.bot_burst]
+        keys = [self.hold_key(bot_id), f"gb:{tag}:rl:bot"]
+        limits: list = [self.bot_limit]
         if chat_id is not None:
             keys.append(f"gb:{tag}:rl:chat:{chat_id}")
-            args += [self.chat_interval, 1]
-        return keys, args
+            limits.append(self.chat_limit)
+        return keys, limits
 
-    def acquire(self, bot_id: int, chat_id: int | None, max_wait: float = MAX_RATE_WAIT) -> None:
-        """Block until this send fits both limits; raise TransientError past max_wait."""
-        keys, args = self._keys(bot_id, chat_id)
-        deadline = time.monotonic() + max_wait
+    def acquire(
+        self,
+        bot_id: int,
+        chat_id: int | None,
+        max_wait: float = MAX_RATE_WAIT,
+        inflight: tuple[str, str] | None = None,
+    ) -> None:
+        """Block until this send fits every limit; raise TransientError past max_wait.
+
+        With `inflight` (key, value), the mark is written in the same step as the grant, so the
+        mark exists whenever a request may have gone out.
+        """
+        keys, limits = self._keys(bot_id, chat_id)
+        args: list = [self.window, len(limits), *limits, uuid.uuid4().hex]
+        if inflight is not None:
+            keys = [*keys, inflight[0]]
+            args += [inflight[1], INFLIGHT_TTL_MS]
+        deadline = time.monotonic() + max(0.0, max_wait)
         while True:
-            wait_ms = int(self._gcra(keys=keys, args=args))
+            wait_ms = int(self._window(keys=keys, args=args))
             if wait_ms <= 0:
                 return
             if time.monotonic() + wait_ms / 1000 > deadline:
@@ -113,9 +171,19 @@ class RateLimiter:
             time.sleep(wait_ms / 1000)
 
     def penalize(self, bot_id: int, seconds: float) -> None:
-        """Telegram said 429: hold every sender of this bot back for retry_after."""
-        keys, _ = self._keys(bot_id, None)
-        self._penalize(keys=keys, args=[int(seconds * 1000)])
+        """Telegram said 429: hold every sender of this bot back for the whole retry_after."""
+        self._penalize(keys=[self.hold_key(bot_id)], args=[max(0.0, seconds) * 1000])
+
+
+def _certainly_unsent(exc: requests.RequestException) -> bool:
+    """True when the request never reached Telegram: the connection was never established."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.Timeout):
+        return False  # a read timeout: the request was written, the answer did not come
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+    return isinstance(reason, NewConnectionError | ConnectTimeoutError)
 
 
 class TelegramClient:
@@ -145,56 +213,95 @@ class TelegramClient:
         bot_id: int | None = None,
         chat_id: int | None = None,
         rate_limited: bool = True,
+        deadline: float | None = None,
+        progress: SendProgress | None = None,
+        inflight: tuple[str, str] | None = None,
     ) -> dict:
-        """Call one Bot API method; returns Telegram's `result`."""
+        """Call one Bot API method; returns Telegram's `result`.
+
+        Retried here only when the request certainly did not reach Telegram (connect errors,
+        5xx, 429); a read timeout or a reset after the request went out raises AmbiguousError.
+        No request starts after `deadline` (time.monotonic()): past it, TransientError.
+        """
         url = f"{self.base}/bot{token}/{method}"
         attempts = self.settings.telegram_max_retries + 1
+        progress = progress if progress is not None else SendProgress()
         last: TelegramError | None = None
         for attempt in range(attempts):
+            if attempt:
+                self._backoff(attempt - 1, last, deadline)
             if rate_limited and bot_id is not None:
-                self.limiter.acquire(bot_id, chat_id)
+                max_wait = MAX_RATE_WAIT
+                if deadline is not None:
+                    max_wait = min(max_wait, deadline - time.monotonic())
+                self.limiter.acquire(bot_id, chat_id, max_wait, inflight)
+            if deadline is not None and time.monotonic() > deadline:
+                raise TransientError(0, "send deadline passed before the request")
+            progress.maybe_sent = True
             try:
                 resp = self.session.post(url, json=payload, timeout=self.settings.telegram_timeout)
-            except requests.Timeout:
-                metrics.TELEGRAM_ERRORS.labels("timeout").inc()
-                last = TransientError(0, "timeout")
-                self._backoff(attempt)
-                continue
-            except requests.ConnectionError:
+            except requests.RequestException as exc:
+                if not _certainly_unsent(exc):
+                    kind = "timeout" if isinstance(exc, requests.Timeout) else "reset"
+                    metrics.TELEGRAM_ERRORS.labels(f"ambiguous_{kind}").inc()
+                    raise AmbiguousError(
+                        0, f"no answer after the request went out ({kind})"
+                    ) from exc
+                progress.maybe_sent = False
                 metrics.TELEGRAM_ERRORS.labels("connection").inc()
                 last = TransientError(0, "connection error")
-                self._backoff(attempt)
                 continue
             body = _json(resp)
             if resp.status_code == 200 and body.get("ok"):
                 return body.get("result") or {}
             description = str(body.get("description") or resp.reason or "error")
             if resp.status_code == 429:
+                progress.maybe_sent = False
                 metrics.TELEGRAM_ERRORS.labels("rate_limited").inc()
-                retry_after = float((body.get("parameters") or {}).get("retry_after") or 1)
-                retry_after = min(retry_after, MAX_RETRY_AFTER)
+                retry_after = _retry_after(body)
                 if bot_id is not None:
                     self.limiter.penalize(bot_id, retry_after)
                 last = TransientError(429, description, retry_after)
-                if attempt + 1 < attempts:
+                if bot_id is None or not rate_limited:
+                    if retry_after > MAX_RATE_WAIT:
+                        break
                     time.sleep(retry_after)
-                continue
+                continue  # the shared limiter holds the next attempt back for retry_after
             if resp.status_code == 403:
+                progress.maybe_sent = False
                 metrics.TELEGRAM_ERRORS.labels("blocked").inc()
                 raise BlockedError(403, description)
             if resp.status_code >= 500:
+                progress.maybe_sent = False
                 metrics.TELEGRAM_ERRORS.labels("server_error").inc()
                 last = TransientError(resp.status_code, description)
-                self._backoff(attempt)
                 continue
+            progress.maybe_sent = False
             metrics.TELEGRAM_ERRORS.labels("bad_request").inc()
             raise PermanentError(resp.status_code, description)
         assert last is not None
-        raise TransientError(last.status, f"gave up after {attempts} attempts: {last.description}")
+        raise TransientError(
+            last.status,
+            f"gave up after {attempts} attempts: {last.description}",
+            last.retry_after,
+        )
 
-    def _backoff(self, attempt: int) -> None:
-        if attempt + 1 < self.settings.telegram_max_retries + 1:
-            time.sleep(min(8.0, 0.25 * 2**attempt) * (0.5 + random.random() / 2))
+    def _backoff(self, attempt: int, last: TelegramError | None, deadline: float | None) -> None:
+        if last is not None and last.status == 429:
+            return  # the limiter's hold is the wait
+        pause = min(8.0, 0.25 * 2**attempt) * (0.5 + random.random() / 2)
+        if deadline is not None and time.monotonic() + pause > deadline:
+            raise TransientError(0, "send deadline passed during backoff")
+        time.sleep(pause)
+
+
+def _retry_after(body: dict) -> float:
+    raw = (body.get("parameters") or {}).get("retry_after")
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return 1.0
+    return value if value > 0 else 1.0
 
 
 def _json(resp: requests.Response) -> dict:

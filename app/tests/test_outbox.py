@@ -1,0 +1,219 @@
+"""The outbox under faults: a claim never outlives a failure that proves nothing was sent, a
+send that may have reached Telegram is never repeated, and the shared limits hold across
+concurrent senders."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+import redis
+import requests
+from rq.timeouts import JobTimeoutException
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from grimbots import metrics, outbox, telegram
+from grimbots.models import OutboundMessage, utcnow
+from tests.factories import make_bot, make_funnel, make_seller
+
+
+@pytest.fixture
+def bot(db):
+    with db.session() as session:
+        seller, _ = make_seller(session)
+        return make_bot(session, seller, make_funnel(session, seller))
+
+
+def row(db, key: str) -> OutboundMessage:
+    with db.session() as session:
+        return session.scalar(select(OutboundMessage).where(OutboundMessage.idempotency_key == key))
+
+
+def fail_once(monkeypatch, target, name: str, exc: BaseException) -> None:
+    original = getattr(target, name)
+    state = {"done": False}
+
+    def wrapper(*args, **kwargs):
+        if not state["done"]:
+            state["done"] = True
+            raise exc
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, wrapper)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        redis.ConnectionError("rate limiter unreachable"),
+        JobTimeoutException("job exceeded its timeout"),
+        OperationalError("UPDATE", {}, Exception("database went away")),
+    ],
+    ids=["redis-error", "job-timeout", "database-error"],
+)
+def test_a_failure_before_the_request_releases_the_claim_so_the_retry_sends(
+    bot, fake_tg, db, monkeypatch, exc
+):
+    fail_once(monkeypatch, telegram.RateLimiter, "acquire", exc)
+    with pytest.raises(type(exc)):
+        outbox.send(bot, 7001, "k-before", "sendMessage", {"text": "hi"})
+    assert row(db, "k-before").claimed_at is None
+    assert outbox.send(bot, 7001, "k-before", "sendMessage", {"text": "hi"}) == "sent"
+    assert len(fake_tg.sent(chat_id=7001)) == 1
+
+
+def test_a_redis_error_from_the_send_lock_releases_the_claim(bot, fake_tg, db, monkeypatch):
+    fail_once(monkeypatch, outbox.dedup, "send_lock", redis.TimeoutError("send lock timed out"))
+    with pytest.raises(redis.TimeoutError):
+        outbox.send(bot, 7002, "k-lock", "sendMessage", {"text": "hi"})
+    assert outbox.send(bot, 7002, "k-lock", "sendMessage", {"text": "hi"}) == "sent"
+    assert len(fake_tg.sent(chat_id=7002)) == 1
+
+
+def test_a_refused_connection_is_certain_and_the_retry_sends(bot, fake_tg, db):
+    client = telegram.get_client()
+    real_base = client.base
+    client.base = "http://127.0.0.1:9"  # nothing listens: the connection is refused
+    try:
+        with pytest.raises(telegram.TransientError):
+            outbox.send(bot, 7003, "k-refused", "sendMessage", {"text": "hi"})
+    finally:
+        client.base = real_base
+    assert row(db, "k-refused").claimed_at is None
+    assert outbox.send(bot, 7003, "k-refused", "sendMessage", {"text": "hi"}) == "sent"
+    assert len(fake_tg.sent(chat_id=7003)) == 1
+
+
+def test_a_job_timeout_during_the_request_is_ambiguous_and_never_resent(
+    bot, fake_tg, db, monkeypatch
+):
+    client = telegram.get_client()
+    fail_once(monkeypatch, client.session, "post", JobTimeoutException("killed mid-request"))
+    before = metrics.OUTBOX_AMBIGUOUS.labels("interrupted")._value.get()
+    with pytest.raises(JobTimeoutException):
+        outbox.send(bot, 7004, "k-mid", "sendMessage", {"text": "hi"})
+    assert row(db, "k-mid").status == "ambiguous"
+    assert metrics.OUTBOX_AMBIGUOUS.labels("interrupted")._value.get() == before + 1
+    assert outbox.send(bot, 7004, "k-mid", "sendMessage", {"text": "hi"}) == "ambiguous"
+
+
+def test_a_reset_after_the_request_went_out_is_ambiguous(bot, fake_tg, db, monkeypatch):
+    client = telegram.get_client()
+    reset = requests.ConnectionError(ConnectionResetError(104, "Connection reset by peer"))
+    fail_once(monkeypatch, client.session, "post", reset)
+    assert outbox.send(bot, 7005, "k-reset", "sendMessage", {"text": "hi"}) == "ambiguous"
+    assert outbox.send(bot, 7005, "k-reset", "sendMessage", {"text": "hi"}) == "ambiguous"
+    assert fake_tg.calls(chat_id=7005) == []
+
+
+def _dead_claim(db, bot, key: str, chat_id: int) -> None:
+    with db.session() as session:
+        session.add(
+            OutboundMessage(
+                bot_id=bot.id,
+                chat_id=chat_id,
+                idempotency_key=key,
+                method="sendMessage",
+                payload={"chat_id": chat_id, "text": "x"},
+                status="pending",
+                claimed_at=utcnow() - outbox.CLAIM_LEASE - timedelta(seconds=1),
+                attempts=1,
+            )
+        )
+
+
+def test_a_lapsed_claim_whose_sender_died_before_the_request_is_sent(bot, fake_tg, db):
+    _dead_claim(db, bot, "k-dead-early", 7006)
+    assert outbox.send(bot, 7006, "k-dead-early", "sendMessage", {"text": "x"}) == "sent"
+    assert len(fake_tg.sent(chat_id=7006)) == 1
+
+
+def test_a_lapsed_claim_whose_sender_died_during_the_request_is_not_resent(
+    bot, fake_tg, db, redis_client
+):
+    _dead_claim(db, bot, "k-dead-mid", 7007)
+    # What the limiter writes together with the grant of attempt 1.
+    redis_client.set(outbox.inflight_key(bot.id, "k-dead-mid"), "1")
+    assert outbox.send(bot, 7007, "k-dead-mid", "sendMessage", {"text": "x"}) == "ambiguous"
+    assert fake_tg.calls(chat_id=7007) == []
+
+
+def test_the_in_flight_mark_is_written_with_the_grant(bot, fake_tg, db, redis_client):
+    outbox.send(bot, 7008, "k-mark", "sendMessage", {"text": "x"})
+    assert redis_client.get(outbox.inflight_key(bot.id, "k-mark")) == "1"
+
+
+def test_a_long_retry_after_holds_every_sender_for_all_of_it(bot, fake_tg, db, redis_client):
+    fake_tg.add_fault(status=429, method="sendMessage", retry_after=120)
+    with pytest.raises(telegram.TransientError):
+        outbox.send(bot, 7009, "k-flood", "sendMessage", {"text": "x"})
+    hold_ms = redis_client.pttl(telegram.RateLimiter.hold_key(bot.id))
+    assert hold_ms > 110_000  # not capped at 60 s
+    assert row(db, "k-flood").claimed_at is None  # a 429 is certain: the retry may send
+    other = telegram.TelegramClient(telegram.get_client().settings)
+    with pytest.raises(telegram.TransientError):
+        other.call(bot.token, "sendMessage", {"chat_id": 7010, "text": "y"}, bot_id=bot.id)
+    assert fake_tg.sent(chat_id=7010) == []
+
+
+def _max_in_window(times: list[float], window: float) -> int:
+    times = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def test_concurrent_senders_never_exceed_30_per_second_per_bot(bot, fake_tg, settings):
+    """Six threads, each its own client (as six processes would be), 120 sends in all."""
+
+    def sender(n: int) -> None:
+        client = telegram.TelegramClient(settings)
+        for i in range(20):
+            chat = 20_000 + n * 100 + i
+            client.call(
+                bot.token,
+                "sendMessage",
+                {"chat_id": chat, "text": "x"},
+                bot_id=bot.id,
+                chat_id=chat,
+            )
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    times = [c["time"] for c in fake_tg.sent(token=bot.token)]
+    assert len(times) == 120
+    # The limiter's window is 1 s plus a margin for the jitter between its grant and the
+    # fake's clock; the old GCRA let about twice the rate through.
+    assert _max_in_window(times, 1.0 - telegram.RATE_MARGIN_MS / 1000) <= 30
+
+
+def test_concurrent_senders_never_exceed_one_per_second_per_chat(bot, fake_tg, settings):
+    def sender() -> None:
+        client = telegram.TelegramClient(settings)
+        for _ in range(2):
+            client.call(
+                bot.token,
+                "sendMessage",
+                {"chat_id": 7011, "text": "x"},
+                bot_id=bot.id,
+                chat_id=7011,
+            )
+
+    threads = [threading.Thread(target=sender) for _ in range(3)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    times = [c["time"] for c in fake_tg.sent(chat_id=7011)]
+    assert len(times) == 6 and time.monotonic() - started < 30
+    assert _max_in_window(times, 1.0) == 1
