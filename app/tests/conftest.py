@@ -18,6 +18,7 @@ from grimbots import db as db_module
 from grimbots import redis_pool
 from grimbots.models import Base
 from grimbots.settings import Settings
+from tests.figures import FIGURES
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools" / "fake_telegram"))
@@ -27,6 +28,12 @@ PG_URL = os.environ.get(
     "GRIMBOTS_TEST_PG_URL", "postgresql://grimbots:grimbots@127.0.0.1:5432/grimbots_test"
 )
 GATEWAY_SECRET = "test-gateway-secret"
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """Print the figures suites recorded with tests.figures.report."""
+    for line in config.stash.get(FIGURES, []):
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture

@@ -90,3 +90,68 @@ def test_unknown_routes_and_methods_answer_json(client):
     assert missing.status_code == 404 and missing.is_json
     wrong = client.get("/webhook/telegram/1")
     assert wrong.status_code == 405 and wrong.is_json
+
+
+def test_an_anonymous_caller_gets_the_status_without_internal_detail(client, monkeypatch):
+    import redis
+
+    def broken(self):
+        raise redis.ConnectionError("Error 111 connecting to 10.0.0.7:6379. Connection refused.")
+
+    monkeypatch.setattr(redis_pool.RedisPools, "state", broken)
+    remote = {"REMOTE_ADDR": "203.0.113.9"}
+    resp = client.get("/health", environ_base=remote)
+    assert resp.status_code == 503
+    assert resp.json["checks"]["redis"] == {"ok": False, "error": "ConnectionError"}
+    assert "10.0.0.7" not in resp.get_data(as_text=True)
+    assert "pools" not in resp.get_data(as_text=True)
+    # The operator on the host itself, or with the token, sees why.
+    local = client.get("/health")
+    assert "10.0.0.7:6379" in local.json["checks"]["redis"]["error"]
+
+
+def test_the_health_token_shows_the_detail_to_a_remote_caller(app, monkeypatch):
+    from dataclasses import replace
+
+    app.config["GRIMBOTS_SETTINGS"] = replace(app.config["GRIMBOTS_SETTINGS"], health_token="t0k")
+    client = app.test_client()
+    remote = {"REMOTE_ADDR": "203.0.113.9"}
+    anonymous = client.get("/health", environ_base=remote).json
+    wrong = client.get("/health", environ_base=remote, headers={"Authorization": "Bearer x"}).json
+    right = client.get("/health", environ_base=remote, headers={"Authorization": "Bearer t0k"}).json
+    assert "ms" not in anonymous["checks"]["database"] and "ms" not in wrong["checks"]["database"]
+    assert "pool_in_use" in right["checks"]["database"]
+    assert anonymous["checks"]["database"]["backend"] == right["checks"]["database"]["backend"]
+
+
+def test_metric_labels_come_from_fixed_sets(client, db):
+    with db.session() as session:
+        seller, _ = make_seller(session)
+        bot = make_bot(session, seller)
+    headers = {"X-Telegram-Bot-Api-Secret-Token": bot.webhook_secret}
+    client.post(
+        f"/webhook/telegram/{bot.id}", json={"update_id": 1, "zz_new_kind": {}}, headers=headers
+    )
+    client.open("/health", method="BREW")
+    body = client.get("/metrics").get_data(as_text=True)
+    assert 'telegram_messages_received_total{kind="other"}' in body
+    assert "zz_new_kind" not in body and "BREW" not in body
+    assert 'method="OTHER"' in body
+
+
+def test_a_redis_failure_anywhere_is_a_503_and_its_message_stays_out_of_the_log(
+    app, monkeypatch, caplog
+):
+    import redis
+
+    @app.get("/_boom")
+    def boom():
+        raise redis.ConnectionError("password=hunter2 at 10.0.0.7")
+
+    resp = app.test_client().get("/_boom")
+    assert resp.status_code == 503 and resp.json == {
+        "ok": False,
+        "error": "temporarily unavailable",
+    }
+    logged = " ".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
+    assert "ConnectionError" in logged and "hunter2" not in logged

@@ -22,10 +22,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from grimbots import campaigns as campaign_jobs
-from grimbots import stats
+from grimbots import jsonbody, stats
 from grimbots.auth import bearer_token, seller_for_token
 from grimbots.db import get_db
-from grimbots.errors import ApiError, error_response
+from grimbots.errors import ApiError, error_response, where
 from grimbots.models import Bot, Campaign, Downsell, Funnel, Offer, PoolBot, RedirectPool
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,10 @@ def _object(value: Any, field: str, allowed: set[str]) -> dict:
 
 
 def _body(allowed: set[str], required: set[str] = frozenset()) -> dict:
-    data = request.get_json(force=True, silent=True)
+    try:
+        data = jsonbody.loads(request.get_data(cache=True))
+    except jsonbody.BadJson as exc:
+        raise ApiError(400, str(exc)) from None
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object")
     unknown = sorted(set(data) - allowed)
@@ -173,7 +176,8 @@ def _page() -> tuple[int, int]:
         raw = request.args.get(name)
         if raw is None:
             return default
-        if not raw.isdigit() or not low <= int(raw) <= high:
+        # isdigit() alone is true for "²" and "٣", which int() refuses or reads unexpectedly.
+        if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
             raise ApiError(400, f"{name}: must be an integer between {low} and {high}")
         return int(raw)
 
@@ -215,7 +219,8 @@ def _write(fn: Callable[[Session], Any], conflict: str = "conflicts with an exis
     try:
         return get_db().transaction(fn)
     except IntegrityError as exc:
-        log.info("api write conflict: %s", exc.orig)
+        # The database's text quotes the conflicting values (a username, a token): not logged.
+        log.info("api write conflict", extra={"error_type": type(exc.orig).__name__})
         raise ApiError(409, conflict) from None
 
 
@@ -253,8 +258,11 @@ def _invalidate_bot_cache(bot_id: int) -> None:
         return
     try:
         invalidate(bot_id)
-    except Exception:  # the cache expires on its own; the change is committed either way
-        log.exception("could not invalidate the cached meta of bot %s", bot_id)
+    except Exception as exc:  # the cache expires on its own; the change is committed anyway
+        log.warning(
+            "could not invalidate the cached bot meta",
+            extra={"bot_id": bot_id, "error_type": type(exc).__name__, "where": where(exc)},
+        )
 
 
 def _apply_bot(session: Session, bot: Bot, data: dict) -> None:
@@ -738,7 +746,7 @@ def list_campaigns():
         query = select(Campaign).where(Campaign.seller_id == g.seller_id)
         if "bot_id" in request.args:
             raw = request.args["bot_id"]
-            if not raw.isdigit() or not 0 < int(raw) <= MAX_ID:
+            if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= MAX_ID:
                 raise ApiError(400, "bot_id: must be a positive integer")
             query = query.where(Campaign.bot_id == int(raw))
         return jsonify(_paged(session, query.order_by(Campaign.id.desc()), _campaign_json))
@@ -803,8 +811,15 @@ def start_campaign(campaign_id: int):
         raise ApiError(409, f"campaign is {body['status']}; only draft or stopped ones start")
     try:
         campaign_jobs.enqueue_batch(campaign_id)
-    except Exception:
-        log.exception("could not enqueue campaign %s", campaign_id)
+    except Exception as exc:
+        log.error(
+            "could not enqueue campaign",
+            extra={
+                "campaign_id": campaign_id,
+                "error_type": type(exc).__name__,
+                "where": where(exc),
+            },
+        )
 
         def revert(session: Session) -> None:
             campaign = session.get(Campaign, campaign_id)

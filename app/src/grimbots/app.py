@@ -7,9 +7,11 @@ import time
 from flask import Flask, Response, g, request
 
 from grimbots import metrics
+from grimbots.bodylimit import BodyLimit
 from grimbots.db import get_db
 from grimbots.errors import register_error_handlers
 from grimbots.logs import configure_logging
+from grimbots.proxies import TrustedProxies
 from grimbots.redis_pool import get_pools
 from grimbots.settings import Settings
 
@@ -28,13 +30,19 @@ def create_app(settings: Settings | None = None) -> Flask:
     get_db(settings)
     get_pools(settings)
 
+    # X-Forwarded-For is believed only from the configured proxies (none by default).
+    app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxies)
+    # A chunked body over the limit is refused whole, like one with a Content-Length.
+    app.wsgi_app = BodyLimit(app.wsgi_app, MAX_CONTENT_LENGTH)
+
     from grimbots.api import bp as api_bp
     from grimbots.health import bp as health_bp
+    from grimbots.openapi import bp as openapi_bp
     from grimbots.payments import bp as payments_bp
     from grimbots.tracking import bp as tracking_bp
     from grimbots.webhook import bp as webhook_bp
 
-    for blueprint in (webhook_bp, payments_bp, tracking_bp, api_bp, health_bp):
+    for blueprint in (webhook_bp, payments_bp, tracking_bp, api_bp, health_bp, openapi_bp):
         app.register_blueprint(blueprint)
 
     @app.get("/metrics")
@@ -50,7 +58,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     def _observe(response):
         rule = request.url_rule.rule if request.url_rule else "unmatched"
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        metrics.HTTP_REQUESTS.labels(rule, request.method, str(response.status_code)).inc()
+        method = metrics.method_label(request.method)
+        metrics.HTTP_REQUESTS.labels(rule, method, metrics.status_label(response.status_code)).inc()
         metrics.HTTP_LATENCY.labels(rule).observe(elapsed)
         return response
 

@@ -1,18 +1,32 @@
-"""/health: database, Redis and RQ checks; 200 when all are ok, 503 otherwise."""
+"""/health: database, Redis and RQ checks; 200 when all are ok, 503 otherwise.
+
+Anyone may ask (load balancers, uptime checks): they get the status, each check's ok flag, the
+database backend and the queues' depth and worker counts. The detail an operator needs to find
+a fault (error messages, which carry host names and ports; pool sizes; timings; Redis modes) is
+shown only to a caller on loopback (the host itself, `curl 127.0.0.1:5000/health`) or one that
+sends `Authorization: Bearer <GRIMBOTS_HEALTH_TOKEN>`. "Loopback" is the client address after
+the trusted-proxy rewrite, so a request relayed by a local proxy is not mistaken for one.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hmac
+import ipaddress
 import time
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import text
 
 from grimbots import queues
+from grimbots.auth import bearer_token
 from grimbots.db import get_db
 from grimbots.redis_pool import get_pools
 
 bp = Blueprint("health", __name__)
+
+# What an anonymous caller sees of each check, besides ok.
+PUBLIC_FIELDS = {"database": ("backend",), "redis": (), "rq": ("queues",)}
 
 
 def _timed(check):
@@ -22,6 +36,7 @@ def _timed(check):
         result = {"ok": True, **detail}
     except Exception as exc:  # noqa: BLE001 - any failure makes the check fail, never a 500
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        result["error_type"] = type(exc).__name__
     result["ms"] = round((time.perf_counter() - started) * 1000, 1)
     return result
 
@@ -52,6 +67,31 @@ def _rq():
     return {"queues": overview}
 
 
+def may_see_detail() -> bool:
+    """True on loopback or with the health token."""
+    try:
+        if ipaddress.ip_address(request.remote_addr or "").is_loopback:
+            return True
+    except ValueError:
+        pass
+    expected = current_app.config["GRIMBOTS_SETTINGS"].health_token
+    given = bearer_token(request)
+    return bool(expected and given) and hmac.compare_digest(
+        given.encode("utf-8", "surrogateescape"), expected.encode()
+    )
+
+
+def _public(name: str, check: dict) -> dict:
+    out = {"ok": check["ok"]}
+    if not check["ok"]:
+        # The class of the failure, not its message: messages name hosts and ports.
+        out["error"] = check.get("error_type", "unavailable")
+    for field in PUBLIC_FIELDS[name]:
+        if field in check:
+            out[field] = check[field]
+    return out
+
+
 @bp.get("/health")
 def health():
     checks = {"database": _timed(_database), "redis": _timed(_redis), "rq": _timed(_rq)}
@@ -60,4 +100,9 @@ def health():
         # Still show the queues when workers are missing: that is what the operator needs.
         with contextlib.suppress(Exception):
             checks["rq"]["queues"] = queues.queue_overview()
+    if may_see_detail():
+        for check in checks.values():
+            check.pop("error_type", None)
+    else:
+        checks = {name: _public(name, check) for name, check in checks.items()}
     return jsonify(status="ok" if ok else "fail", checks=checks), 200 if ok else 503

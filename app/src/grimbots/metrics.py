@@ -64,6 +64,20 @@ RECONCILER_FOUND = Gauge(
 )
 
 
+# Label values come from fixed sets only: a value taken from a request (a method, an update
+# type) would let any caller create series without bound, and a lone surrogate in one would
+# make every later /metrics answer fail.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in HTTP_METHODS else "OTHER"
+
+
+def status_label(status: int) -> str:
+    return str(status) if 100 <= status <= 599 else "other"
+
+
 class RuntimeCollector:
     """Values read at scrape time: RQ queues and workers, Redis pools of this process."""
 

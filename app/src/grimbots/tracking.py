@@ -69,7 +69,9 @@ def go(slug: str):
         "pool_id": pool.id,
         "bot_id": bot_id,
         "token": token,
-        "ip": (request.access_route[0] if request.access_route else request.remote_addr),
+        # The client address after the trusted-proxy rewrite (proxies.py): X-Forwarded-For
+        # from anyone else is ignored.
+        "ip": request.remote_addr,
         "user_agent": (request.user_agent.string or "")[:500] or None,
     }
     ttl = current_app.config["GRIMBOTS_SETTINGS"].tracking_ttl
