@@ -22,7 +22,8 @@ venv: $(BIN)/grimbots ## Create .venv with the app (editable) and every dev tool
 services: ## Install and start local Redis, PostgreSQL and the Docker engine (idempotent)
 	bash scripts/services.sh
 
-run: venv services ## Run the app locally: SQLite + local Redis, web on :5000 and workers
+run: venv ## Run the app without Docker or PostgreSQL: SQLite, local Redis, web, workers, fake Telegram
+	bash scripts/services.sh redis
 	bash scripts/run-local.sh
 
 lint: venv ## ruff, yamllint, ansible-lint (production profile), role argument_specs drift

@@ -3,8 +3,16 @@
 # Redis on 127.0.0.1:6379, PostgreSQL 15 on 127.0.0.1:5432, and the Docker engine; promtool
 # (Debian's prometheus package: only the tool is used, the daemon is not started).
 # Idempotent: each step is skipped when already done. No systemd here, so daemons start directly.
+#
+# usage: services.sh [redis|all]   (default all). `make run` needs only Redis: `services.sh redis`
+# installs and starts nothing else (no PostgreSQL, no Docker).
 set -euo pipefail
-PKGS=(redis-server postgresql docker.io wrk debootstrap prometheus)
+WHAT=${1:-all}
+case $WHAT in
+  redis) PKGS=(redis-server) ;;
+  all) PKGS=(redis-server postgresql docker.io wrk debootstrap prometheus) ;;
+  *) echo "usage: $0 [redis|all]" >&2; exit 2 ;;
+esac
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -18,6 +26,11 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   redis-server --bind 127.0.0.1 --port 6379 --daemonize yes --save '' --appendonly no \
     --maxclients 10000 --logfile /tmp/grimbots-redis.log
   for _ in $(seq 50); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+
+if [[ $WHAT == redis ]]; then
+  echo "services: redis ready"
+  exit 0
 fi
 
 PGVER=$(ls /usr/lib/postgresql | sort -n | tail -1)

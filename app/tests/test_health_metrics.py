@@ -137,6 +137,7 @@ def test_metric_labels_come_from_fixed_sets(client, db):
     assert 'telegram_messages_received_total{kind="other"}' in body
     assert "zz_new_kind" not in body and "BREW" not in body
     assert 'method="OTHER"' in body
+    assert 'route="webhook"' in body and 'route="health"' in body
 
 
 def test_a_redis_failure_anywhere_is_a_503_and_its_message_stays_out_of_the_log(

@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.after_request
     def _observe(response):
-        rule = request.url_rule.rule if request.url_rule else "unmatched"
+        rule = metrics.route_label(request.endpoint)
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         method = metrics.method_label(request.method)
         metrics.HTTP_REQUESTS.labels(rule, method, metrics.status_label(response.status_code)).inc()

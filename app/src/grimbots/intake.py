@@ -145,10 +145,14 @@ def take(bot_id: int, update: dict, locks: list[tuple[str, str, int]]) -> str | 
     replicas = settings.queue_min_replicas
 
     def run() -> list:
+        if not replicas:  # one command: no pipeline object needed
+            try:
+                return [conn.execute_command("EVALSHA", SCRIPT_SHA, len(keys), *keys, *args)]
+            except NoScriptError as exc:
+                return [exc]
         pipe = conn.pipeline(transaction=False)
-        pipe.evalsha(SCRIPT_SHA, len(keys), *keys, *args)
-        if replicas:
-            pipe.execute_command("WAIT", replicas, settings.queue_wait_timeout_ms)
+        pipe.execute_command("EVALSHA", SCRIPT_SHA, len(keys), *keys, *args)
+        pipe.execute_command("WAIT", replicas, settings.queue_wait_timeout_ms)
         return pipe.execute(raise_on_error=False)
 
     results = run()

@@ -70,6 +70,24 @@ RECONCILER_FOUND = Gauge(
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+# Short, stable route names for the hot paths (dashboards and alert rules select on them);
+# every other endpoint is labelled with its Flask endpoint name, itself a fixed set.
+ROUTE_NAMES = {
+    "webhook.telegram_webhook": "webhook",
+    "payments.payment_webhook": "payment",
+    "tracking.go": "go",
+    "health.health": "health",
+    "metrics_endpoint": "metrics",
+    "openapi.openapi_json": "openapi",
+}
+
+
+def route_label(endpoint: str | None) -> str:
+    if endpoint is None:
+        return "unmatched"
+    return ROUTE_NAMES.get(endpoint, endpoint)
+
+
 def method_label(method: str) -> str:
     return method if method in HTTP_METHODS else "OTHER"
 
