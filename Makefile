@@ -35,8 +35,8 @@ test-app: venv services ## App unit + integration tests (real Redis, PostgreSQL,
 test-molecule: venv services ## molecule test for every role (docker driver, lab image)
 	bash scripts/test-molecule.sh
 
-test-lab: venv services ## Lab: deploy every phase with Ansible, testinfra suites, pyinfra parity
-	bash scripts/test-lab.sh
+test-lab: venv services ## Lab: every phase from empty hosts with Ansible, then pyinfra; suites, reruns
+	bash scripts/test-lab.sh ansible && bash scripts/test-lab.sh pyinfra
 
 test: venv services ## Everything CI runs: lint, app, molecule, lab phases (timed stages)
 	bash scripts/test-all.sh

@@ -11,19 +11,17 @@ other changes nothing (scripts/test-lab.sh checks this both ways).
 from __future__ import annotations
 
 import io
-import sys
 from pathlib import Path
 
 from pyinfra import host
 from pyinfra.facts.files import FindFiles, FindLinks
-from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from ansible_vars import sha1  # noqa: E402
-from templates import put_drop_in, put_template  # noqa: E402
+from grimbots_infra.inventory import load
+from grimbots_infra.phases import ALL_ROLES
+from grimbots_infra.pyinfra_ops import fact, put_drop_in, put_template
+from grimbots_infra.render import sha1
 
 CONTAINERS = {"docker", "container", "containerd", "podman", "lxc", "openvz", "systemd-nspawn"}
 
@@ -84,7 +82,7 @@ def common(v: dict) -> None:
         restarted=True,
         _if=journald.did_change,
     )
-    virt = host.get_fact(Command, "systemd-detect-virt --container || true").strip()
+    virt = fact("systemd-detect-virt --container")
     if v["common_timesync_enabled"] and virt not in CONTAINERS:
         apt.packages(name="Install time sync", packages=v["common_timesync_packages"])
         sources = put_template(
@@ -135,9 +133,9 @@ def app(v: dict) -> None:
     service_user(user, v["grimbots_data_dir"])
     for path in (v["grimbots_home"], f"{v['grimbots_home']}/bin", wheels_dir):
         files.directory(name=f"Create {path}", path=path, user="root", group="root", mode="0755")
-    if host.get_fact(Command, f"test -e {venv}/bin/python && echo yes || echo no") == "no":
+    if fact(f"test -e {venv}/bin/python && echo yes") != "yes":
         server.shell(name="Create the virtualenv", commands=[f"python3 -m venv {venv}"])
-    installed = host.get_fact(Command, f"cat {venv}/.wheel-stamp 2>/dev/null || true").strip()
+    installed = fact(f"cat {venv}/.wheel-stamp")
     code = []
     if installed != wheel_stamp:  # the wheels travel only when the wheel set changed
         for w in wheels:
@@ -234,7 +232,7 @@ def app(v: dict) -> None:
     )
     schema_wanted = sha1(f"{wheel_stamp} {v['grimbots_database_url']}")
     schema_file = f"{v['grimbots_data_dir']}/.schema-stamp"
-    schema_have = host.get_fact(Command, f"cat {schema_file} 2>/dev/null || true").strip()
+    schema_have = fact(f"cat {schema_file}")
     if schema_have != schema_wanted:
         server.shell(
             name="Apply the database migrations",
@@ -308,9 +306,8 @@ def app(v: dict) -> None:
     }
     active = {
         line.split()[0]
-        for line in host.get_fact(
-            Command,
-            "systemctl list-units --plain --no-legend --state=active 'grimbots-worker@*' || true",
+        for line in fact(
+            "systemctl list-units --plain --no-legend --state=active 'grimbots-worker@*'"
         ).splitlines()
         if line.strip()
     }
@@ -323,7 +320,7 @@ def app(v: dict) -> None:
         )
 
 
-_v = host.data.get("ansible_vars")
+_v = load(ALL_ROLES).vars(host.name)
 if host.name == host.inventory.get_group("app")[0].name:
     common(_v)
     app(_v)

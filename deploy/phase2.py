@@ -1,52 +1,39 @@
 """Phase 2 with pyinfra: the same hosts as playbooks/phase2.yml (roles patroni + app_database).
 
-    pyinfra -y deploy/inventory.py deploy/phase2.py --limit db     # etcd + Patroni first
-    pyinfra -y deploy/inventory.py deploy/phase2.py --limit app    # then the app's move
+    pyinfra -y --limit db --limit app deploy/inventory.py deploy/phase2.py
 
-Two runs, because pyinfra schedules each host's operations on its own (its operation graph may
-put the app host's move before the db hosts' cluster); run with both groups at once, the app part
-waits (does nothing) until the cluster has a leader.
-
-Renders the roles' own templates (roles/patroni, roles/app_database) with the variables Ansible
-would use (role defaults + inventory + vault, loaded by deploy/ansible_vars.py) and calls the same
-host-side helpers (patroni-validate-config, patroni-ensure-database, grimbots-switch-database).
-Every operation checks the state first, so that a run of either tool after the other changes
-nothing (scripts/test-phase2.sh checks this both ways). Waits are added only when something was
-started, because pyinfra counts every shell operation it runs as a change.
+One run from empty db hosts: operations run in the order written, every db host's before the
+app hosts' ones, and the steps that depend on earlier ones (the database ensure, the etcd leader
+mover, the move off SQLite) decide at execution time through the host-side helpers' --check.
+Renders the roles' own templates with Ansible's Templar and variables (grimbots_infra), so that a
+run of either tool after the other changes nothing (scripts/test-lab.sh checks this both ways).
 """
 
 from __future__ import annotations
 
 import io
-import os
-import sys
 from pathlib import Path
 
 import yaml
 from pyinfra import host
-from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from grimbots_infra.inventory import ROLES_DIR, load
+from grimbots_infra.phases import ALL_ROLES
+from grimbots_infra.pyinfra_ops import barrier, fact, host_step, put_drop_in, put_template
+from grimbots_infra.render import render as _render
+from grimbots_infra.render import sha1
 
-import ansible_vars  # noqa: E402
-from ansible_vars import render, sha1  # noqa: E402
-from templates import put_drop_in, put_template  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-ROLES = ["common", "app", "patroni", "app_database"]
-_INVENTORY = Path(os.environ.get("GRIMBOTS_INVENTORY", "inventory/lab"))
-INVENTORY = _INVENTORY if _INVENTORY.is_absolute() else ROOT / _INVENTORY
 LIB = "/usr/local/lib/grimbots"
 
 
-def fact(command: str) -> str:
-    return (host.get_fact(Command, f"{command} 2>/dev/null || true") or "").strip()
+def render(template: str, v) -> str:
+    return _render(*template.split("/templates/"), v)
 
 
-def address(v: dict, name: str) -> str:
-    other = v["hostvars"][name]
+def address(v, name: str) -> str:
+    other = load(ALL_ROLES).vars(name)
     return other.get("patroni_address") or other["ansible_host"]
 
 
@@ -60,7 +47,7 @@ def contains(current, desired) -> bool:
 
 
 def preflight(v: dict) -> None:
-    members = v["groups"][v["patroni_group"]]
+    members = list(v["groups"][v["patroni_group"]])
     if len(members) < 3 or len(members) % 2 == 0:
         raise SystemExit(
             f"etcd needs an odd number (3+) of members; {v['patroni_group']}: {members}"
@@ -85,7 +72,7 @@ def preflight(v: dict) -> None:
 def patroni(v: dict) -> None:
     """roles/patroni."""
     preflight(v)
-    members = v["groups"][v["patroni_group"]]
+    members = list(v["groups"][v["patroni_group"]])
     endpoints = ",".join(f"http://{address(v, m)}:{v['patroni_etcd_client_port']}" for m in members)
     etcdctl = (
         f"ETCDCTL_API=3 etcdctl --endpoints={endpoints} --dial-timeout=2s --command-timeout=3s"
@@ -122,7 +109,7 @@ def patroni(v: dict) -> None:
     ):
         files.put(
             name=f"Install {helper}",
-            src=str(ansible_vars.ROLES_DIR / "patroni" / "files" / helper),
+            src=str(ROLES_DIR / "patroni" / "files" / helper),
             dest=f"{LIB}/{helper}",
             user="root",
             group="root",
@@ -204,7 +191,7 @@ def patroni(v: dict) -> None:
         group="postgres",
         mode="0640",
     )
-    spec = put_template(
+    put_template(
         "patroni/templates/app-database.json.j2",
         f"{config_dir}/app-database.json",
         v,
@@ -269,23 +256,19 @@ def patroni(v: dict) -> None:
 
     # database
     ensure = f"runuser -u postgres -- {LIB}/patroni-ensure-database {config_dir}/app-database.json"
-    due = fact(f"{ensure} --check >/dev/null; echo $?") != "0"
-    server.shell(
+    host_step(
         name="Create the app's role and database on the leader, or fix the password or owner",
-        commands=[ensure],
-        _if=lambda: due or spec.did_change(),
+        command=ensure,
+        check=f"{ensure} --check",
     )
     away = f"{LIB}/patroni-etcd-leader-away"
-    if fact(f"{away} --check >/dev/null; echo $?") != "0" or patroni_state != "active":
-        server.shell(
-            name="Keep etcd's leadership off the PostgreSQL leader",
-            commands=[away],
-        )
+    host_step(
+        name="Keep etcd's leadership off the PostgreSQL leader",
+        command=away,
+        check=f"{away} --check",
+    )
     if host.name == members[0]:
-        shown = host.get_fact(
-            Command, "/usr/local/bin/patronictl show-config 2>/dev/null || echo '{}'"
-        )
-        current = yaml.safe_load(shown) or {}
+        current = yaml.safe_load(fact("/usr/local/bin/patronictl show-config")) or {}
         if not contains(current, yaml.safe_load(dynamic)):
             server.shell(
                 name="Apply the cluster-wide settings (ttl, loop_wait, retry_timeout, sync mode)",
@@ -302,26 +285,11 @@ def app_database(v: dict) -> None:
     if fact(f"test -f {config_dir}/grimbots.env && echo yes") != "yes":
         host.noop(f"{config_dir}/grimbots.env is missing: the app does not run here; skipping")
         return
-    leaders = [
-        m
-        for m in v["groups"][v["app_database_db_group"]]
-        if fact(
-            f"curl -sf -o /dev/null --max-time 3 http://{address(v, m)}:8008/leader && echo yes"
-        )
-        == "yes"
-    ]
-    if not leaders:
-        # pyinfra may order this host's operations before the db hosts' ones: run the db part
-        # first (--limit db), then this one (--limit app). Nothing is changed here meanwhile.
-        host.noop(
-            "the PostgreSQL cluster has no leader yet: deploy --limit db first, then --limit app"
-        )
-        return
     password = str(v["app_database_password"])
     allowed = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_.~-")
     if len(password) < 16 or not set(password) <= allowed:
         raise SystemExit("app_database_password: 16+ characters among A-Z a-z 0-9 + / = _ . ~ -")
-    staged = put_template(
+    put_template(
         "app_database/templates/database.env.j2",
         f"{config_dir}/postgresql.env",
         v,
@@ -333,19 +301,20 @@ def app_database(v: dict) -> None:
     put_template(
         "app_database/templates/grimbots-switch-database.sh.j2", script, v, "root", "root", "0750"
     )
-    due = fact(f"{script} --check >/dev/null; echo $?") != "0"
     flags = "" if host.name == v["app_database_migrate_host"] else " --no-migrate"
-    server.shell(
+    host_step(
         name="Stop writers, back up and move SQLite into PostgreSQL, switch the app (once)",
-        commands=[f"{script}{flags}"],
-        _if=lambda: due or staged.did_change(),
+        command=f"{script}{flags}",
+        check=f"{script} --check",
     )
 
 
-_inv = ansible_vars.load(INVENTORY, ROLES)
-_v = {**_inv.hosts[host.name], "hostvars": _inv.hosts}
-if host.name in _inv.groups.get("db", []):
+_inv = load(ALL_ROLES)
+_v = _inv.vars(host.name)
+if host.name in _inv.group("db"):
     patroni(_v)
-if host.name in _inv.groups.get("app", []):
-    db0 = _inv.groups["db"][0]
-    app_database({**_v, "app_database_password": _inv.hosts[db0]["patroni_app_password"]})
+barrier(name="Every db host is done before an app host starts")
+if host.name in _inv.group("app"):
+    # The play vars of playbooks/phase2.yml's app play.
+    password = "{{ hostvars[groups['db'][0]].patroni_app_password }}"
+    app_database(_inv.vars(host.name, {"app_database_password": password}))

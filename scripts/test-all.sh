@@ -8,5 +8,5 @@ trap 'echo; echo "=== stage times ==="; cat "$STAGE_LOG"' EXIT
 stage lint bash scripts/lint.sh
 stage app-tests bash scripts/test-app.sh
 stage molecule bash scripts/test-molecule.sh
-stage lab-phase1 bash scripts/test-lab.sh
-stage lab-phase2 bash scripts/test-phase2.sh
+stage lab-ansible bash scripts/test-lab.sh ansible
+stage lab-pyinfra bash scripts/test-lab.sh pyinfra

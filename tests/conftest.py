@@ -1,7 +1,7 @@
 """Shared fixtures for the lab suites (tests/phaseN): hosts over SSH, their variables, HTTP.
 
-Hosts and variables come from the lab's Ansible inventory through the same adapter the pyinfra
-deploys use (deploy/ansible_vars.py), so a test reads exactly what the roles were given: the
+Hosts and variables come from the lab's Ansible inventory, read by ansible-core exactly as the
+pyinfra deploys read it (grimbots_infra.inventory), so a test reads what the roles were given: the
 Redis bound, the worker set, the secrets (to prove they never appear where they must not).
 All traffic goes to the lab's containers only, with bounded timeouts.
 """
@@ -9,8 +9,6 @@ All traffic goes to the lab's containers only, with bounded timeouts.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,20 +18,17 @@ from typing import Any
 import pytest
 import testinfra
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "deploy"))
-
-import ansible_vars  # noqa: E402
+from grimbots_infra.inventory import ROOT, Inventory, load
+from grimbots_infra.phases import ALL_ROLES
 
 LAB_INVENTORY = ROOT / "inventory" / "lab"
 VAULT_PASSWORD_FILE = LAB_INVENTORY / "vault-password.txt"
-ROLES = ["common", "app"]
 
 
 @pytest.fixture(scope="session")
-def lab() -> ansible_vars.Inventory:
+def lab() -> Inventory:
     """The lab inventory with every host's resolved variables (vault included)."""
-    return ansible_vars.load(LAB_INVENTORY, ROLES)
+    return load(ALL_ROLES, str(LAB_INVENTORY))
 
 
 def _ssh_host(variables: dict[str, Any], ssh_config: Path):
@@ -132,25 +127,6 @@ def wait_for(check, timeout: float, interval: float = 0.5):
         time.sleep(interval)
         value = check()
     return value
-
-
-def ansible_playbook(playbook: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run a playbook against the lab (vault password from the lab's committed file)."""
-    return subprocess.run(
-        [
-            str(ROOT / ".venv" / "bin" / "ansible-playbook"),
-            "-i",
-            str(LAB_INVENTORY),
-            "--vault-password-file",
-            str(VAULT_PASSWORD_FILE),
-            str(ROOT / "playbooks" / playbook),
-            *args,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture(scope="session")

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import lab2  # noqa: E402
+from grimbots_infra import lab as lab2
 
 
 @pytest.fixture(scope="session")

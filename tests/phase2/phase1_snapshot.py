@@ -1,6 +1,6 @@
 """Before phase 2: create rows through the running phase-1 app and snapshot every id in SQLite.
 
-    python tests/phase2/phase1_snapshot.py      (scripts/test-phase2.sh runs it first)
+    python tests/phase2/phase1_snapshot.py      (scripts/test-lab.sh runs it before phase 2)
 
 Through the app, as Telegram would: a /start to the demo bot's webhook (a lead, an inbound update,
 the welcome in the outbox), then a tap on the first offer (a PIX charge: a payment row and its
@@ -16,11 +16,8 @@ import random
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from lab2 import SNAPSHOT, load_lab, ssh, wait_for  # noqa: E402
+from grimbots_infra.lab import SNAPSHOT, load_lab, ssh, wait_for
 
 SQLITE_IDS = """
 import json, sqlite3

@@ -16,11 +16,13 @@ import subprocess
 import threading
 import time
 from datetime import datetime
+from pathlib import Path
 
-import lab2
 import pytest
 
-WRITER = lab2.HERE / "failover_writer.py"
+from grimbots_infra import lab as lab2
+
+WRITER = Path(__file__).resolve().parent / "failover_writer.py"
 REMOTE_WRITER = "/root/grimbots-failover-writer.py"
 # The design target is 15 s (docs/phase2.md has the measurements); a run past this bound fails.
 FAILOVER_LIMIT = float(os.environ.get("GRIMBOTS_FAILOVER_LIMIT", "20"))

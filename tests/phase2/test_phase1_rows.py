@@ -7,8 +7,9 @@ of every SQLite table.
 
 import json
 
-import lab2
 import pytest
+
+from grimbots_infra import lab as lab2
 
 
 @pytest.fixture(scope="module")

@@ -1,34 +1,30 @@
-"""Helpers for the phase-2 lab suites and scripts: SSH commands, Patroni's REST API, SQL through
-the app host's virtualenv. Every call goes to the lab's containers only, with bounded timeouts.
+"""Helpers for the lab suites and scripts (tests/phaseN): SSH commands, Patroni's REST API, SQL
+through the app host's virtualenv. Every call goes to the lab's containers only, with bounded
+timeouts.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "deploy"))
-
-import ansible_vars  # noqa: E402
+from grimbots_infra.inventory import ROOT, Inventory, load
+from grimbots_infra.phases import ALL_ROLES
 
 LAB_INVENTORY = ROOT / "inventory" / "lab"
-ROLES = ["common", "app", "patroni", "app_database"]
 SNAPSHOT = ROOT / "lab" / ".state" / "phase1-snapshot.json"
-HERE = Path(__file__).resolve().parent
 # The app's PostgreSQL settings staged by the app_database role (same content as database.env).
 PG_ENV = "/etc/grimbots/postgresql.env"
 APP_PYTHON = "/opt/grimbots/venv/bin/python"
 
 
-def load_lab() -> ansible_vars.Inventory:
-    return ansible_vars.load(LAB_INVENTORY, ROLES)
+def load_lab() -> Inventory:
+    return load(ALL_ROLES, str(LAB_INVENTORY))
 
 
 def ssh(
@@ -69,7 +65,7 @@ def rest(address: str, path: str, port: int = 8008, timeout: float = 3) -> Any:
         return None
 
 
-def cluster(lab: ansible_vars.Inventory, skip: set[str] | None = None) -> dict | None:
+def cluster(lab: Inventory, skip: set[str] | None = None) -> dict | None:
     """/cluster as seen by the first db member that answers."""
     for name in lab.groups["db"]:
         if skip and name in skip:
@@ -113,3 +109,61 @@ def pg_rows(app: dict[str, Any], sql: str) -> list[list]:
     run = ssh(app, f"{APP_PYTHON} - {PG_ENV} {shlex.quote(sql)}", stdin=_PG_QUERY)
     assert run.returncode == 0, run.stderr[-2000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+# The deploy commands of each phase, as CI and the docs run them (from the repository root).
+VAULT_PASSWORD_FILE = LAB_INVENTORY / "vault-password.txt"
+PYINFRA_LIMITS = {1: ["app"], 2: ["db", "app"]}
+
+
+def deploy_command(tool: str, phase: int) -> list[str]:
+    """The command that deploys one phase of the lab with ``tool`` (ansible or pyinfra)."""
+    bin_dir = ROOT / ".venv" / "bin"
+    if tool == "ansible":
+        return [
+            str(bin_dir / "ansible-playbook"),
+            "-i",
+            str(LAB_INVENTORY),
+            "--vault-password-file",
+            str(VAULT_PASSWORD_FILE),
+            str(ROOT / "playbooks" / f"phase{phase}.yml"),
+        ]
+    if tool == "pyinfra":
+        limits = [arg for group in PYINFRA_LIMITS[phase] for arg in ("--limit", group)]
+        return [
+            str(bin_dir / "pyinfra"),
+            "-y",
+            *limits,
+            "deploy/inventory.py",
+            f"deploy/phase{phase}.py",
+        ]
+    raise ValueError(f"unknown deploy tool {tool!r} (ansible or pyinfra)")
+
+
+def deploy(tool: str, phase: int, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Deploy one phase of the lab with ``tool``; never raises on a failed run."""
+    return subprocess.run(
+        deploy_command(tool, phase),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def changes(tool: str, output: str) -> list[str]:
+    """What a deploy run reports as changed: Ansible's PLAY RECAP lines with changed > 0, or the
+    rows of pyinfra's results table whose Success (= changed) column is not '-'."""
+    if tool == "ansible":
+        recap = re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+).*$", output, re.M)
+        if not recap:
+            return ["no PLAY RECAP in the output"]
+        return [f"{h}: changed={n}" for h, n in recap if int(n)]
+    if "Grand total" not in output:
+        return ["no pyinfra results table in the output"]
+    rows = []
+    for line in output.splitlines():
+        cells = re.split(r"\s{2,}", line.strip())
+        if len(cells) == 5 and cells[0] not in ("Operation", "Grand total") and cells[2] != "-":
+            rows.append(line.strip())
+    return rows

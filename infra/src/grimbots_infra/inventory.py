@@ -1,0 +1,179 @@
+"""The Ansible inventory and vault, read by ansible-core's own managers for the pyinfra side.
+
+DataLoader (with the vault secret), InventoryManager and VariableManager see exactly what an
+``ansible-playbook`` run sees: group_vars/host_vars files and directories, inline ``!vault``
+values, children groups, precedence. The roles of a phase are loaded into a Play so that their
+``defaults/main.yml`` take part with Ansible's precedence (lowest), and every value is rendered
+by Ansible's Templar on access, so Jinja expressions in variables resolve as they would there.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[3]
+ROLES_DIR = ROOT / "roles"
+PLAYBOOKS_DIR = ROOT / "playbooks"
+
+
+class InventoryError(RuntimeError):
+    """An inventory the deploys cannot use; the message says what to fix."""
+
+
+def _ansible():
+    """Import ansible-core lazily and initialise its plugin loader once (Play.load needs it)."""
+    from ansible.plugins.loader import init_plugin_loader
+
+    if not getattr(_ansible, "done", False):
+        init_plugin_loader()
+        _ansible.done = True
+
+
+class HostVars(Mapping):
+    """One host's variables as a task of the phase's play sees them, templated on access."""
+
+    def __init__(self, name: str, raw: dict[str, Any], templar):
+        self.name, self._raw, self._templar = name, raw, templar
+        self._cache: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._cache:
+            if key not in self._raw:
+                raise KeyError(f"{self.name}: variable {key!r} is not defined")
+            self._cache[key] = self._templar.template(self._raw[key])
+        return self._cache[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    @property
+    def templar(self):
+        """Ansible's Templar bound to this host's variables (used by render)."""
+        return self._templar
+
+
+class Inventory:
+    """Hosts, groups and per-host variables of one inventory directory, for a list of roles."""
+
+    def __init__(
+        self,
+        inventory_dir: str | Path,
+        roles: list[str],
+        vault_password_file: str | Path | None = None,
+    ):
+        _ansible()
+        from ansible.constants import DEFAULT_VAULT_ID_MATCH
+        from ansible.errors import AnsibleError
+        from ansible.inventory.manager import InventoryManager
+        from ansible.parsing.dataloader import DataLoader
+        from ansible.parsing.vault import VaultSecret
+        from ansible.playbook.play import Play
+        from ansible.vars.hostvars import HostVars as AnsibleHostVars
+        from ansible.vars.manager import VariableManager
+
+        self.dir = Path(inventory_dir).resolve()
+        if not self.dir.exists():
+            raise InventoryError(f"inventory {self.dir} does not exist (GRIMBOTS_INVENTORY)")
+        self.loader = DataLoader()
+        self.loader.set_basedir(str(PLAYBOOKS_DIR))
+        if vault_password_file:
+            path = Path(vault_password_file).expanduser()
+            if not path.is_file():
+                raise InventoryError(
+                    f"vault password file {path} does not exist (GRIMBOTS_VAULT_PASSWORD_FILE)"
+                )
+            secret = VaultSecret(path.read_bytes().strip())
+            self.loader.set_vault_secrets([(DEFAULT_VAULT_ID_MATCH, secret)])
+        try:
+            self.inventory = InventoryManager(loader=self.loader, sources=[str(self.dir)])
+        except AnsibleError as exc:
+            raise InventoryError(f"inventory {self.dir}: {exc}") from exc
+        if not self.inventory.get_hosts():
+            raise InventoryError(
+                f"inventory {self.dir} has no hosts (a hosts.yml with groups and ansible_host)"
+            )
+        self.variable_manager = VariableManager(loader=self.loader, inventory=self.inventory)
+        AnsibleHostVars(self.inventory, self.variable_manager, self.loader)  # hostvars magic var
+        missing = [r for r in roles if not (ROLES_DIR / r).is_dir()]
+        if missing:
+            raise InventoryError(f"no such role(s) under {ROLES_DIR}: {', '.join(missing)}")
+        self.play = Play.load(
+            {
+                "name": "grimbots_infra",
+                "hosts": "all",
+                "gather_facts": False,
+                "roles": [str(ROLES_DIR / r) for r in roles],
+            },
+            variable_manager=self.variable_manager,
+            loader=self.loader,
+        )
+        self._hosts: dict[str, HostVars] = {}
+
+    @property
+    def groups(self) -> dict[str, list[str]]:
+        """Group name -> member host names, in inventory order (Ansible's ``groups``)."""
+        return {g: [h.name for h in grp.get_hosts()] for g, grp in self.inventory.groups.items()}
+
+    def group(self, name: str) -> list[str]:
+        return self.groups.get(name, [])
+
+    def vars(self, host: str, play_vars: dict[str, Any] | None = None) -> HostVars:
+        """The variables a task of this play sees on ``host`` (vault decrypted, templated);
+        ``play_vars`` are a playbook's play ``vars:`` (raw, Jinja allowed)."""
+        if play_vars:
+            from ansible.template import Templar, trust_as_template
+
+            base = self.vars(host)._raw
+            extra = {
+                k: trust_as_template(v) if isinstance(v, str) else v for k, v in play_vars.items()
+            }
+            raw = {**base, **extra}
+            return HostVars(host, raw, Templar(loader=self.loader, variables=raw))
+        if host not in self._hosts:
+            from ansible.errors import AnsibleError
+            from ansible.template import Templar
+
+            found = self.inventory.get_host(host)
+            if found is None:
+                raise InventoryError(f"host {host} is not in the inventory {self.dir}")
+            try:
+                raw = self.variable_manager.get_vars(
+                    play=self.play, host=found, include_hostvars=True
+                )
+            except AnsibleError as exc:
+                raise InventoryError(f"{host}: cannot read its variables: {exc}") from exc
+            self._hosts[host] = HostVars(host, raw, Templar(loader=self.loader, variables=raw))
+        return self._hosts[host]
+
+    @property
+    def hosts(self) -> dict[str, HostVars]:
+        return {h.name: self.vars(h.name) for h in self.inventory.get_hosts()}
+
+
+def default_dir() -> Path:
+    """GRIMBOTS_INVENTORY (relative to the repository) or inventory/lab."""
+    path = Path(os.environ.get("GRIMBOTS_INVENTORY", "inventory/lab"))
+    return path if path.is_absolute() else ROOT / path
+
+
+def default_vault_password_file(inventory_dir: Path) -> Path | None:
+    """GRIMBOTS_VAULT_PASSWORD_FILE, else the inventory's own vault-password.txt (the lab's)."""
+    env = os.environ.get("GRIMBOTS_VAULT_PASSWORD_FILE")
+    if env:
+        return Path(env)
+    own = inventory_dir / "vault-password.txt"
+    return own if own.is_file() else None
+
+
+@functools.cache
+def load(roles: tuple[str, ...], inventory_dir: str | None = None) -> Inventory:
+    """The inventory for a phase's roles, loaded once per process."""
+    path = Path(inventory_dir) if inventory_dir else default_dir()
+    return Inventory(path, list(roles), default_vault_password_file(path))

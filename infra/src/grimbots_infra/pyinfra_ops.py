@@ -1,0 +1,63 @@
+"""pyinfra operations shared by the deploys: role templates rendered by Ansible's Templar, facts."""
+
+from __future__ import annotations
+
+import io
+
+from pyinfra import host
+from pyinfra.api import operation
+from pyinfra.facts.server import Command
+from pyinfra.operations import files
+
+from grimbots_infra.render import render
+
+
+def put_template(template: str, dest: str, v: dict, user: str, group: str, mode: str):
+    """files.put of roles/<role>/templates/<name>.j2, rendered as Ansible's template would."""
+    return files.put(
+        name=f"Render {template} to {dest}",
+        src=io.StringIO(render(*template.split("/templates/"), v)),
+        dest=dest,
+        user=user,
+        group=group,
+        mode=mode,
+    )
+
+
+def put_drop_in(template: str, directory: str, filename: str, v: dict):
+    """A root-owned drop-in directory and a root 0644 file rendered into it (systemd, journald,
+    postgresql-common read such directories)."""
+    files.directory(
+        name=f"Create the drop-in directory {directory}",
+        path=directory,
+        user="root",
+        group="root",
+        mode="0755",
+    )
+    return put_template(template, f"{directory}/{filename}", v, "root", "root", "0644")
+
+
+def fact(command: str) -> str:
+    """A shell command's output on the current host, stripped ("" when it printed nothing:
+    pyinfra's Command fact is None then, as on an empty host)."""
+    return (host.get_fact(Command, f"{command} 2>/dev/null || true") or "").strip()
+
+
+@operation()
+def host_step(command: str, check: str):
+    """Run a host-side helper when ``check`` (its --check form: exit 0 = nothing due) says so.
+
+    Decided when the operation executes, not when pyinfra prepares: on empty hosts the helper and
+    what it depends on (a cluster leader, a database) exist only once earlier operations ran.
+    """
+    status = host.get_fact(Command, f"{check} >/dev/null 2>&1; echo $?")
+    if (status or "").strip() != "0":
+        yield command
+
+
+@operation()
+def barrier():
+    """Change nothing. Called by every host of a run at the same line, it is one operation in
+    pyinfra's graph, so what each host does after it runs only once every host got there (the
+    app hosts' move after the db hosts' cluster)."""
+    yield from ()
