@@ -28,15 +28,15 @@ stage "$tool-fresh-hosts" bash -c 'bash lab/lab.sh down && bash lab/lab.sh up'
 stage "$tool-smoke" bash lab/smoke.sh
 stage wheels bash scripts/build-wheels.sh
 stage "$tool-phase1" deploy 1
-stage "$tool-phase1-suite" "${PYTEST[@]}" -v -s tests/phase1 --ignore tests/phase1/test_rerun.py
+stage "$tool-phase1-suite" "${PYTEST[@]}" -v -s tests/phase1 --ignore tests/phase1/test_phase1_rerun.py
 stage "$tool-phase2-snapshot" python tests/phase2/phase1_snapshot.py
 stage "$tool-phase2" deploy 2
 stage "$tool-phase2-suite" "${PYTEST[@]}" -v tests/phase2 \
-  --ignore tests/phase2/test_failover.py --ignore tests/phase2/test_rerun.py
+  --ignore tests/phase2/test_failover.py --ignore tests/phase2/test_phase2_rerun.py
 # Idempotence (the same tool again), then parity (the other tool), each phase: no change.
-stage "$tool-rerun-$tool" "${PYTEST[@]}" -v tests/phase1/test_rerun.py tests/phase2/test_rerun.py \
+stage "$tool-rerun-$tool" "${PYTEST[@]}" -v tests/phase1/test_phase1_rerun.py tests/phase2/test_phase2_rerun.py \
   -k "$tool"
-stage "$tool-rerun-$other" "${PYTEST[@]}" -v tests/phase1/test_rerun.py tests/phase2/test_rerun.py \
+stage "$tool-rerun-$other" "${PYTEST[@]}" -v tests/phase1/test_phase1_rerun.py tests/phase2/test_phase2_rerun.py \
   -k "$other"
 # The failover and switchover tests do not depend on the tool: once, on the pyinfra-built lab.
 if [[ $tool == pyinfra ]]; then
