@@ -330,6 +330,7 @@ class FakeTelegram:
     # -- the API -----------------------------------------------------------------------------
     def handle(self, token: str, method_raw: str, params: dict[str, Any]) -> tuple[int, dict]:
         """Answer one Bot API call and record it. Returns (HTTP status, JSON body)."""
+        received = time.time()
         method = METHODS.get(method_raw.lower())
         fault = self._take_fault(method or method_raw, token, params.get("chat_id"))
         if fault and fault["delay"] > 0:
@@ -353,7 +354,7 @@ class FakeTelegram:
                     body["result"] = result
                 if isinstance(result, dict):
                     message_id = result.get("message_id")
-        self._record(token, method or method_raw, params, status, body, message_id, fault)
+        self._record(token, method or method_raw, params, status, body, message_id, fault, received)
         return status, body
 
     def _take_fault(self, method: str, token: str, chat_id: Any) -> dict[str, Any] | None:
@@ -394,7 +395,9 @@ class FakeTelegram:
         }
         return ApiError(status, fault["description"] or defaults.get(status, "Injected error"))
 
-    def _record(self, token, method, params, status, body, message_id, fault) -> None:
+    def _record(
+        self, token, method, params, status, body, message_id, fault, received=None
+    ) -> None:
         chat = chat_key(params.get("chat_id"))
         with self._lock:
             self._seq += 1
@@ -402,6 +405,9 @@ class FakeTelegram:
                 {
                     "seq": self._seq,
                     "time": time.time(),
+                    # When the request arrived (before any injected delay): rate limits are
+                    # measured on this, as Telegram counts what reaches it.
+                    "received": received if received is not None else time.time(),
                     "token": token,
                     "method": method,
                     "params": params,
@@ -414,6 +420,8 @@ class FakeTelegram:
                     "ok": status == 200,
                     "message_id": message_id,
                     "fault": bool(fault and fault["status"] is not None),
+                    # Seconds an injected fault held the answer back (a client may have timed out).
+                    "delay": float(fault["delay"]) if fault else 0.0,
                     "description": body.get("description"),
                 }
             )

@@ -402,6 +402,11 @@ def test_delay_fault_makes_the_answer_slow_enough_to_time_out(fake):
         urllib.request.urlopen(request, timeout=0.2)
     time.sleep(1.0)
     assert fake.calls(status=502)[0]["fault"] is True
+    # The record says how long the answer was held, so a test can tell who timed out.
+    assert fake.calls(status=502)[0]["delay"] == 1.0
+    assert fake.calls(status=200)[0]["delay"] == 0.5
+    slow = fake.calls(status=200)[0]
+    assert slow["time"] - slow["received"] >= 0.5  # arrival is stamped before the delay
 
 
 def test_faults_can_be_listed_and_dropped(fake):
