@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help run venv services lint test test-app test-molecule test-lab lab lab-down lab-status bench wheels clean
+.PHONY: help run venv services lint test test-app test-faults test-molecule test-lab lab lab-down lab-status bench wheels clean
 
 help: ## List every target with one line each
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n",$$1,$$2}'
@@ -31,6 +31,9 @@ lint: venv ## ruff, yamllint, ansible-lint (production profile), role argument_s
 
 test-app: venv services ## App unit + integration tests (real Redis, PostgreSQL, SQLite)
 	bash scripts/test-app.sh
+
+test-faults: venv services ## Fault-injection scenarios on the real funnel (FAULT_SCENARIOS, FAULT_SEED)
+	bash scripts/test-faults.sh
 
 test-molecule: venv services ## molecule test for every role (docker driver, lab image)
 	bash scripts/test-molecule.sh

@@ -1,0 +1,223 @@
+"""Scenarios generated from a seed: customer journeys interleaved with faults.
+
+A scenario is data (so it can be printed, replayed and written into a finding): the backend,
+the funnel's shape, the leads' journeys as a flat list of actions, and the faults attached to
+actions. The same (seed, index, kinds) always gives the same scenario.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from faults.lane import TELEGRAM_TIMEOUT
+
+TELEGRAM_KINDS = (
+    "telegram_5xx",
+    "telegram_429",
+    "telegram_403",
+    "telegram_timeout_before",
+    "telegram_timeout_after",
+)
+KINDS = (
+    *TELEGRAM_KINDS,
+    "redis_error",
+    "redis_timeout",
+    "db_commit_lost",
+    "standby_lag",
+    "worker_kill",
+)
+# How often each kind is drawn (a worker kill costs a subprocess, so it is rarer).
+# Actions whose faults hit the webhook intake (Telegram's or the gateway's request).
+INTAKE_OPS = ("start", "twin", "tap", "bump", "block", "pay", "pay_twin")
+WEIGHTS = {kind: 1.0 for kind in KINDS} | {"worker_kill": 0.35}
+
+
+@dataclass
+class Fault:
+    kind: str
+    params: dict
+
+    def __str__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.kind}({args})"
+
+
+@dataclass
+class Action:
+    op: str  # start, twin, tap, bump, drain, later, pay, pay_twin, campaign, block
+    lead: int | None = None
+    arg: object = None
+    faults: list[Fault] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        head = self.op if self.lead is None else f"{self.op}(lead {self.lead}"
+        if self.lead is not None:
+            head += f", {self.arg})" if self.arg is not None else ")"
+        elif self.arg is not None:
+            head += f"({self.arg})"
+        return head + "".join(f" +{f}" for f in self.faults)
+
+
+@dataclass
+class Scenario:
+    seed: int
+    index: int
+    backend: str
+    kinds: tuple[str, ...]
+    media: bool
+    downsells: int
+    bump: bool
+    leads: list[int]
+    crowd: int
+    actions: list[Action]
+
+    @property
+    def name(self) -> str:
+        return f"seed={self.seed} index={self.index}"
+
+    @property
+    def lagging_reads(self) -> bool:
+        return "standby_lag" in self.kinds
+
+    def describe(self) -> str:
+        lines = [
+            f"scenario {self.name}: backend={self.backend} kinds={','.join(self.kinds) or '-'}",
+            f"  funnel: media={self.media} downsells={self.downsells} bump={self.bump}; "
+            f"leads={len(self.leads)} crowd={self.crowd}",
+        ]
+        lines += [f"  {i:>2}. {a}" for i, a in enumerate(self.actions)]
+        return "\n".join(lines)
+
+
+def _journey(rng: random.Random, lead: int, bump: bool, downsells: int) -> list[Action]:
+    ops = [Action("start", lead)]
+    if rng.random() < 0.3:
+        ops.append(Action("twin", lead))
+    if rng.random() < 0.15:
+        # A second /start later: the funnel resets and the welcome is sent again.
+        ops += [Action("later", arg=30), Action("start", lead)]
+    if rng.random() < 0.1:
+        ops.append(Action("block", lead))
+        return ops
+    if rng.random() < 0.8:
+        ops.append(Action("tap", lead, rng.randrange(2)))
+        if rng.random() < 0.25:
+            ops.append(Action("twin", lead))
+        if bump:
+            ops.append(Action("bump", lead, rng.random() < 0.5))
+        elif rng.random() < 0.1:
+            ops.append(Action("tap", lead, rng.randrange(2)))  # a second offer: a second charge
+        ops += [Action("later", arg=300) for _ in range(rng.randint(0, downsells))]
+        if rng.random() < 0.65:
+            ops.append(Action("pay", lead))
+            if rng.random() < 0.3:
+                ops.append(Action("pay_twin", lead))
+            ops.append(Action("later", arg=600))  # downsells due after payment must not go out
+    return ops
+
+
+def _interleave(rng: random.Random, journeys: list[list[Action]]) -> list[Action]:
+    out: list[Action] = []
+    queues = [list(j) for j in journeys]
+    while any(queues):
+        q = rng.choice([q for q in queues if q])
+        out.append(q.pop(0))
+        if rng.random() < 0.6:
+            out.append(Action("drain"))
+    out.append(Action("drain"))
+    return out
+
+
+def _fault(rng: random.Random, kind: str, leads: list[int], at_intake: bool) -> Fault:
+    slow = round(TELEGRAM_TIMEOUT + 0.4, 2)
+    if kind == "telegram_5xx":
+        return Fault(
+            kind,
+            {
+                "status": rng.choice((500, 502, 503)),
+                "method": rng.choice((None, "sendMessage", "sendPhoto")),
+                "count": rng.choice((1, 2, 3, 6, 12)),
+            },
+        )
+    if kind == "telegram_429":
+        return Fault(
+            kind,
+            {
+                "status": 429,
+                "retry_after": rng.choice((1, 1, 2)),
+                "method": rng.choice((None, "sendMessage")),
+                "count": rng.choice((1, 2, 4)),
+            },
+        )
+    if kind == "telegram_403":
+        return Fault(kind, {"lead": rng.randrange(len(leads))})
+    if kind == "telegram_timeout_before":
+        return Fault(
+            kind, {"status": 502, "delay": slow, "method": None, "count": rng.choice((1, 2))}
+        )
+    if kind == "telegram_timeout_after":
+        return Fault(
+            kind, {"status": None, "delay": slow, "method": None, "count": rng.choice((1, 2))}
+        )
+    # An intake request makes a handful of Redis calls, a worker pass dozens.
+    after = rng.randrange(6) if at_intake else rng.randrange(60)
+    if kind == "redis_error":
+        return Fault(kind, {"after": after, "count": rng.choice((1, 2, 3, 12, 30))})
+    if kind == "redis_timeout":
+        return Fault(kind, {"after": after, "count": rng.choice((1, 1, 2, 12))})
+    if kind == "db_commit_lost":
+        return Fault(kind, {"at": rng.randrange(8)})
+    if kind == "worker_kill":
+        return Fault(kind, {"kill_after": round(rng.uniform(1.2, 3.5), 2), "slow": 2.0})
+    raise ValueError(kind)
+
+
+def generate(seed: int, index: int, kinds: tuple[str, ...] = KINDS) -> Scenario:
+    rng = random.Random(f"grimbots-faults:{seed}:{index}")
+    n_kinds = 1 if rng.random() < 0.6 else 2
+    chosen: list[str] = []
+    if kinds:
+        pool = list(kinds)
+        for _ in range(n_kinds):
+            kind = rng.choices(pool, weights=[WEIGHTS[k] for k in pool])[0]
+            if kind not in chosen:
+                chosen.append(kind)
+    backend = "postgres" if "db_commit_lost" in chosen or rng.random() < 0.75 else "sqlite"
+    downsells = rng.randint(0, 2)
+    bump = rng.random() < 0.2
+    leads = [rng.randrange(10**6, 10**9) for _ in range(rng.randint(1, 3))]
+    actions = _interleave(rng, [_journey(rng, i, bump, downsells) for i in range(len(leads))])
+    crowd = 0
+    if rng.random() < 0.25:
+        # One or two broadcasts at once, drained by one worker or by several in parallel.
+        crowd = rng.choice((5, 20, 60, 100))
+        pos = rng.randrange(len(actions) + 1)
+        workers = rng.choice((1, 1, 3))
+        actions[pos:pos] = [
+            Action("campaign", arg=rng.choice((1, 1, 2))),
+            Action("drain", arg=workers),
+        ]
+    for kind in chosen:
+        if kind == "standby_lag":
+            continue  # a property of the whole scenario: reads go to a copy that lags
+        candidates = [i for i, a in enumerate(actions) if _fits(kind, a)]
+        if not candidates:
+            continue
+        for _ in range(rng.choice((1, 1, 2))):
+            action = actions[rng.choice(candidates)]
+            at_intake = action.op in INTAKE_OPS
+            action.faults.append(_fault(rng, kind, leads, at_intake))
+    return Scenario(
+        seed, index, backend, tuple(chosen), rng.random() < 0.7, downsells, bump, leads, crowd,
+        actions,
+    )  # fmt: skip
+
+
+def _fits(kind: str, action: Action) -> bool:
+    if kind == "worker_kill":
+        return action.op == "drain" and not any(f.kind == "worker_kill" for f in action.faults)
+    if kind == "db_commit_lost":
+        # Commits happen in workers and in the payment and admin endpoints, not at intake.
+        return action.op in ("drain", "later", "pay", "pay_twin", "campaign")
+    return True
