@@ -397,6 +397,23 @@ def test_crafted_query_values_get_a_clear_400(world, value):
             assert response.status_code == 400, (path, name, value, response.status_code)
 
 
+@pytest.mark.parametrize(
+    "method, template, body",
+    [
+        ("POST", "/api/campaigns", {"bot_id": True, "name": "n", "text": "t"}),
+        ("POST", "/api/pools", {"slug": "bool-id", "bots": [{"bot_id": True}]}),
+        ("PATCH", "/api/bots/{bot_id}", {"funnel_id": True}),
+        ("POST", "/webhook/telegram/{bot_id}", {"update_id": True}),
+        ("POST", "/webhook/telegram/{bot_id}", {"update_id": 7, "message": {"chat": {"id": True}}}),
+    ],
+)
+def test_true_is_not_an_id(world, method, template, body):
+    path = _fill(world, template)
+    raw = json.dumps(body).encode()
+    response = _send(world, method, path, raw, _credentials(world, path, raw))
+    assert response.status_code == 400, response.get_json()
+
+
 def test_a_chunked_body_over_the_limit_is_refused_with_413_not_cut(world):
     """Gunicorn passes a chunked body without a length (wsgi.input_terminated): the limit must
     still refuse it whole, not hand the app its first mebibyte."""

@@ -202,7 +202,8 @@ def _paged(session: Session, query, serialize: Callable[[Any], dict]) -> dict:
 def _owned(session: Session, model, obj_id: int, *, field: str | None = None):
     """The seller's object with this id; 404 (or 400 naming the field) for anyone else's."""
     obj = None
-    if isinstance(obj_id, int) and 0 < obj_id <= MAX_ID:
+    # type() and not isinstance(): true is an int to Python, never an id here.
+    if type(obj_id) is int and 0 < obj_id <= MAX_ID:
         obj = session.execute(
             select(model).where(model.id == obj_id, model.seller_id == g.seller_id)
         ).scalar_one_or_none()
