@@ -416,3 +416,46 @@ def test_update_is_answered_200_only_once_a_replica_holds_it(replicated_app, fak
     assert repeat.status_code == 200 and repeat.json["duplicate"] == "update_id"
     drain_queues()
     assert welcomes(fake_tg, 7120) == 1 and welcomes(fake_tg, 7121) == 1
+
+
+# -- a job a dying worker took with it -----------------------------------------------------------
+
+
+def test_a_queued_job_lost_by_a_dead_worker_is_requeued_once_and_processed(
+    client, bot, fake_tg, drain
+):
+    conn = redis_pool.queue_connection()
+    update = start_update(7130)
+    assert post(client, bot, update).json == {"ok": True}
+    job_id = intake.job_id_for(bot.id, update["update_id"])
+    conn.lrem("rq:queue:webhook", 0, job_id)  # popped by a worker that died at once
+    # Telegram got 200 and will not repeat it; a repeat would be a duplicate anyway.
+    assert post(client, bot, update).json["duplicate"] == "update_id"
+
+    assert intake.requeue_lost(grace=0, confirm=0) == {"checked": 1, "requeued": 0}  # seen once
+    assert queued_ids(conn) == []
+    assert intake.requeue_lost(grace=0, confirm=0) == {"checked": 1, "requeued": 1}
+    assert intake.requeue_lost(grace=0, confirm=0)["requeued"] == 0  # in its queue again
+    assert queued_ids(conn) == [job_id.encode()]
+    drain()
+    assert welcomes(fake_tg, 7130) == 1
+
+
+def test_jobs_in_their_queue_started_or_young_are_left_alone(client, bot):
+    from rq.registry import StartedJobRegistry
+
+    conn = redis_pool.queue_connection()
+    queued, started, young = start_update(7131), start_update(7132), start_update(7133)
+    for update in (queued, started, young):
+        assert post(client, bot, update).json == {"ok": True}
+    started_id = intake.job_id_for(bot.id, started["update_id"])
+    conn.lrem("rq:queue:webhook", 0, started_id)
+    conn.zadd(StartedJobRegistry("webhook", connection=conn).key, {f"{started_id}:exec1": 1})
+    conn.lrem("rq:queue:webhook", 0, intake.job_id_for(bot.id, young["update_id"]))
+    for _ in range(2):
+        # The young one was enqueued less than the grace time ago: maybe just being popped.
+        assert intake.requeue_lost(grace=3600, confirm=0)["requeued"] == 0
+        assert intake.requeue_lost(grace=0, confirm=3600)["requeued"] == 0
+    assert intake.requeue_lost(grace=0, confirm=0)["requeued"] == 1  # only the young one
+    ids = queued_ids(conn)
+    assert started_id.encode() not in ids and len(ids) == 2

@@ -29,7 +29,9 @@ from datetime import timedelta
 import redis
 from redis.exceptions import NoScriptError, RedisError
 from rq import Queue
+from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
 from rq.serializers import DefaultSerializer
 from rq.utils import now, utcformat
 
@@ -71,6 +73,70 @@ return 0
 """
 # Redis names a script by its SHA-1; not a security use.
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
+
+
+# Requeue a queued intake job that is in none of the places a job can be (its queue, the
+# intermediate list a worker moves it to, the started registry): a worker killed right after it
+# popped the job took it with it. Confirmed on two passes CONFIRM seconds apart, so a job popped
+# a moment ago by a live worker (not yet registered as started) is left alone.
+# KEYS: 1 job hash, 2 queue, 3 intermediate list, 4 started registry, 5 candidate marker.
+# ARGV: 1 job id, 2 latest enqueued_at considered, 3 seconds between the two sightings.
+LOST_SCRIPT = """
+local job_id = ARGV[1]
+local function settled()
+  redis.call('DEL', KEYS[5])
+  return 0
+end
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return settled() end
+local enqueued = redis.call('HGET', KEYS[1], 'enqueued_at')
+if not enqueued or enqueued > ARGV[2] then return settled() end
+if redis.call('LPOS', KEYS[2], job_id) or redis.call('LPOS', KEYS[3], job_id) then
+  return settled()
+end
+local prefix = job_id .. ':'
+for _, entry in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+  if entry == job_id or string.sub(entry, 1, #prefix) == prefix then return settled() end
+end
+local now = tonumber(redis.call('TIME')[1])
+local first = redis.call('GET', KEYS[5])
+if not first then
+  redis.call('SET', KEYS[5], now, 'EX', 3600)
+  return 0
+end
+if now - tonumber(first) < tonumber(ARGV[3]) then return 0 end
+redis.call('RPUSH', KEYS[2], job_id)
+redis.call('DEL', KEYS[5])
+return 1
+"""
+
+
+def requeue_lost(grace: float = 60.0, confirm: float = 10.0, limit: int = 10_000) -> dict:
+    """Reconciler: put intake jobs that a dying worker took with it back on their queue.
+
+    A job enqueued more than `grace` seconds ago, still `queued`, and found in no queue, no
+    intermediate list and no started registry on two passes `confirm` seconds apart is pushed
+    again (RQ moves a popped job into the started registry within milliseconds). Telegram does
+    not repeat an update it got a 200 for, and the job's existence makes the intake answer
+    "duplicate", so without this the update would wait for ever. Checks at most `limit` jobs.
+    """
+    conn = get_pools().queue()
+    cutoff = utcformat(now() - timedelta(seconds=grace))
+    queue_key = Queue.redis_queue_namespace_prefix + WEBHOOK
+    intermediate = IntermediateQueue.get_intermediate_queue_key(queue_key)
+    started = StartedJobRegistry(WEBHOOK, connection=conn).key
+    script = conn.register_script(LOST_SCRIPT)
+    checked = requeued = 0
+    for raw in conn.scan_iter(match=Job.redis_job_namespace_prefix + "tg-*", count=500):
+        key = raw.decode()
+        job_id = key[len(Job.redis_job_namespace_prefix) :]
+        if ":" in job_id:  # rq:job:<id>:dependents and the like
+            continue
+        checked += 1
+        keys = [key, queue_key, intermediate, started, f"gb:intake:lost:{job_id}"]
+        requeued += int(script(keys=keys, args=[job_id, cutoff, confirm]))
+        if checked >= limit:
+            break
+    return {"checked": checked, "requeued": requeued}
 
 
 class NotReplicated(RedisError):
