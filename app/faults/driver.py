@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 RECOVERY_WAIT = float(os.environ.get("FAULT_RECOVERY_WAIT", "40"))
 # Never wait on more than this many redeliveries of one update (Telegram gives up too).
 MAX_REDELIVERIES = 12
+# Each recovery round lets this much time pass (seconds) for Redis keys and the database.
+RECOVERY_STEP = 120
+MIN_RECOVERY_ROUNDS = 3
 PERSISTENT = 10**6
 
 
@@ -239,7 +243,7 @@ class ScenarioRun:
         elif op == "twin":
             mine = [u for u in self.updates if u.lead == a.lead]
             if mine:
-                self._deliver(mine[-1])
+                self._deliver_copies(mine[-1], int(a.arg or 1))
         elif op == "tap":
             offer = self.offers[int(a.arg) % len(self.offers)]
             self.tapped[a.lead] = offer
@@ -322,9 +326,23 @@ class ScenarioRun:
             }
         }
 
-    def _deliver(self, sent: Sent) -> int:
+    def _deliver_copies(self, sent: Sent, copies: int) -> None:
+        """The same update delivered by several of Telegram's connections at once."""
+        if copies <= 1:
+            self._deliver(sent)
+            return
+        threads = [
+            threading.Thread(target=self._deliver, args=(sent, self.app.test_client()))
+            for _ in range(copies)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+
+    def _deliver(self, sent: Sent, client=None) -> int:
         try:
-            resp = self.client.post(
+            resp = (client or self.client).post(
                 f"/webhook/telegram/{self.bot_id}",
                 data=json.dumps(sent.body),
                 headers={SECRET_HEADER: self.secret, "Content-Type": "application/json"},
@@ -385,6 +403,7 @@ class ScenarioRun:
                     self.r.delete(key)
                 else:
                     self.r.pexpire(key, ttl - ms)
+        self.lane.shift_time(self.s.backend, seconds)
         webhook.forget_local_bot_meta()
         try:
             enqueue_due_scheduled(include_future=True)
@@ -400,7 +419,30 @@ class ScenarioRun:
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         args = [sys.executable, "-c", "from grimbots.cli import main; main()", "worker",
                 "webhook", "tasks", "gateway"] + (["--burst"] if burst else [])  # fmt: skip
-        return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Its own process group: RQ's scheduler is a forked child that must die with it.
+        return subprocess.Popen(
+            args,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    @staticmethod
+    def _kill_group(proc: subprocess.Popen) -> None:
+        """What systemd does once a unit's main process is gone: kill what is left of it."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        # Gone for good (an orphan still holding the dead worker's BLPOP socket would take the
+        # next job pushed and lose it), then a moment for Redis to see its sockets close.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except (ProcessLookupError, PermissionError):
+                break
+            time.sleep(0.02)
+        time.sleep(0.1)
 
     def _parallel_workers(self, n: int) -> None:
         """Several worker processes drain the queues at once (burst mode), as in production."""
@@ -413,6 +455,7 @@ class ScenarioRun:
                 proc.kill()
                 proc.wait(timeout=10)
                 self.notes.append("a burst worker was still busy after 90 s")
+            self._kill_group(proc)
         self._drain()
 
     def _kill_worker_mid_job(self, params: dict) -> None:
@@ -422,8 +465,9 @@ class ScenarioRun:
         try:
             time.sleep(params["kill_after"])
         finally:
-            proc.send_signal(signal.SIGKILL)
+            proc.send_signal(signal.SIGKILL)  # the main process only, like kill -9 <pid>
             proc.wait(timeout=10)
+            self._kill_group(proc)
         self.fired["worker_kill"] += 1
 
     # -- the gateway and the seller ------------------------------------------------------------
@@ -516,9 +560,16 @@ class ScenarioRun:
         deadline = started + RECOVERY_WAIT
         try:
             self._recover(deadline)
+            self.settle()
         finally:
             self.op_seconds["recovery"] += time.monotonic() - started
         return time.monotonic() - started
+
+    def settle(self, limit: float = 10.0) -> None:
+        """Wait until the fake has recorded every call a delay fault was holding back."""
+        deadline = time.monotonic() + limit
+        while self.fake.held() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def _recover(self, deadline: float) -> None:
         self._disarm()
@@ -534,10 +585,11 @@ class ScenarioRun:
             self._redeliver_refused(max_per_item=1)
             for lead in sorted(self.pay_wanted):
                 self._pay(lead)
-            self._later(60)
+            self._later(RECOVERY_STEP)
             self._maintenance()
             self._drain(include_scheduled=False)
-            if self._quiet():
+            # A few passes at least: a reconciler acts on rows older than its grace time.
+            if rounds >= MIN_RECOVERY_ROUNDS and self._quiet():
                 break
             if time.monotonic() > deadline or rounds > 60:
                 self.notes.append(f"recovery did not get quiet in {RECOVERY_WAIT:.0f} s")
@@ -600,6 +652,27 @@ class ScenarioRun:
             )
 
     # -- what happened -----------------------------------------------------------------------------
+    def job_notes(self) -> list[str]:
+        """Jobs RQ still holds (failed, started, scheduled), for a failing scenario's report."""
+        out = []
+        conn = queue_connection()
+        for name in QUEUE_NAMES:
+            q = Queue(name, connection=conn)
+            for label, registry in (
+                ("failed", q.failed_job_registry),
+                ("started", q.started_job_registry),
+                ("scheduled", q.scheduled_job_registry),
+            ):
+                for job_id in registry.get_job_ids()[:10]:
+                    job = q.fetch_job(job_id)
+                    exc = ""
+                    if job is not None and label == "failed":
+                        info = job.latest_result()
+                        exc = (info.exc_string or "").strip().splitlines()[-1:] if info else []
+                        exc = exc[0][:100] if exc else ""
+                    out.append(f"job {name}/{label}: {job_id} {exc}")
+        return out
+
     def count_telegram_faults(self, calls: list[dict]) -> None:
         """Telegram faults that fired, by kind, from the fake's own record."""
         for c in calls:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from faults.lane import TELEGRAM_TIMEOUT
-from grimbots.models import Campaign, Lead, OutboundMessage, Payment
+from grimbots.models import Campaign, InboundUpdate, Lead, OutboundMessage, Payment
 
 SEND_METHODS = {"sendMessage", "sendPhoto", "sendVideo", "sendDocument", "sendAnimation"}
 BOT_RATE, CHAT_RATE = 30, 1
@@ -186,6 +186,17 @@ def check(obs, calls: list[dict], db) -> list[Violation]:
                 expect("campaign message", str(chat_id), ("sendMessage", text, ""), 1)
 
     return out
+
+
+def inbound_rows(obs, db) -> list[str]:
+    """The scenario's inbound updates as the workers left them (for a failing report)."""
+    with db.session() as session:
+        rows = session.scalars(
+            select(InboundUpdate)
+            .where(InboundUpdate.bot_id == obs.bot_id)
+            .order_by(InboundUpdate.id)
+        ).all()
+    return [f"{r.update_id} {r.kind} processed={r.processed_at is not None}" for r in rows]
 
 
 def outbox_rows(obs, db) -> list[str]:

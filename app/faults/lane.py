@@ -17,7 +17,7 @@ from urllib.parse import quote
 from sqlalchemy import create_engine, text
 
 from grimbots import db as db_module
-from grimbots.models import Base
+from grimbots.models import Base, UTCDateTime
 from grimbots.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,12 +143,35 @@ class Lane:
             "GRIMBOTS_TELEGRAM_MAX_RETRIES": "2",
             "GRIMBOTS_TELEGRAM_TIMEOUT": str(TELEGRAM_TIMEOUT),
             "GRIMBOTS_LOG_LEVEL": "CRITICAL",
-            # Recovery is compressed into seconds: reconcilers act on rows of any age.
-            "GRIMBOTS_RECONCILE_GRACE": "1",
         }
 
     def settings(self, backend: str, telegram_base: str, lagging_reads: bool) -> Settings:
         return Settings.from_env(self.settings_env(backend, telegram_base, lagging_reads))
+
+    def shift_time(self, backend: str, seconds: int) -> None:
+        """Time passes for the database: every timestamp of both copies moves `seconds` into
+        the past, so leases lapse and grace times run out as they would in real time."""
+        for url in self.database_urls(backend):
+            engine = self.engine(url)
+            with engine.begin() as conn:
+                for table in Base.metadata.sorted_tables:
+                    columns = [c.name for c in table.columns if isinstance(c.type, UTCDateTime)]
+                    if not columns:
+                        continue
+                    if engine.dialect.name == "postgresql":
+                        sets = ", ".join(
+                            f'"{c}" = "{c}" - make_interval(secs => {int(seconds)})'
+                            for c in columns
+                        )
+                    else:
+                        # SQLAlchemy's SQLite text format, microseconds kept to the millisecond.
+                        sets = ", ".join(
+                            f'"{c}" = strftime(\'%Y-%m-%d %H:%M:%f\', "{c}", '
+                            f"'-{int(seconds)} seconds') || '000'"
+                            for c in columns
+                        )
+                    # Names from the app's own metadata, a number: never input.
+                    conn.execute(text(f'UPDATE "{table.name}" SET {sets}'))  # noqa: S608
 
     def engine(self, url: str):
         """One engine per URL for the lane's own housekeeping (not the app's)."""

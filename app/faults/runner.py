@@ -40,7 +40,7 @@ def load_fake_telegram():
 def _lane_main(index: int, redis_url: str, kinds: tuple, todo, results) -> None:
     from faults.driver import ScenarioRun
     from faults.inject import CommitLoss, RedisFaults
-    from faults.invariants import Violation, check, outbox_rows
+    from faults.invariants import Violation, check, inbound_rows, outbox_rows
     from faults.scenario import generate
     from grimbots import db as db_module
     from grimbots import redis_pool, telegram
@@ -84,6 +84,8 @@ def _lane_main(index: int, redis_url: str, kinds: tuple, todo, results) -> None:
                 violations = check(obs, calls, run.hdb)
                 if violations:
                     run.notes += [f"outbox: {row}" for row in outbox_rows(obs, run.hdb)[:40]]
+                    run.notes += [f"inbound: {row}" for row in inbound_rows(obs, run.hdb)[:40]]
+                    run.notes += run.job_notes()
                     run.notes += [
                         f"update {u.update_id} ({u.kind}, lead {u.lead}) answered {u.answers}"
                         f" {[d for d in u.duplicate if d] or ''}"

@@ -93,7 +93,8 @@ class Scenario:
 def _journey(rng: random.Random, lead: int, bump: bool, downsells: int) -> list[Action]:
     ops = [Action("start", lead)]
     if rng.random() < 0.3:
-        ops.append(Action("twin", lead))
+        # Telegram delivers the update again, sometimes several copies at once.
+        ops.append(Action("twin", lead, rng.choice((1, 1, 3))))
     if rng.random() < 0.15:
         # A second /start later: the funnel resets and the welcome is sent again.
         ops += [Action("later", arg=30), Action("start", lead)]
@@ -103,7 +104,7 @@ def _journey(rng: random.Random, lead: int, bump: bool, downsells: int) -> list[
     if rng.random() < 0.8:
         ops.append(Action("tap", lead, rng.randrange(2)))
         if rng.random() < 0.25:
-            ops.append(Action("twin", lead))
+            ops.append(Action("twin", lead, rng.choice((1, 1, 3))))
         if bump:
             ops.append(Action("bump", lead, rng.random() < 0.5))
         elif rng.random() < 0.1:

@@ -179,6 +179,7 @@ class FakeTelegram:
         self._seq = 0
         self._message_id = 0
         self._faults: list[dict[str, Any]] = []
+        self._held = 0  # calls a delay fault is holding back right now
         self._counts: dict[tuple[str, str, str], int] = {}
         self._webhooks: dict[str, dict[str, Any]] = {}
         self._usernames: dict[str, str] = dict(usernames or {})
@@ -305,6 +306,11 @@ class FakeTelegram:
             self._faults.append(fault)
         return dict(fault)
 
+    def held(self) -> int:
+        """Calls a delay fault is still holding (not recorded yet): wait for 0 before counting."""
+        with self._lock:
+            return self._held
+
     def faults(self) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(f) for f in self._faults]
@@ -334,7 +340,13 @@ class FakeTelegram:
         method = METHODS.get(method_raw.lower())
         fault = self._take_fault(method or method_raw, token, params.get("chat_id"))
         if fault and fault["delay"] > 0:
-            time.sleep(fault["delay"])
+            with self._lock:
+                self._held += 1
+            try:
+                time.sleep(fault["delay"])
+            finally:
+                with self._lock:
+                    self._held -= 1
         message_id = None
         if method is None:
             status, body = 404, {"ok": False, "error_code": 404, "description": "Not Found"}
@@ -734,7 +746,7 @@ def _make_handler(fake: FakeTelegram) -> type[BaseHTTPRequestHandler]:
         def _control(self, verb: str, path: str, query: str) -> None:
             q = {k: v[-1] for k, v in parse_qs(query).items()}
             if path == "/_health" and verb == "GET":
-                self._send(200, {"ok": True, "calls": len(fake.calls())})
+                self._send(200, {"ok": True, "calls": len(fake.calls()), "held": fake.held()})
             elif path == "/_calls" and verb == "GET":
                 status = q.get("status")
                 calls = fake.calls(

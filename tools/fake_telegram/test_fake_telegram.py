@@ -400,7 +400,9 @@ def test_delay_fault_makes_the_answer_slow_enough_to_time_out(fake):
     fake.add_fault(status=502, method="sendMessage", delay=1.0)
     with pytest.raises((TimeoutError, urllib.error.URLError)):
         urllib.request.urlopen(request, timeout=0.2)
+    assert fake.held() == 1  # still held back: not in the record yet
     time.sleep(1.0)
+    assert fake.held() == 0
     assert fake.calls(status=502)[0]["fault"] is True
     # The record says how long the answer was held, so a test can tell who timed out.
     assert fake.calls(status=502)[0]["delay"] == 1.0
