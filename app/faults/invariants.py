@@ -176,7 +176,14 @@ def check(obs, calls: list[dict], db) -> list[Violation]:
 
     # 6. Every campaign ends, and reaches each of its audience once.
     for campaign in campaigns:
-        if campaign.status not in ("finished", "stopped"):
+        if campaign.status == "draft":
+            out.append(
+                Violation(
+                    "campaign created twice",
+                    f"campaign {campaign.id} left as a draft by a retried create",
+                )
+            )
+        elif campaign.status not in ("finished", "stopped"):
             out.append(
                 Violation("campaign never ended", f"campaign {campaign.id} is {campaign.status}")
             )
