@@ -29,8 +29,14 @@ from tests.conftest import make_settings
 from tests.factories import make_bot, make_funnel, make_seller, start_update
 
 HEADER = "X-Telegram-Bot-Api-Secret-Token"
-# Ports of the Redis processes and the proxy started here (this suite's range: 17000-17099).
-PRIMARY_PORT, REPLICA_PORT, PROXY_PORT = 17010, 17011, 17020
+
+
+def _free_port() -> int:
+    """A port nobody listens on now: fixed ports collide when two suites run at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
 
 needs_redis_server = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server is installed by scripts/services.sh"
@@ -204,6 +210,7 @@ class ReplyDroppingProxy:
         self._stop = threading.Event()
         self._listener = socket.create_server(("127.0.0.1", port))
         self._listener.settimeout(0.2)
+        self.port = self._listener.getsockname()[1]
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
 
     def start(self) -> None:
@@ -257,12 +264,12 @@ def proxied_app(database_url, redis_client, fake_tg):
     from grimbots.app import create_app
 
     db_index = redis_client.connection_pool.connection_kwargs.get("db", 0)
-    proxy = ReplyDroppingProxy(PROXY_PORT, ("127.0.0.1", 6379))
+    proxy = ReplyDroppingProxy(0, ("127.0.0.1", 6379))
     proxy.start()
     settings = make_settings(
         database_url,
         fake_tg.base_url,
-        GRIMBOTS_QUEUE_REDIS_URL=f"redis://127.0.0.1:{PROXY_PORT}/{db_index}",
+        GRIMBOTS_QUEUE_REDIS_URL=f"redis://127.0.0.1:{proxy.port}/{db_index}",
     )
     webhook.forget_local_bot_meta()
     db_module.reset_db()
@@ -335,21 +342,24 @@ def _redis_server(tmp_path, port: int, *extra: str) -> subprocess.Popen:
         stderr=subprocess.DEVNULL,
     )
     _wait_for(lambda: redis.Redis(port=port).ping(), f"redis on {port}")
+    assert proc.poll() is None, f"port {port} is served by another process"
     return proc
 
 
 @pytest.fixture
 def primary_and_replica(tmp_path):
-    primary = _redis_server(tmp_path, PRIMARY_PORT)
-    replica = _redis_server(tmp_path, REPLICA_PORT, "--replicaof", "127.0.0.1", str(PRIMARY_PORT))
+    """((primary process, port), (replica process, port)): a queue Redis with one replica."""
+    primary_port, replica_port = _free_port(), _free_port()
+    primary = _redis_server(tmp_path, primary_port)
+    replica = _redis_server(tmp_path, replica_port, "--replicaof", "127.0.0.1", str(primary_port))
     try:
         _wait_for(
             lambda: (
-                redis.Redis(port=PRIMARY_PORT).info("replication")["slave0"]["state"] == "online"
+                redis.Redis(port=primary_port).info("replication")["slave0"]["state"] == "online"
             ),
             "the replica to be in sync",
         )
-        yield primary, replica
+        yield (primary, primary_port), (replica, replica_port)
     finally:
         for proc in (replica, primary):
             if proc.poll() is None:
@@ -366,7 +376,7 @@ def replicated_app(database_url, redis_client, fake_tg, primary_and_replica):
     settings = make_settings(
         database_url,
         fake_tg.base_url,
-        GRIMBOTS_QUEUE_REDIS_URL=f"redis://127.0.0.1:{PRIMARY_PORT}/0",
+        GRIMBOTS_QUEUE_REDIS_URL=f"redis://127.0.0.1:{primary_and_replica[0][1]}/0",
         GRIMBOTS_QUEUE_MIN_REPLICAS="1",
         # Long enough for a loaded machine; a stopped replica still never answers within it.
         GRIMBOTS_QUEUE_WAIT_TIMEOUT_MS="1500",
@@ -392,12 +402,12 @@ def replicated_app(database_url, redis_client, fake_tg, primary_and_replica):
 def test_update_is_answered_200_only_once_a_replica_holds_it(replicated_app, fake_tg):
     from grimbots.worker import drain_queues
 
-    app, replica = replicated_app
+    app, (replica, replica_port) = replicated_app
     with db_module.get_db().session() as session:
         seller, _ = make_seller(session)
         bot = make_bot(session, seller, make_funnel(session, seller))
     client = app.test_client()
-    on_replica = redis.Redis(port=REPLICA_PORT)
+    on_replica = redis.Redis(port=replica_port)
 
     accepted = start_update(7120)
     assert post(client, bot, accepted).json == {"ok": True}

@@ -26,7 +26,6 @@ import hashlib
 import zlib
 from datetime import timedelta
 
-import redis
 from redis.exceptions import NoScriptError, RedisError
 from rq import Queue
 from rq.intermediate_queue import IntermediateQueue
@@ -154,7 +153,7 @@ def _job_template() -> dict:
         job = Job.create(
             JOB_FUNC,
             args=(0, {}),
-            connection=redis.Redis(),  # never used: to_dict() does not touch Redis
+            connection=get_pools().queue(),  # not used: to_dict() sends nothing
             id=job_id_for(0, 0),
             origin=WEBHOOK,
             result_ttl=0,
