@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import PG_URL
 from sqlalchemy import insert, select, text
+from sqlalchemy.engine import make_url
 from test_migrations import drop_pg_database, fresh_pg_database
 
 from grimbots import migrate_sqlite, migrations_runner
@@ -36,7 +38,8 @@ from grimbots.models import (
     Seller,
 )
 
-PG_DB = "grimbots_migrate_sqlite_test"
+# Named after the test database (see test_migrations.PG_DB).
+PG_DB = f"{make_url(PG_URL).database}_migrate_sqlite"
 N_CLICKS = 2600
 N_MESSAGES = 2700
 N_LEADS = 400

@@ -16,7 +16,9 @@ from grimbots.cli import main
 from grimbots.db import make_engine
 from grimbots.models import Base
 
-PG_DB = "grimbots_migrate_test"
+# Named after the test database, so engineers running the suite at once (each with their own
+# GRIMBOTS_TEST_PG_URL) do not drop each other's copy.
+PG_DB = f"{make_url(PG_URL).database}_migrate"
 
 
 def fresh_pg_database(name: str) -> str:
