@@ -3,7 +3,9 @@ real redis-server processes started here on loopback."""
 
 from __future__ import annotations
 
+import random
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -34,6 +36,27 @@ def _wait(predicate, timeout=15.0, what="condition"):
     raise TimeoutError(f"timed out waiting for {what}")
 
 
+def _free_port() -> int:
+    """A port nobody listens on now: fixed ports collide when two suites run at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too, below 65536."""
+    for _ in range(200):
+        port = random.randrange(20000, 30000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 def _redis_server(tmp_path, port, *extra):
     workdir = tmp_path / str(port)
     workdir.mkdir()
@@ -56,6 +79,7 @@ def _redis_server(tmp_path, port, *extra):
         stderr=subprocess.DEVNULL,
     )
     _wait(lambda: redis.Redis(port=port).ping(), what=f"redis on {port}")
+    assert proc.poll() is None, f"port {port} is served by another process"
     return proc
 
 
@@ -118,7 +142,11 @@ def test_state_client_speaks_str_and_queue_client_bytes(local_redis):
 
 @pytest.fixture
 def redis_cluster(tmp_path):
-    ports = [17101, 17102, 17103]
+    ports = []
+    while len(ports) < 3:
+        port = _free_cluster_port()
+        if port not in ports:
+            ports.append(port)
     procs = [
         _redis_server(
             tmp_path, p, "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{p}.conf"
@@ -183,11 +211,13 @@ def test_cluster_mode_runs_dedup_and_rate_limits_with_hash_tags(redis_cluster, l
 
 @pytest.fixture
 def sentinel_pair(tmp_path):
-    primary = _redis_server(tmp_path, 17201)
+    """(primary port, sentinel port)."""
+    primary_port, sentinel_port = _free_port(), _free_port()
+    primary = _redis_server(tmp_path, primary_port)
     conf = tmp_path / "sentinel.conf"
     conf.write_text(
-        "port 17301\nbind 127.0.0.1\n"
-        "sentinel monitor grimbots-queue 127.0.0.1 17201 1\n"
+        f"port {sentinel_port}\nbind 127.0.0.1\n"
+        f"sentinel monitor grimbots-queue 127.0.0.1 {primary_port} 1\n"
         "sentinel down-after-milliseconds grimbots-queue 1000\n"
     )
     sentinel = subprocess.Popen(
@@ -197,12 +227,12 @@ def sentinel_pair(tmp_path):
     )
     try:
         _wait(
-            lambda: redis.Redis(port=17301).execute_command(
+            lambda: redis.Redis(port=sentinel_port).execute_command(
                 "SENTINEL", "GET-MASTER-ADDR-BY-NAME", "grimbots-queue"
             ),
             what="sentinel",
         )
-        yield
+        yield primary_port, sentinel_port
     finally:
         for proc in (sentinel, primary):
             proc.terminate()
@@ -210,11 +240,12 @@ def sentinel_pair(tmp_path):
 
 
 def test_sentinel_mode_finds_the_queue_primary_for_rq(sentinel_pair, local_redis):
+    primary_port, sentinel_port = sentinel_pair
     settings = Settings.from_env(
         {
             "GRIMBOTS_REDIS_URL": REDIS_URL,
             "GRIMBOTS_QUEUE_REDIS_MODE": "sentinel",
-            "GRIMBOTS_SENTINELS": "127.0.0.1:17301",
+            "GRIMBOTS_SENTINELS": f"127.0.0.1:{sentinel_port}",
             "GRIMBOTS_SENTINEL_MASTER": "grimbots-queue",
             "GRIMBOTS_REDIS_MAX_CONNECTIONS": "3",
         }
@@ -225,7 +256,7 @@ def test_sentinel_mode_finds_the_queue_primary_for_rq(sentinel_pair, local_redis
         queue = get_queue("tasks")
         queue.enqueue("grimbots.jobs.record_click", {"token": "x"})
         assert queue.count == 1
-        assert redis.Redis(port=17201).llen("rq:queue:tasks") == 1
+        assert redis.Redis(port=primary_port).llen("rq:queue:tasks") == 1
         stats = {s.name: s for s in redis_pool.get_pools().stats()}
         assert stats["queue"].max_connections == 3
     finally:
