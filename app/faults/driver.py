@@ -31,7 +31,7 @@ from grimbots.models import Campaign, Lead, Payment
 from grimbots.payments import SandboxGateway
 from grimbots.queues import QUEUE_NAMES
 from grimbots.redis_pool import queue_connection
-from grimbots.worker import drain_queues, enqueue_due_scheduled
+from grimbots.worker import drain_queues
 from tests.factories import make_bot, make_funnel, make_seller
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -384,13 +384,25 @@ class ScenarioRun:
             self.worker_crashes += 1
             self.notes.append(f"worker died: {type(exc).__name__}: {str(exc)[:120]}")
 
-    def _later(self, seconds: int) -> None:
-        """Time passes: the work queued now runs, short-lived Redis keys expire, scheduled jobs
-        (downsells, job retries) become due and run."""
-        self._drain()  # the work queued now, under this step's faults
-        self._disarm()  # the faults end before the time passes
+    def _later(self, seconds: int, everything: bool = False) -> None:
+        """Time passes: the work queued now runs under this step's faults; then, with the faults
+        over, the jobs that come due within `seconds` (RQ retries, downsells) run, in as many
+        rounds as they need; then short-lived Redis keys and the database's timestamps age by
+        `seconds`. With `everything`, every scheduled job runs (recovery: time goes on)."""
+        self._drain()
+        self._disarm()
         for _ in range(3):  # a worker that died is restarted, like systemd does
             if not self._queued():
+                break
+            self._drain()
+        window_end = time.time() + seconds
+        for _ in range(12):
+            try:
+                moved = move_scheduled(None if everything else window_end)
+            except Exception as exc:
+                self.notes.append(f"scheduler died: {type(exc).__name__}")
+                break
+            if not moved:
                 break
             self._drain()
         ms = seconds * 1000
@@ -405,11 +417,6 @@ class ScenarioRun:
                     self.r.pexpire(key, ttl - ms)
         self.lane.shift_time(self.s.backend, seconds)
         webhook.forget_local_bot_meta()
-        try:
-            enqueue_due_scheduled(include_future=True)
-        except Exception as exc:
-            self.notes.append(f"scheduler died: {type(exc).__name__}")
-        self._drain()
 
     def _worker_process(self, burst: bool) -> subprocess.Popen:
         """A real `grimbots worker` process on every queue, with the lane's settings."""
@@ -585,7 +592,7 @@ class ScenarioRun:
             self._redeliver_refused(max_per_item=1)
             for lead in sorted(self.pay_wanted):
                 self._pay(lead)
-            self._later(RECOVERY_STEP)
+            self._later(RECOVERY_STEP, everything=True)
             self._maintenance()
             self._drain(include_scheduled=False)
             # A few passes at least: a reconciler acts on rows older than its grace time.
@@ -715,6 +722,27 @@ class ScenarioRun:
             redis_url=self.lane.redis_url,
             backend=self.s.backend,
         )
+
+
+def move_scheduled(until: float | None) -> int:
+    """What RQ's scheduler does when jobs come due: move those due by `until` (epoch seconds;
+    None: all of them) to their queues."""
+    moved = 0
+    conn = queue_connection()
+    for name in QUEUE_NAMES:
+        queue = Queue(name, connection=conn)
+        registry = queue.scheduled_job_registry
+        if until is None:
+            due = registry.get_job_ids(0, -1)
+        else:
+            due = registry.get_jobs_to_schedule(int(until))
+        for job_id in due:
+            job = queue.fetch_job(job_id)
+            registry.remove(job_id)
+            if job is not None:
+                queue.enqueue_job(job)
+                moved += 1
+    return moved
 
 
 def app_maintenance_hooks() -> list:
