@@ -40,7 +40,7 @@ RECOVERY_WAIT = float(os.environ.get("FAULT_RECOVERY_WAIT", "40"))
 MAX_REDELIVERIES = 12
 # Each recovery round lets this much time pass (seconds) for Redis keys and the database.
 RECOVERY_STEP = 120
-MIN_RECOVERY_ROUNDS = 3
+MIN_RECOVERY_ROUNDS = 2
 PERSISTENT = 10**6
 
 

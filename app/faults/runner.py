@@ -25,7 +25,7 @@ from faults.scenario import KINDS
 
 DEFAULT_SCENARIOS = 200
 DEFAULT_SEED = 20261130
-DEFAULT_LANES = 12
+DEFAULT_LANES = 14
 
 
 def load_fake_telegram():
@@ -181,6 +181,11 @@ class Summary:
             "faults injected by kind: " + ", ".join(f"{k} {fired.get(k, 0)}" for k in KINDS),
             "scenarios per kind (failed): "
             + ", ".join(f"{k} {by_kind_run.get(k, 0)} ({by_kind_failed.get(k, 0)})" for k in KINDS),
+            "slowest: "
+            + ", ".join(
+                f"#{r['index']} {r['seconds']:.0f} s ({'+'.join(r['kinds']) or '-'})"
+                for r in sorted(self.results, key=lambda r: -r["seconds"])[:4]
+            ),
             "lane seconds by step: " + ", ".join(f"{k} {v:.0f}" for k, v in op_time.most_common()),
             f"scenarios failing: {len(self.failed)}; invariants violated: "
             + (", ".join(f"{k} {n}" for k, n in by_invariant.most_common()) or "0"),
