@@ -28,6 +28,7 @@ from grimbots.models import (
     Click,
     Downsell,
     Funnel,
+    IdempotencyKey,
     InboundUpdate,
     Lead,
     Offer,
@@ -272,6 +273,10 @@ def _seed(url: str) -> None:
                 {"id": i, "bot_id": 1, "telegram_user_id": BIG + i, "blocked_at": T0}
                 for i in range(1, 6)
             ],
+        )
+        conn.execute(
+            insert(IdempotencyKey),
+            [{"id": 1, "key": "api:1:funnel", "result": {"value": {"id": 1}}, "created_at": T0}],
         )
     engine.dispose()
 

@@ -8,6 +8,8 @@ or an over-long string would otherwise be a 500 on PostgreSQL).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib
 import logging
 import re
@@ -215,10 +217,23 @@ def _owned(session: Session, model, obj_id: int, *, field: str | None = None):
     return obj
 
 
+def _idempotency_key() -> str | None:
+    """The caller's Idempotency-Key, scoped to the seller and the route (None when absent).
+
+    A create or step repeated with the same key returns the first result instead of acting
+    again (a client retrying after a lost answer)."""
+    given = request.headers.get("Idempotency-Key")
+    if not given:
+        return None
+    scope = f"{g.seller_id}\x1f{request.method}\x1f{request.path}\x1f{given}"
+    return "api:" + hashlib.sha256(scope.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def _write(fn: Callable[[Session], Any], conflict: str = "conflicts with an existing object"):
-    """Run fn in a transaction (retried on failover); unique violations answer 409."""
+    """Run fn in a transaction (retried on failover, never applied twice); unique violations
+    answer 409."""
     try:
-        return get_db().transaction(fn)
+        return get_db().transaction(fn, key=_idempotency_key())
     except IntegrityError as exc:
         # The database's text quotes the conflicting values (a username, a token): not logged.
         log.info("api write conflict", extra={"error_type": type(exc.orig).__name__})
@@ -848,4 +863,29 @@ def stop_campaign(campaign_id: int):
         session.flush()
         return _campaign_json(campaign)
 
-    return jsonify(_write(fn)), 202
+    body = _write(fn)
+    if body["status"] == "running":
+        # A campaign whose batch chain broke would never see the flag: give it a batch.
+        with contextlib.suppress(Exception):
+            campaign_jobs.ensure_chain(campaign_id)
+    return jsonify(body), 202
+
+
+@bp.post("/campaigns/<int:campaign_id>/resume")
+def resume_campaign(campaign_id: int):
+    """Resume a campaign: a stopped one starts again from its cursor; a running one whose batch
+    chain broke (a lost job) gets its next batch. Idempotent: a batch in flight is not doubled."""
+    with get_db().session() as session:
+        status = _owned(session, Campaign, campaign_id).status
+    if status in ("draft", "stopped"):
+        return start_campaign(campaign_id)
+    if status != "running":
+        raise ApiError(409, f"campaign is {status}; only running or stopped ones resume")
+    try:
+        requeued = campaign_jobs.ensure_chain(campaign_id)
+    except Exception:
+        log.exception("could not enqueue campaign %s", campaign_id)
+        raise ApiError(503, "the job queue is unavailable; retry") from None
+    with get_db().session() as session:
+        body = _campaign_json(_owned(session, Campaign, campaign_id))
+    return jsonify({**body, "requeued": requeued}), 202

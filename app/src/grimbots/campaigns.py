@@ -103,7 +103,12 @@ def start_campaign(session: Session, campaign: Campaign) -> bool:
     """
     now = datetime.now(UTC)
     first_start = campaign.started_at is None
-    values: dict = {"status": "running", "stop_requested": False, "finished_at": None}
+    values: dict = {
+        "status": "running",
+        "stop_requested": False,
+        "finished_at": None,
+        "progressed_at": now,
+    }
     if first_start:
         values["started_at"] = now
     flipped = session.execute(
@@ -120,10 +125,37 @@ def start_campaign(session: Session, campaign: Campaign) -> bool:
     return True
 
 
-def enqueue_batch(campaign_id: int, batch_size: int = BATCH_SIZE) -> None:
+def batch_job_id(campaign_id: int, cursor: int) -> str:
+    """One job id per (campaign, cursor): asking for a batch again never stacks a second copy."""
+    return f"campaign-{campaign_id}-{cursor}"
+
+
+def enqueue_batch(
+    campaign_id: int, batch_size: int = BATCH_SIZE, cursor: int | None = None
+) -> bool:
+    """Enqueue the campaign's batch at its cursor unless that batch is already in flight."""
     from grimbots import queues
 
-    queues.enqueue(QUEUE, JOB, campaign_id, batch_size)
+    if cursor is None:
+        with get_db().session() as session:
+            cursor = session.scalar(select(Campaign.cursor).where(Campaign.id == campaign_id))
+        if cursor is None:
+            return False
+    return queues.enqueue_unique(
+        QUEUE, batch_job_id(campaign_id, cursor), JOB, campaign_id, batch_size
+    )
+
+
+def ensure_chain(campaign_id: int) -> bool:
+    """Give a running campaign its next batch when none is in flight (a broken chain, a stop
+    request nobody would see); True when a batch was enqueued."""
+    with get_db().session() as session:
+        row = session.execute(
+            select(Campaign.status, Campaign.cursor).where(Campaign.id == campaign_id)
+        ).one_or_none()
+    if row is None or row.status != "running":
+        return False
+    return enqueue_batch(campaign_id, cursor=row.cursor)
 
 
 def _is_blocked_clause():
@@ -225,6 +257,7 @@ def run_campaign_batch(campaign_id: int, batch_size: int = BATCH_SIZE) -> dict:
             .where(Campaign.id == campaign_id, Campaign.cursor == start_cursor)
             .values(
                 cursor=cursor,
+                progressed_at=datetime.now(UTC),
                 sent=Campaign.sent + sent,
                 failed=Campaign.failed + failed,
                 skipped_blocked=Campaign.skipped_blocked + skipped,
@@ -240,6 +273,8 @@ def run_campaign_batch(campaign_id: int, batch_size: int = BATCH_SIZE) -> dict:
             )
         return True
 
+    # A commit whose answer was lost is not run twice: db.transaction finds its own stored
+    # result, so this chain continues instead of calling itself "superseded".
     if not db.transaction(commit):
         # Another run of this campaign moved the cursor first (a restart while a batch was
         # queued): it owns the progress, this chain ends here.
@@ -253,6 +288,6 @@ def run_campaign_batch(campaign_id: int, batch_size: int = BATCH_SIZE) -> dict:
         "cursor": cursor,
     }
     if not done and not stopped:
-        enqueue_batch(campaign_id, batch_size)
+        enqueue_batch(campaign_id, batch_size, cursor=cursor)
     log.info("campaign batch", extra=result)
     return result

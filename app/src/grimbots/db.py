@@ -8,9 +8,11 @@ retried once on a fresh connection.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -54,7 +56,11 @@ def normalize_database_url(url: str) -> str:
 def make_engine(url: str, pool_size: int = 10, max_overflow: int = 5) -> Engine:
     url = normalize_database_url(url)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            hide_parameters=True,  # error text never carries bound values (tokens, user text)
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
@@ -74,6 +80,7 @@ def make_engine(url: str, pool_size: int = 10, max_overflow: int = 5) -> Engine:
         max_overflow=max_overflow,
         pool_timeout=10,
         pool_recycle=1800,
+        hide_parameters=True,  # error text never carries bound values (tokens, user text)
         # A URL's own connect_timeout wins: a short one moves past a dead host faster.
         connect_args={} if "connect_timeout=" in url else {"connect_timeout": 5},
     )
@@ -87,6 +94,19 @@ def _track_pool_use(engine: Engine) -> None:
 
     event.listen(engine, "checkout", lambda *_: DB_POOL_IN_USE.inc())
     event.listen(engine, "checkin", lambda *_: DB_POOL_IN_USE.dec())
+
+
+def _sqlstate(exc: Exception) -> str | None:
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+
+
+def _jsonable(value):
+    """A result as JSON stores it (tuples as lists); anything else stored as its text."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        return None
 
 
 def _is_failover_error(exc: Exception) -> bool:
@@ -128,19 +148,53 @@ class Database:
         with factory() as session:
             yield session
 
-    def transaction(self, fn: Callable[[Session], T]) -> T:
-        """Run fn in a transaction; retry once if the primary changed underneath it."""
+    def transaction(self, fn: Callable[[Session], T], key: str | None = None) -> T:
+        """Run fn in a transaction; retry once if the primary changed underneath it.
+
+        The transaction also writes an idempotency row (`key`, or a fresh one) holding fn's
+        result. A commit can succeed while its answer is lost with the connection: the retry
+        then finds the row and returns the stored result instead of running fn again, so no
+        retried transaction has a double effect. With a caller's `key` (an API Idempotency-Key),
+        a later call with the same key also gets the first result back. fn's result must be
+        JSON-serialisable (tuples come back as lists).
+        """
+        if key is not None and (stored := self._stored_result(key)) is not None:
+            return stored[0]
+        key = key or f"tx:{uuid.uuid4().hex}"
         try:
-            with self.session() as session:
-                return fn(session)
+            return self._run_once(fn, key)
         except (OperationalError, DBAPIError) as exc:
             if not _is_failover_error(exc):
                 raise
-            log.warning("database primary changed, retrying transaction once: %s", exc)
+            log.warning(
+                "database primary changed, retrying transaction once",
+                extra={"error": type(exc.orig or exc).__name__, "sqlstate": _sqlstate(exc)},
+            )
             self.engine.dispose()
             time.sleep(0.5)
-            with self.session() as session:
-                return fn(session)
+            if (stored := self._stored_result(key)) is not None:
+                return stored[0]
+            return self._run_once(fn, key)
+
+    def _run_once(self, fn: Callable[[Session], T], key: str) -> T:
+        from grimbots.models import IdempotencyKey
+
+        with self.session() as session:
+            result = fn(session)
+            session.add(IdempotencyKey(key=key, result={"value": _jsonable(result)}))
+            return result
+
+    def _stored_result(self, key: str) -> tuple | None:
+        """(result,) of a transaction that committed under this key, or None."""
+        from sqlalchemy import select
+
+        from grimbots.models import IdempotencyKey
+
+        with self.session() as session:
+            row = session.scalar(select(IdempotencyKey.result).where(IdempotencyKey.key == key))
+        if row is None:
+            return None
+        return (row.get("value"),)
 
     def pool_in_use(self) -> int:
         pool = self.engine.pool

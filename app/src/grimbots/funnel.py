@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import selectinload
 
 from grimbots import outbox
@@ -79,7 +79,7 @@ def attribution_for(token: str) -> dict | None:
 def start(bot: Bot, lead: Lead, payload: str, update_id: int) -> None:
     """A /start: copy the click's attribution, reset the funnel, send the welcome again."""
     attribution = attribution_for(payload.strip())
-    values = {"funnel_generation": update_id, "last_start_at": utcnow()}
+    values = {"funnel_generation": update_id, "last_start_at": utcnow(), "downsell_root_id": None}
     if attribution:
         values |= attribution
     with get_db().session() as session:
@@ -226,8 +226,11 @@ def create_charge(
     next_position = 0 if downsell_position is None else downsell_position + 1
     if funnel is not None and _downsell_at(funnel, next_position) is not None:
         root = payment_id if downsell_position is None else _root_payment(source, payment_id)
-        delay = _downsell_at(funnel, next_position).delay_minutes
-        enqueue_in(TASKS, timedelta(minutes=delay), run_downsell, root, next_position, generation)
+        if _claim_chain(lead_id, root, generation):
+            delay = _downsell_at(funnel, next_position).delay_minutes
+            enqueue_in(
+                TASKS, timedelta(minutes=delay), run_downsell, root, next_position, generation
+            )
     return payment_id
 
 
@@ -236,9 +239,28 @@ def _root_payment(source: str, fallback: int) -> int:
     return int(parts[1]) if parts[0] == "downsell" and len(parts) == 3 else fallback
 
 
+def _claim_chain(lead_id: int, root_id: int, generation: int) -> bool:
+    """One downsell chain per lead and funnel generation: the first charge to claim it owns it;
+    a second charge (another tap, another offer) starts no second chain."""
+    with get_db().session() as session:
+        claimed = session.execute(
+            update(Lead)
+            .where(
+                Lead.id == lead_id,
+                Lead.funnel_generation == generation,
+                or_(Lead.downsell_root_id.is_(None), Lead.downsell_root_id == root_id),
+            )
+            .values(downsell_root_id=root_id)
+        ).rowcount
+    return claimed == 1
+
+
 def run_downsell(payment_id: int, position: int, generation: int) -> str:
-    """Job (tasks queue, scheduled): offer a cheaper price if the lead still has not paid."""
-    with get_db().read_session() as session:
+    """Job (tasks queue, scheduled): offer a cheaper price if the lead still has not paid.
+
+    Read on the primary, never a standby: a lagging standby would say "not paid" after payment.
+    """
+    with get_db().session() as session:
         payment = session.get(Payment, payment_id)
         if payment is None:
             return "missing"
@@ -253,6 +275,8 @@ def run_downsell(payment_id: int, position: int, generation: int) -> str:
     # Payment cancels pending downsells; a new /start resets the funnel and lapses old ones.
     if paid or lead.paid or lead.blocked or lead.funnel_generation != generation:
         return "cancelled"
+    if lead.downsell_root_id is not None and lead.downsell_root_id != payment_id:
+        return "superseded"  # another charge owns this lead's chain
     downsell = _downsell_at(funnel, position)
     if downsell is None:
         return "missing"
@@ -289,8 +313,14 @@ def run_downsell(payment_id: int, position: int, generation: int) -> str:
 
 
 def deliver_access(payment_id: int) -> str:
-    """Job (tasks queue): send the access link of a paid charge, once."""
-    with get_db().read_session() as session:
+    """Job (tasks queue): send the access link of a paid charge, once.
+
+    Read on the primary, never a standby: a lagging standby would say "not paid" and the
+    customer would never be served. delivered_at is set only when the link certainly went out
+    (sent now or before); an ambiguous, refused or blocked send is left to the operator, and
+    the payments reconciler skips it.
+    """
+    with get_db().session() as session:
         payment = session.get(Payment, payment_id)
         if payment is None or payment.status != "paid":
             return "not paid"

@@ -49,18 +49,33 @@ DB_POOL_IN_USE = Gauge(
 )
 JOBS_FAILED = Counter("jobs_failed_total", "RQ jobs that raised", ["queue", "function"])
 OUTBOX_AMBIGUOUS = Counter(
-    "outbox_ambiguous_total",
+    "grimbots_outbox_ambiguous_total",
     "Sends that may have reached Telegram without an answer: recorded, never repeated",
     ["reason"],
 )
-RECONCILED = Counter(
-    "reconciler_repaired_total", "Half-done work finished by a reconciler", ["reconciler"]
-)
-RECONCILER_FOUND = Gauge(
-    "reconciler_found",
-    "Items the last run of a reconciler found left half done",
-    ["reconciler"],
+# What the reconcilers found on their last pass (one value per host: the most recent pass).
+OUTBOX_STALE_ROWS = Gauge(
+    "grimbots_outbox_stale_rows",
+    "Outbox rows pending without a live claim past the reconciler's grace time",
     multiprocess_mode="mostrecent",
+)
+PAID_UNDELIVERED = Gauge(
+    "grimbots_paid_undelivered_orders",
+    "Payments paid with delivered_at empty past the reconciler's grace time",
+    multiprocess_mode="mostrecent",
+)
+CAMPAIGNS_STALLED = Gauge(
+    "grimbots_campaigns_stalled",
+    "Running campaigns that made no progress past the reconciler's grace time",
+    multiprocess_mode="mostrecent",
+)
+RECONCILED = Counter(
+    "grimbots_reconciler_repaired_total",
+    "Half-done work finished by a reconciler",
+    ["reconciler"],
+)
+JOBS_REQUEUED = Counter(
+    "grimbots_jobs_requeued_total", "Started jobs of dead workers handed back to RQ", ["queue"]
 )
 
 

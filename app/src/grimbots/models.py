@@ -208,6 +208,9 @@ class Lead(Base):
     # update_id of the latest /start: the funnel resets and downsells of older starts lapse.
     funnel_generation: Mapped[int] = mapped_column(BigInteger, default=0)
     last_start_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    # The charge whose downsell chain runs for this funnel generation: one chain per lead, so two
+    # charges never start two chains (reset by a new /start).
+    downsell_root_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
 
@@ -236,8 +239,12 @@ class OutboundMessage(Base):
     method: Mapped[str] = mapped_column(String(40))
     payload: Mapped[dict] = mapped_column(JSON)
     # pending -> sent | failed | blocked | suppressed (a twin stopped by a send lock)
+    #   | ambiguous (may have reached Telegram, never repeated) | cancelled (no longer due)
     status: Mapped[str] = mapped_column(String(10), default="pending")
     claimed_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    # The RQ job holding the claim: when that same job runs again (retried after a failure or
+    # after its worker died), its earlier run is over and the claim is not someone else's.
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     telegram_message_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     error: Mapped[str | None] = mapped_column(String(500), nullable=True)
@@ -293,6 +300,8 @@ class Campaign(Base):
     sent: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
     skipped_blocked: Mapped[int] = mapped_column(Integer, default=0)
+    # When a batch last moved the campaign (the campaign reconciler's clock).
+    progressed_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
@@ -306,6 +315,18 @@ class BlockedUser(Base):
     bot_id: Mapped[int] = mapped_column(ForeignKey("bots.id", ondelete="CASCADE"))
     telegram_user_id: Mapped[int] = mapped_column(BigInteger)
     blocked_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class IdempotencyKey(Base):
+    """A transaction that committed: written in the transaction itself, so a retry whose first
+    commit's answer was lost finds it and returns the stored result instead of acting twice."""
+
+    __tablename__ = "idempotency_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    result: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
 
 
 Index("ix_clicks_created", Click.created_at)

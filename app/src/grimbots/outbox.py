@@ -8,9 +8,11 @@ certainly safe:
 * its claim was released: every failure that proves nothing went out (connect error, 5xx, 429,
   a limiter wait too long, a Redis or database error or a job timeout before the request)
   releases the claim, so the retry sends at once;
-* its claim lapsed (the sender died) and the in-flight mark of that attempt is absent: the mark
-  is written in the same Redis step that grants the send, so its absence proves that attempt
-  never sent a request. With the mark present the row becomes "ambiguous".
+* its claim lapsed (the sender died), or it is held by an earlier run of the very job now
+  running (a job runs again only once its earlier run failed or its worker died), and the
+  in-flight mark of that attempt is absent: the mark is written in the same Redis step that
+  grants the send, so its absence proves that attempt never sent a request. With the mark
+  present the row becomes "ambiguous".
 
 A send that may have reached Telegram (read timeout, reset after the request went out, a job
 killed during the request) is recorded "ambiguous", counted in `outbox_ambiguous_total`, and
@@ -27,6 +29,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
+from rq import get_current_job
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -77,9 +80,15 @@ def inflight_key(bot_id: int, key: str) -> str:
     return f"gb:{bot_tag(bot_id)}:ob:inflight:{key}"
 
 
+def _current_job_id() -> str | None:
+    job = get_current_job()
+    return job.id[:64] if job is not None else None
+
+
 def _claim(bot_id: int, chat_id: int, key: str, method: str, payload: dict) -> _Claim:
     db = get_db()
     now = utcnow()
+    job_id = _current_job_id()
     try:
         with db.session() as session:
             session.add(
@@ -91,6 +100,7 @@ def _claim(bot_id: int, chat_id: int, key: str, method: str, payload: dict) -> _
                     payload=payload,
                     status="pending",
                     claimed_at=now,
+                    claimed_by=job_id,
                     attempts=1,
                 )
             )
@@ -104,7 +114,12 @@ def _claim(bot_id: int, chat_id: int, key: str, method: str, payload: dict) -> _
         if row.status != "pending":
             return _Claim("settled", row.attempts, row.status)
         attempts = row.attempts
-        if row.claimed_at is not None and row.claimed_at >= now - CLAIM_LEASE:
+        own_earlier_run = job_id is not None and row.claimed_by == job_id
+        if (
+            row.claimed_at is not None
+            and row.claimed_at >= now - CLAIM_LEASE
+            and not own_earlier_run
+        ):
             return _Claim("busy", attempts)
         if row.claimed_at is not None and state().get(inflight_key(bot_id, key)) == str(attempts):
             # The dead owner's attempt may have reached Telegram: settle, never resend blindly.
@@ -127,7 +142,7 @@ def _claim(bot_id: int, chat_id: int, key: str, method: str, payload: dict) -> _
                 OutboundMessage.status == "pending",
                 OutboundMessage.attempts == attempts,
             )
-            .values(claimed_at=now, attempts=attempts + 1)
+            .values(claimed_at=now, claimed_by=job_id, attempts=attempts + 1)
             .execution_options(synchronize_session=False)
         )
         if taken.rowcount != 1:

@@ -36,8 +36,10 @@ DEFAULT_GATEWAY = "sandbox"
 SIGNATURE_HEADER = "X-Signature"
 # The job that sends the access link; a dotted path so this module does not import the jobs.
 DELIVER_JOB = "grimbots.jobs.deliver_access"
-# How long the "delivery enqueued" marker lives: far longer than any gateway's retry window.
-_DELIVERY_MARK_TTL = 7 * 86400
+# How long the "delivery being enqueued" marker lives: it only keeps concurrent confirmations
+# from enqueueing together; after it, the delivery job's own state decides (a job that spent its
+# retries in a long Telegram outage may be enqueued again).
+_DELIVERY_MARK_TTL = 60
 
 
 @dataclass(frozen=True)
@@ -352,12 +354,17 @@ def _delivery_mark(payment_id: int) -> str:
     return f"gb:payment:{payment_id}:delivery_enqueued"
 
 
-def enqueue_delivery_once(payment_id: int) -> bool:
-    """Enqueue the access delivery unless it already was; True when this call enqueued it.
+def delivery_job_id(payment_id: int) -> str:
+    return f"deliver-{payment_id}"
 
-    A marker in Redis gates the enqueue, so a repeated webhook does not enqueue again, but a
-    webhook whose enqueue failed (queue Redis away) can be retried by the gateway and still
-    deliver.
+
+def enqueue_delivery_once(payment_id: int) -> bool:
+    """Enqueue the access delivery unless it is already on its way; True when this call did.
+
+    The delivery job has a fixed id: while it is queued, scheduled or running nothing is added.
+    Once it finished or spent its retries (a Telegram outage longer than the retry schedule),
+    a repeated confirmation or the payments reconciler enqueues it again, and the outbox sends
+    the link at most once. A short marker keeps concurrent confirmations from racing.
     """
     from grimbots import queues
     from grimbots.redis_pool import state
@@ -367,11 +374,12 @@ def enqueue_delivery_once(payment_id: int) -> bool:
     if not client.set(mark, "1", nx=True, ex=_DELIVERY_MARK_TTL):
         return False
     try:
-        queues.enqueue(queues.TASKS, DELIVER_JOB, payment_id)
+        return queues.enqueue_unique(
+            queues.TASKS, delivery_job_id(payment_id), DELIVER_JOB, payment_id
+        )
     except Exception:
         client.delete(mark)
         raise
-    return True
 
 
 def _undelivered(payment_id: int) -> bool:
@@ -405,13 +413,17 @@ def payment_webhook(gateway: str):
         metrics.DUPLICATES.labels("payment_webhook").inc()
         if event.status == "paid" and _undelivered(payment_id):
             # Covers a first request that flipped the payment but could not enqueue.
-            enqueue_delivery_once(payment_id)
+            try:
+                enqueue_delivery_once(payment_id)
+            except Exception:  # noqa: BLE001 - Redis away: the gateway retries, the reconciler too
+                log.warning("payment %s paid; delivery not enqueued yet", payment_id)
+                return error_response(503, "payment recorded; delivery not queued, retry")
         return jsonify({"ok": True, "duplicate": True})
     if event.status == "paid":
         try:
             enqueue_delivery_once(payment_id)
-        except Exception:
-            log.exception("payment %s paid but delivery not enqueued yet", payment_id)
+        except Exception:  # noqa: BLE001 - Redis away: the gateway retries, the reconciler too
+            log.warning("payment %s paid; delivery not enqueued yet", payment_id)
             return error_response(503, "payment recorded; delivery not queued, retry")
     log.info("payment %s", event.status, extra={"payment_id": payment_id})
     return jsonify({"ok": True, "duplicate": False, "status": event.status})

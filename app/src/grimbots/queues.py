@@ -9,7 +9,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from rq import Queue, Retry, Worker
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 
+from grimbots import liveness
 from grimbots.redis_pool import queue_connection
 
 TASKS, GATEWAY, WEBHOOK, TRACKING, MARATHON = "tasks", "gateway", "webhook", "tracking", "marathon"
@@ -45,6 +48,40 @@ def enqueue_in(queue: str, delay: timedelta, func, *args, **kwargs):
     return get_queue(queue).enqueue_in(delay, func, *args, retry=DEFAULT_RETRY, **kwargs)
 
 
+ENQUEUE_LOCK_TTL = 10
+_IN_FLIGHT = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+
+
+def in_flight(job_id: str) -> bool:
+    """True while the job with this id is queued, scheduled, deferred or running."""
+    try:
+        job = Job.fetch(job_id, connection=queue_connection())
+    except NoSuchJobError:
+        return False
+    return job.get_status(refresh=False) in _IN_FLIGHT
+
+
+def enqueue_unique(queue: str, job_id: str, func, *args, job_timeout: int = 300, **kwargs) -> bool:
+    """Enqueue under a fixed job id unless that job is still in flight; True when enqueued.
+
+    Lets reconcilers and retried producers ask for a step again without stacking copies of it
+    (a job that finished or failed for good may be asked for again).
+    """
+    conn = queue_connection()
+    lock = f"gb:enqueue:{job_id}"
+    # Check-then-enqueue under a short lock: two producers never push the same id twice (two
+    # copies of one job would each take the other's outbox claim for its own earlier run).
+    if not conn.set(lock, "1", nx=True, ex=ENQUEUE_LOCK_TTL):
+        return False
+    try:
+        if in_flight(job_id):
+            return False
+        enqueue(queue, func, *args, job_id=job_id, job_timeout=job_timeout, **kwargs)
+        return True
+    finally:
+        conn.delete(lock)
+
+
 def lanes_for(queue_args: list[str]) -> list[str]:
     """Queues a worker started with these queue arguments listens to (validated, de-duplicated)."""
     out: list[str] = []
@@ -64,6 +101,10 @@ def queue_overview() -> dict[str, dict[str, int]]:
     for name in QUEUE_NAMES:
         overview[name]["depth"] = Queue(name, connection=conn).count
     for worker in Worker.all(connection=conn):
+        # Counted from live heartbeats: a killed worker drops out within seconds, not after
+        # RQ's worker TTL.
+        if not liveness.is_alive(conn, worker.name):
+            continue
         for name in worker.queue_names():
             if name in overview:
                 overview[name]["workers"] += 1

@@ -123,6 +123,8 @@ class Settings:
     web_threads: int = 4
     # RQ job timeout for one job (seconds).
     job_timeout: int = 300
+    # Seconds a reconciler leaves half-done work to its own job's retries before acting.
+    reconcile_grace: int = 120
 
     @property
     def is_sqlite(self) -> bool:
@@ -180,6 +182,7 @@ class Settings:
             web_workers=_int(env, "GRIMBOTS_WEB_WORKERS", cls.web_workers),
             web_threads=_int(env, "GRIMBOTS_WEB_THREADS", cls.web_threads),
             job_timeout=_int(env, "GRIMBOTS_JOB_TIMEOUT", cls.job_timeout),
+            reconcile_grace=_int(env, "GRIMBOTS_RECONCILE_GRACE", cls.reconcile_grace),
         )
         settings.validate()
         return settings

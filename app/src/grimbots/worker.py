@@ -1,21 +1,30 @@
 """RQ workers: one per systemd unit instance, with RQ's scheduler on, so delayed jobs run.
 
 SimpleWorker runs jobs in the worker process itself (no fork per job): cheaper at high
-throughput and keeps one stable pid per worker for the per-process metric files. A crash kills
-the worker, systemd restarts it within seconds, and RQ moves the interrupted job to the failed
-registry where its retries continue.
+throughput and keeps one stable pid per worker for the per-process metric files. Next to it a
+liveness thread (`liveness.Heartbeat`) beats every few seconds whatever the job is doing, takes
+up the jobs of workers that died (SIGKILL, OOM) within seconds instead of RQ's maintenance cycle,
+registers the worker again after a Redis restart, and enqueues the reconcilers when they are due.
+
+A Redis outage does not end the process: when RQ's work loop gives up on a Redis error, the
+worker waits for Redis and starts a fresh work loop under a new name (the job it was running is
+taken up by the liveness thread of whichever worker notices first). Only a stop request (SIGTERM:
+finish the current job, then exit) or burst mode ends `run`.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import socket
+import time
 
+import redis
 from rq import Queue, SimpleWorker
 
-from grimbots import metrics
+from grimbots import liveness, metrics, reconcile
 from grimbots.db import get_db
 from grimbots.logs import configure_logging
 from grimbots.queues import QUEUE_NAMES, lanes_for
@@ -23,6 +32,12 @@ from grimbots.redis_pool import get_pools, queue_connection
 from grimbots.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# RQ's worker key TTL (the liveness thread renews it during long jobs as well).
+WORKER_TTL = 60
+MAINTENANCE_INTERVAL = 30
+# Pauses between work loops while Redis is away (bounded backoff).
+RESTART_BACKOFF = (1.0, 2.0, 5.0)
 
 
 def _count_failure(job, exc_type, exc_value, traceback) -> bool:
@@ -37,6 +52,26 @@ def _mark_dead_on_exit() -> None:
         atexit.register(multiprocess.mark_process_dead, os.getpid())
 
 
+def _make_worker(conn, names: list[str], queue_args: list[str], generation: int) -> SimpleWorker:
+    suffix = f".{generation}" if generation else ""
+    return SimpleWorker(
+        [Queue(name, connection=conn) for name in names],
+        connection=conn,
+        name=f"{socket.gethostname()}.{'+'.join(queue_args)}.{os.getpid()}{suffix}",
+        exception_handlers=[_count_failure],
+        worker_ttl=WORKER_TTL,
+        # RQ re-acquires the scheduler lock only in its maintenance pass: after a Redis restart
+        # scheduled jobs (downsells, retries) wait at most this long, not 10 minutes.
+        maintenance_interval=MAINTENANCE_INTERVAL,
+        # Job descriptions carry the job's arguments (users' messages): never in the logs.
+        log_job_description=False,
+    )
+
+
+def _pause(attempt: int) -> None:
+    time.sleep(RESTART_BACKOFF[min(attempt, len(RESTART_BACKOFF) - 1)])
+
+
 def run(settings: Settings, queue_args: list[str], burst: bool = False) -> None:
     names = lanes_for(queue_args)
     configure_logging(settings.log_level)
@@ -44,15 +79,52 @@ def run(settings: Settings, queue_args: list[str], burst: bool = False) -> None:
     get_pools(settings)
     _mark_dead_on_exit()
     conn = queue_connection()
-    worker = SimpleWorker(
-        [Queue(name, connection=conn) for name in names],
-        connection=conn,
-        name=f"{socket.gethostname()}.{'+'.join(queue_args)}.{os.getpid()}",
+    current: dict = {"worker": None}
+    heartbeat = liveness.Heartbeat(
+        conn,
+        lambda: current["worker"],
+        on_tick=reconcile.schedule_due,
         exception_handlers=[_count_failure],
-        default_worker_ttl=None,
     )
-    log.info("worker starting", extra={"queues": names})
-    worker.work(with_scheduler=True, burst=burst, logging_level=settings.log_level)
+    if not burst:
+        heartbeat.start()
+    generation = failures = 0
+    try:
+        while True:
+            worker = _make_worker(conn, names, queue_args, generation)
+            current["worker"] = worker
+            with contextlib.suppress(redis.RedisError):
+                liveness.announce(conn, worker.name)  # counted (and judged) from now on
+            log.info("worker starting", extra={"queues": names, "worker": worker.name})
+            try:
+                worker.work(with_scheduler=True, burst=burst, logging_level=settings.log_level)
+            except redis.RedisError as exc:
+                # Raised from RQ's setup or teardown while Redis is away.
+                log.warning("worker loop ended on a Redis error: %s", type(exc).__name__)
+            # SIGTERM/SIGINT: RQ records when a stop was asked for (idle or busy).
+            if burst or worker._stop_requested or worker._shutdown_requested_date is not None:
+                return
+            current["worker"] = None
+            log.warning("worker loop ended without a stop request; starting it again")
+            _pause(failures)
+            failures += 1
+            generation += 1
+    finally:
+        heartbeat.stop()
+
+
+def run_maintenance() -> dict:
+    """One maintenance pass, in this process: what the workers' liveness threads and the
+    scheduled reconcilers do over time (tests, tooling, the fault-injection suite).
+
+    Jobs of dead workers go back to RQ's retry handling, then every reconciler runs once.
+    """
+    conn = queue_connection()
+    names = [q.name for q in Queue.all(connection=conn)]
+    out: dict = {"requeued": liveness.reap_orphans(conn, names, [_count_failure])}
+    for fn in reconcile.RECONCILERS:
+        out[fn.__name__] = fn()
+    return out
 
 
 def enqueue_due_scheduled(include_future: bool = False) -> int:
