@@ -200,3 +200,20 @@ def test_a_worker_survives_a_redis_restart_and_registers_again(private_stack):
     assert worker.poll() is None, "the worker process exited on the Redis outage"
     job = Queue("tasks", connection=conn).enqueue("tests.slow_jobs.record", "after")
     wait_for(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, 20, "a new job to run")
+
+
+@needs_redis_server
+def test_killing_only_the_worker_process_loses_no_job_to_its_scheduler_child(private_stack):
+    """SIGKILL on the worker's own pid (not its group): RQ's forked scheduler must die with it,
+    or the Redis socket it inherited takes the next job off the queue into nowhere."""
+    conn = redis.Redis(port=private_stack["port"])
+    first = start_worker(private_stack, "webhook", "tasks")  # two queues: RQ uses BLPOP
+    wait_for(lambda: live_workers(conn) == 1, 20, "the first worker")
+    wait_for(lambda: conn.keys("rq:scheduler-lock:*"), 20, "the scheduler to start")
+    time.sleep(1)  # the worker is blocked in BLPOP now
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(timeout=10)
+    time.sleep(1)
+    job = Queue("webhook", connection=conn).enqueue("tests.slow_jobs.record", "after-kill")
+    start_worker(private_stack, "webhook", "tasks")
+    wait_for(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, 30, "the job to run")

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
+import signal
 import socket
 import time
 
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 # RQ's worker key TTL (the liveness thread renews it during long jobs as well).
 WORKER_TTL = 60
 MAINTENANCE_INTERVAL = 30
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # Pauses between work loops while Redis is away (bounded backoff).
 RESTART_BACKOFF = (1.0, 2.0, 5.0)
 
@@ -50,6 +54,26 @@ def _mark_dead_on_exit() -> None:
         from prometheus_client import multiprocess
 
         atexit.register(multiprocess.mark_process_dead, os.getpid())
+
+
+def _die_with_parent(parent_pid: int):
+    """An at-fork hook for RQ's scheduler child: die when this worker dies.
+
+    Killed with SIGKILL, the worker cannot take its forked scheduler along; the orphan would
+    keep the worker's inherited Redis socket open, and the BLPOP pending on it would hand the
+    next queued job to a process that no longer exists (the job lost). PR_SET_PDEATHSIG makes
+    the kernel kill the child with its parent, which closes that socket and leaves the job in
+    its queue.
+    """
+
+    def hook() -> None:
+        with contextlib.suppress(Exception):
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before the hook ran
+            os._exit(1)
+
+    return hook
 
 
 def _make_worker(conn, names: list[str], queue_args: list[str], generation: int) -> SimpleWorker:
@@ -78,6 +102,8 @@ def run(settings: Settings, queue_args: list[str], burst: bool = False) -> None:
     get_db(settings)
     get_pools(settings)
     _mark_dead_on_exit()
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_die_with_parent(os.getpid()))
     conn = queue_connection()
     current: dict = {"worker": None}
     heartbeat = liveness.Heartbeat(
