@@ -217,3 +217,10 @@ def test_concurrent_senders_never_exceed_one_per_second_per_chat(bot, fake_tg, s
     times = [c["time"] for c in fake_tg.sent(chat_id=7011)]
     assert len(times) == 6 and time.monotonic() - started < 30
     assert _max_in_window(times, 1.0) == 1
+
+
+def test_a_telegram_timeout_longer_than_the_claim_lease_allows_is_refused():
+    from grimbots.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match="GRIMBOTS_TELEGRAM_TIMEOUT"):
+        Settings.from_env({"GRIMBOTS_TELEGRAM_TIMEOUT": "60"})

@@ -2,7 +2,8 @@
 
 Every step is idempotent: each message has an idempotency key derived from what caused it
 (the /start's update_id, the payment id, the downsell position), so a retried job re-runs the
-step and the outbox sends nothing twice.
+step and the outbox sends nothing twice. Everything that decides a message or money reads the
+primary: a lagging standby (GRIMBOTS_DATABASE_READ_URL) serves only a click's attribution.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def start(bot: Bot, lead: Lead, payload: str, update_id: int) -> None:
 
 
 def send_welcome(bot: Bot, lead: Lead, generation: int) -> None:
-    with get_db().read_session() as session:
+    with get_db().session() as session:
         funnel = load_funnel(session, bot.funnel_id)
     if funnel is None:
         log.warning("bot has no funnel; /start gets no welcome", extra={"bot_id": bot.id})
@@ -112,7 +113,7 @@ def send_welcome(bot: Bot, lead: Lead, generation: int) -> None:
 
 def offer_tapped(bot: Bot, lead: Lead, offer_id: int, update_id: int) -> None:
     """buy:<offer>: propose the order bump first when the funnel has one, else charge."""
-    with get_db().read_session() as session:
+    with get_db().session() as session:
         funnel = load_funnel(session, bot.funnel_id)
     offer = _offer_of(funnel, offer_id)
     if offer is None:
@@ -145,7 +146,7 @@ def offer_tapped(bot: Bot, lead: Lead, offer_id: int, update_id: int) -> None:
 
 
 def bump_answered(bot: Bot, lead: Lead, offer_id: int, accepted: bool, update_id: int) -> None:
-    with get_db().read_session() as session:
+    with get_db().session() as session:
         funnel = load_funnel(session, bot.funnel_id)
     offer = _offer_of(funnel, offer_id)
     if offer is None:
@@ -164,7 +165,7 @@ def _charge_offer(bot: Bot, lead: Lead, offer: Offer, amount_cents: int, update_
 
 
 def downsell_tapped(bot: Bot, lead: Lead, payment_id: int, position: int) -> None:
-    with get_db().read_session() as session:
+    with get_db().session() as session:
         original = session.get(Payment, payment_id)
         funnel = load_funnel(session, bot.funnel_id)
     if original is None or original.lead_id != lead.id or funnel is None:

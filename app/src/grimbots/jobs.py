@@ -59,7 +59,7 @@ def process_update(bot_id: int, update: dict) -> str:
     started = time.perf_counter()
     update_id = int(update["update_id"])
     kind = update_kind(update)
-    with get_db().read_session() as session:
+    with get_db().session() as session:
         bot = session.get(Bot, bot_id)
     if bot is None:
         return "unknown bot"

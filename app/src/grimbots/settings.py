@@ -205,3 +205,8 @@ class Settings:
             )
         if self.telegram_bot_rate < 1 or self.telegram_chat_rate < 1:
             raise SettingsError("Telegram rates must be at least 1 message per second")
+        if not 0 < self.telegram_timeout <= 30:
+            # The outbox's 60 s claim lease must cover a request started near its end.
+            raise SettingsError("GRIMBOTS_TELEGRAM_TIMEOUT must be above 0 and at most 30 s")
+        if self.reconcile_grace < 0:
+            raise SettingsError("GRIMBOTS_RECONCILE_GRACE must not be negative")
