@@ -13,6 +13,7 @@ ones that are due, so they run whenever any worker runs), on the `tasks` queue:
   delivery message is settled as ambiguous, refused or blocked), so a Telegram outage of any
   length up to a day ends in exactly one delivery.
 * campaigns: running campaigns that stopped moving get their next batch when none is in flight.
+* intake: accepted updates whose job a dying worker popped into nowhere are queued again.
 * idempotency keys: rows older than a day are deleted.
 
 What each pass found is a gauge (`grimbots_outbox_stale_rows`, `grimbots_paid_undelivered_orders`,
@@ -213,9 +214,24 @@ def purge_idempotency_keys() -> dict:
     return _repaired("idempotency_keys", 0, gone)
 
 
+def requeue_lost_updates() -> dict:
+    """Job: intake jobs that a dying worker took with it go back on their queue
+    (intake.requeue_lost: queued, yet in no queue, intermediate list or started registry)."""
+    from grimbots import intake
+
+    result = intake.requeue_lost()
+    return _repaired("intake", result["requeued"], result["checked"])
+
+
 # Every reconciler, as zero-argument callables (the scheduler enqueues them by name; tools and
 # the fault-injection suite may call them directly).
-RECONCILERS = (reconcile_outbox, reconcile_payments, reconcile_campaigns, purge_idempotency_keys)
+RECONCILERS = (
+    requeue_lost_updates,
+    reconcile_outbox,
+    reconcile_payments,
+    reconcile_campaigns,
+    purge_idempotency_keys,
+)
 
 
 def schedule_due(conn: redis.Redis) -> list[str]:
