@@ -7,6 +7,7 @@ source scripts/lib.sh
 trap 'echo; echo "=== stage times ==="; cat "$STAGE_LOG"' EXIT
 stage lint bash scripts/lint.sh
 stage app-tests bash scripts/test-app.sh
+stage app-faults bash scripts/test-faults.sh
 stage molecule bash scripts/test-molecule.sh
 stage lab-ansible bash scripts/test-lab.sh ansible
 stage lab-pyinfra bash scripts/test-lab.sh pyinfra
