@@ -18,8 +18,9 @@ from grimbots_infra.phases import ALL_ROLES as _ROLES
 
 def _connection(v) -> dict:
     data = {
-        "ssh_hostname": v.get("ansible_host", v["inventory_hostname"]),
-        "ssh_user": v.get("ansible_user", "root"),
+        # Plain str: ansible-core tags its values (str subclasses); keep them out of pyinfra.
+        "ssh_hostname": str(v.get("ansible_host", v["inventory_hostname"])),
+        "ssh_user": str(v.get("ansible_user", "root")),
         "ssh_port": int(v.get("ansible_port", 22)),
         "ssh_known_hosts_file": "/dev/null",
         "ssh_strict_host_key_checking": "off",

@@ -3,8 +3,9 @@
 #   scripts/test-lab.sh ansible   Ansible builds phases 1 and 2; suites; reruns of both tools
 #   scripts/test-lab.sh pyinfra   pyinfra builds phases 1 and 2; suites; reruns; failover tests
 # The hosts are recreated first (phase 1 must start from empty hosts on SQLite), the lab image is
-# reused. A rerun of the same tool proves idempotence, a run of the other tool proves parity: both
-# must report no change. Every stage is timed (scripts/lib.sh); TOOL prefixes its name.
+# reused. A rerun of the same tool proves idempotence, a run of the other tool proves parity, and
+# Ansible's --check runs with them: all must report no change. Every stage is timed
+# (scripts/lib.sh); TOOL prefixes its name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=$PWD/.venv/bin:$PATH

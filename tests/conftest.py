@@ -93,7 +93,7 @@ def app_url(app_vars) -> str:
 @pytest.fixture(scope="session")
 def telegram_url(lab) -> str:
     tg = lab.hosts[lab.groups["telegram"][0]]
-    return f"http://{tg['ansible_host']}:8081"
+    return f"http://{tg['ansible_host']}:{tg['platform_ports']['fake_telegram']}"
 
 
 def http(

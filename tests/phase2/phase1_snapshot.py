@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.request
 
-from grimbots_infra.lab import SNAPSHOT, load_lab, ssh, wait_for
+from grimbots_infra.lab import SNAPSHOT, load_lab, port, ssh, wait_for
 
 SQLITE_IDS = """
 import json, sqlite3
@@ -71,7 +71,9 @@ def main() -> int:
     base = f"http://{app['ansible_host']}:{app['grimbots_web_port']}"
     hook = f"{base}/webhook/telegram/{demo['bot_id']}"
     headers = {"X-Telegram-Bot-Api-Secret-Token": demo["webhook_secret"]}
-    telegram = f"http://{lab.hosts[lab.groups['telegram'][0]]['ansible_host']}:8081"
+    telegram = (
+        f"http://{lab.hosts[lab.groups['telegram'][0]]['ansible_host']}:{port('fake_telegram')}"
+    )
     chat_id = random.randint(10**9, 2 * 10**9)
     user = {"id": chat_id, "is_bot": False, "first_name": "Snapshot"}
     chat = {"id": chat_id, "type": "private", "first_name": "Snapshot"}

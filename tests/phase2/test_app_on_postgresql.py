@@ -32,7 +32,8 @@ def test_database_env_is_private_and_names_every_db_host_read_write(lab_db, app1
     url = env.strip().split("=", 1)[1]
     assert url.startswith("postgresql://grimbots@")
     hosts = url.split("@", 1)[1].split("/", 1)[0].split(",")
-    assert hosts == [f"{lab_db.hosts[n]['ansible_host']}:5432" for n in lab_db.groups["db"]]
+    pg = lab2.port("postgresql")
+    assert hosts == [f"{lab_db.hosts[n]['ansible_host']}:{pg}" for n in lab_db.groups["db"]]
     assert "target_session_attrs=read-write" in url
 
 
@@ -74,7 +75,7 @@ def test_a_new_start_on_postgresql_creates_a_lead_and_one_welcome(lab_db, app1):
         lambda: lab2.pg_rows(app1, f"SELECT id FROM leads WHERE chat_id = {chat_id}"), timeout=60
     )
     assert len(rows) == 1, rows
-    telegram = f"http://{lab_db.hosts[lab_db.groups['telegram'][0]]['ansible_host']}:8081"
+    telegram = f"http://{lab_db.hosts[lab_db.groups['telegram'][0]]['ansible_host']}:{lab2.port('fake_telegram')}"
 
     def sends():
         with urllib.request.urlopen(f"{telegram}/_calls?chat_id={chat_id}", timeout=10) as r:  # noqa: S310

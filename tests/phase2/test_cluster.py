@@ -7,7 +7,8 @@ from grimbots_infra import lab as lab2
 
 def test_etcd_has_three_healthy_members(lab_db, db_names):
     db1 = lab_db.hosts[db_names[0]]
-    endpoints = ",".join(f"http://{lab_db.hosts[n]['ansible_host']}:2379" for n in db_names)
+    etcd = lab2.port("etcd_client")
+    endpoints = ",".join(f"http://{lab_db.hosts[n]['ansible_host']}:{etcd}" for n in db_names)
     health = lab2.ssh(db1, f"ETCDCTL_API=3 etcdctl --endpoints={endpoints} endpoint health")
     assert health.returncode == 0, health.stderr
     assert (health.stdout + health.stderr).count("is healthy") == 3
@@ -52,7 +53,7 @@ def test_rest_api_refuses_unsafe_methods_without_credentials(lab_db, db_names):
     address = lab_db.hosts[db_names[0]]["ansible_host"]
     run = lab2.ssh(
         lab_db.hosts[db_names[0]],
-        f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 -X POST http://{address}:8008/restart",
+        f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 -X POST http://{address}:{lab2.port('patroni_rest')}/restart",
     )
     assert run.stdout == "401"
 
@@ -60,7 +61,10 @@ def test_rest_api_refuses_unsafe_methods_without_credentials(lab_db, db_names):
 def test_replicas_report_a_timeline_so_metrics_parse(lab_db, db_names):
     for name in db_names:
         address = lab_db.hosts[name]["ansible_host"]
-        run = lab2.ssh(lab_db.hosts[name], f"curl -sf --max-time 5 http://{address}:8008/metrics")
+        run = lab2.ssh(
+            lab_db.hosts[name],
+            f"curl -sf --max-time 5 http://{address}:{lab2.port('patroni_rest')}/metrics",
+        )
         assert run.returncode == 0
         assert "None" not in run.stdout, name
         timeline = [x for x in run.stdout.splitlines() if x.startswith("patroni_postgres_timeline")]

@@ -26,11 +26,33 @@ class InventoryError(RuntimeError):
 
 def _ansible():
     """Import ansible-core lazily and initialise its plugin loader once (Play.load needs it)."""
+    try:  # Under pyinfra, gevent prints the failure of a probe ansible-core makes on import.
+        import gevent
+
+        hub, stream = gevent.get_hub(), gevent.get_hub().exception_stream
+        hub.exception_stream = None
+    except ImportError:  # pragma: no cover - pyinfra brings gevent
+        hub = None
+    try:
+        from ansible.module_utils._internal import _datatag  # noqa: F401 - runs the probe
+    finally:
+        if hub is not None:
+            hub.exception_stream = stream
     from ansible.plugins.loader import init_plugin_loader
 
     if not getattr(_ansible, "done", False):
         init_plugin_loader()
         _ansible.done = True
+
+
+def origin_of(value: Any) -> str | None:
+    """Where ansible-core loaded ``value`` from (file:line:col), when it knows."""
+    try:
+        from ansible._internal._datatag._tags import Origin
+    except ImportError:  # pragma: no cover - a future ansible-core may move it
+        return None
+    tag = Origin.get_tag(value)
+    return str(tag) if tag else None
 
 
 class HostVars(Mapping):
@@ -52,6 +74,11 @@ class HostVars(Mapping):
 
     def __len__(self) -> int:
         return len(self._raw)
+
+    def origin(self, key: str) -> str | None:
+        """``path:line:col`` where ``key``'s value was set (ansible-core tags every value it
+        loads; an internal API, so None when unavailable)."""
+        return origin_of(self._raw.get(key))
 
     @property
     def templar(self):

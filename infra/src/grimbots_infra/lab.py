@@ -56,10 +56,17 @@ def ssh(
     )
 
 
-def rest(address: str, path: str, port: int = 8008, timeout: float = 3) -> Any:
+def port(name: str) -> int:
+    """A port of the platform contract (roles/platform/defaults/main.yml), by service."""
+    lab = load_lab()
+    return int(lab.vars(lab.group("all")[0])["platform_ports"][name])
+
+
+def rest(address: str, path: str, port: int | None = None, timeout: float = 3) -> Any:
     """GET a Patroni REST endpoint (JSON); None when the member does not answer."""
     try:
-        with urllib.request.urlopen(f"http://{address}:{port}{path}", timeout=timeout) as resp:  # noqa: S310
+        url = f"http://{address}:{port or globals()['port']('patroni_rest')}{path}"
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
             return json.loads(resp.read())
     except (OSError, ValueError):
         return None
@@ -117,15 +124,17 @@ PYINFRA_LIMITS = {1: ["app"], 2: ["db", "app"]}
 
 
 def deploy_command(tool: str, phase: int) -> list[str]:
-    """The command that deploys one phase of the lab with ``tool`` (ansible or pyinfra)."""
+    """The command that deploys one phase of the lab with ``tool``: ansible, ansible-check
+    (``--check``: what a run would change, changing nothing) or pyinfra."""
     bin_dir = ROOT / ".venv" / "bin"
-    if tool == "ansible":
+    if tool in ("ansible", "ansible-check"):
         return [
             str(bin_dir / "ansible-playbook"),
             "-i",
             str(LAB_INVENTORY),
             "--vault-password-file",
             str(VAULT_PASSWORD_FILE),
+            *(["--check"] if tool == "ansible-check" else []),
             str(ROOT / "playbooks" / f"phase{phase}.yml"),
         ]
     if tool == "pyinfra":
@@ -154,7 +163,7 @@ def deploy(tool: str, phase: int, timeout: float = 900) -> subprocess.CompletedP
 def changes(tool: str, output: str) -> list[str]:
     """What a deploy run reports as changed: Ansible's PLAY RECAP lines with changed > 0, or the
     rows of pyinfra's results table whose Success (= changed) column is not '-'."""
-    if tool == "ansible":
+    if tool.startswith("ansible"):
         recap = re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+).*$", output, re.M)
         if not recap:
             return ["no PLAY RECAP in the output"]

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
-from pyinfra import host
+from pyinfra import host, state
 from pyinfra.api import operation
+from pyinfra.api.exceptions import OperationError
 from pyinfra.facts.server import Command
 from pyinfra.operations import files
 
+from grimbots_infra import preflight
+from grimbots_infra.inventory import HostVars, load
+from grimbots_infra.phases import ALL_ROLES
 from grimbots_infra.render import render
 
 
@@ -61,3 +66,31 @@ def barrier():
     pyinfra's graph, so what each host does after it runs only once every host got there (the
     app hosts' move after the db hosts' cluster)."""
     yield from ()
+
+
+@operation()
+def wait(command: str):
+    """A readiness wait: a host-side helper that exits 0 once ready, run when the operation
+    executes (at prepare time the helper may not be installed yet). Never a change; a failed
+    wait fails the operation."""
+    if not state.is_executing:
+        return
+    status = (host.get_fact(Command, f"{command} >/dev/null 2>&1; echo $?") or "").strip()
+    if status != "0":
+        raise OperationError(f"{command} exited {status or '?'}")
+    yield from ()
+
+
+CONTAINERS = {"docker", "container", "containerd", "podman", "lxc", "openvz", "systemd-nspawn"}
+
+
+def host_vars(roles: tuple[str, ...], play_vars: dict[str, Any] | None = None) -> HostVars:
+    """This host's variables for the roles (as the phase's play sees them), with the host facts
+    the manifests read, after the shared preflight checks passed (else nothing runs anywhere)."""
+    virt = fact("systemd-detect-virt --container")
+    extra = {"platform_in_container": virt in CONTAINERS, **(play_vars or {})}
+    v = load(ALL_ROLES).vars(host.name, extra)
+    problems = preflight.check(roles, preflight.from_host_vars(v))
+    if problems:
+        raise preflight.PreflightError("\n".join(problems))
+    return v

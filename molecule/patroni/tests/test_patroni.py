@@ -73,7 +73,7 @@ def test_replicas_report_their_timeline_so_metrics_parse(host):
 
 def test_recovery_knob_sets_ttl_loop_wait_and_retry_timeout(host):
     config = _rest(host, "/config")
-    assert (config["ttl"], config["loop_wait"], config["retry_timeout"]) == (8, 1, 3)
+    assert (config["ttl"], config["loop_wait"], config["retry_timeout"]) == (20, 4, 8)
     assert config["loop_wait"] + 2 * config["retry_timeout"] <= config["ttl"]
     assert config["synchronous_mode"] is True
     assert config["postgresql"]["use_pg_rewind"] is True

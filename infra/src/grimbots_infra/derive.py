@@ -1,0 +1,86 @@
+"""Values derived from inventory knobs, computed in one place.
+
+Ansible reads them through the filter plugin of the platform role
+(roles/platform/filter_plugins/platform.py, e.g. ``patroni_recovery_seconds |
+grimbots_patroni_timings``); pyinfra, the preflight checks and the lab tests import them directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+# Patroni's documented lower bound for ttl (Patroni 3.2+ raises a smaller ttl to 20 silently).
+PATRONI_MIN_TTL = 20
+# Seconds the app needs to find the new primary once it is promoted: libpq's connect_timeout (2 s)
+# on the dead host, then a connect to the next one (the app retries a failed transaction once).
+APP_RECONNECT_SECONDS = 3
+# Queues an RQ worker may serve (the tasks workers also drain tracking and marathon).
+KNOWN_QUEUES = ("tasks", "gateway", "webhook", "tracking", "marathon")
+REQUIRED_QUEUES = ("tasks", "gateway", "webhook")
+
+
+def patroni_timings(recovery_seconds: int | str) -> dict[str, int]:
+    """ttl, loop_wait and retry_timeout from the one recovery knob (= ttl).
+
+    Patroni's rule is loop_wait + 2 x retry_timeout <= ttl; loop_wait = ttl // 5 and
+    retry_timeout = (ttl - loop_wait) // 2 keep it, and give Patroni's defaults at ttl 30
+    (loop_wait 6 instead of 10: a replica notices a dead leader sooner). At ttl 20: 4 and 8.
+    """
+    ttl = int(recovery_seconds)
+    loop_wait = max(1, ttl // 5)
+    return {"ttl": ttl, "loop_wait": loop_wait, "retry_timeout": (ttl - loop_wait) // 2}
+
+
+def failover_bound(recovery_seconds: int | str) -> int:
+    """Seconds after a leader's death within which writes must succeed again: the leader key
+    expires at most ttl after its last refresh, a replica sees it within one loop_wait and
+    promotes, then the app reconnects."""
+    t = patroni_timings(recovery_seconds)
+    return t["ttl"] + t["loop_wait"] + APP_RECONNECT_SECONDS
+
+
+def worker_instances(workers: Iterable[Mapping[str, Any]]) -> list[str]:
+    """grimbots_workers as systemd instance names <queue>-<n> (grimbots-worker@<queue>-<n>)."""
+    return [f"{w['queue']}-{n}" for w in workers for n in range(1, int(w["count"]) + 1)]
+
+
+def redis_clients_needed(
+    web_workers: int | str, workers: Iterable[Mapping[str, Any]], max_connections: int | str
+) -> int:
+    """The most Redis connections the app's processes may open: every Gunicorn worker, every RQ
+    worker and its work horse, two pools each (state and queue), each pool bounded."""
+    total_workers = sum(int(w["count"]) for w in workers)
+    return (int(web_workers) + 2 * total_workers) * 2 * int(max_connections)
+
+
+def address(hostvars: Mapping[str, Any], name: str, key: str = "patroni_address") -> str:
+    """A host's address for ``key`` (its inventory value), else its ansible_host."""
+    other = hostvars[name]
+    return str(other.get(key) or other.get("ansible_host") or name)
+
+
+def postgres_url(
+    addresses: Iterable[str], port: int | str, database: str, user: str, options: Iterable[str]
+) -> str:
+    """The libpq multi-host URL of the app (no password: libpq reads PGPASSWORD)."""
+    hosts = ",".join(f"{a}:{int(port)}" for a in addresses)
+    return f"postgresql://{user}@{hosts}/{database}?{'&'.join(options)}"
+
+
+def etcd_endpoints(addresses: Iterable[str], port: int | str) -> str:
+    """etcd client URLs of every member, comma-separated (etcdctl --endpoints, Patroni)."""
+    return ",".join(f"http://{a}:{int(port)}" for a in addresses)
+
+
+def schema_stamp(wheel_stamp: str, database_url: str) -> str:
+    """What the app's schema was migrated for: the code (wheel set) and the database URL."""
+    return hashlib.sha1(f"{wheel_stamp} {database_url}".encode()).hexdigest()  # noqa: S324
+
+
+def addresses(
+    members: Iterable[str], hostvars: Mapping[str, Any], key: str = "patroni_address"
+) -> list[str]:
+    """Each member's address for ``key`` (see address), in the group's order."""
+    return [address(hostvars, m, key) for m in members]

@@ -1,0 +1,187 @@
+"""The roles' input checks, written once: run by the playbooks' first play (through the platform
+role's lookup plugin ``grimbots_preflight``) and by the pyinfra deploys, before any host changes.
+
+Each check returns messages that name the variable, what is wrong, and the file to fix: where the
+value came from (Ansible tags every loaded value with its origin), else the inventory.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from grimbots_infra import derive
+
+ROOT = Path(__file__).resolve().parents[3]
+SECRET = re.compile(r"password|secret", re.I)
+PASSWORD_CHARS = re.compile(r"^[A-Za-z0-9+/=_.~-]+$")
+
+
+class PreflightError(RuntimeError):
+    """A host's inputs fail the checks: the message lists every problem, one a line."""
+
+
+class Inputs:
+    """What a check reads: a host's variables (templated), and where each one was set."""
+
+    def __init__(self, host: str, get: Callable[[str], Any], origin: Callable[[str], str | None]):
+        self.host, self._get, self._origin = host, get, origin
+
+    def __getitem__(self, name: str) -> Any:
+        return self._get(name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        try:
+            value = self._get(name)
+        except KeyError:
+            return default
+        return default if value is None else value
+
+    def where(self, name: str) -> str:
+        """The file (and line) to edit for ``name``."""
+        origin = self._origin(name)
+        if origin:
+            path = origin.split(":")[0]
+            shown = origin.replace(str(ROOT) + "/", "")
+            if "/defaults/main.yml" in path:
+                return (
+                    f"the inventory (group_vars or host_vars of {self.host}); "
+                    f"its default is at {shown}"
+                )
+            return shown
+        return f"the inventory (group_vars or host_vars of {self.host})"
+
+    def problem(self, name: str, text: str) -> str:
+        value = "(secret)" if SECRET.search(name) else repr(self.get(name))
+        return f"{self.host}: {name}={value}: {text}; set it in {self.where(name)}"
+
+
+def common(v: Inputs) -> list[str]:
+    out = []
+    for item in v.get("common_sysctl", []):
+        if not str(item.get("name", "")) or not str(item.get("value", "")):
+            out.append(v.problem("common_sysctl", f"each entry needs a name and a value: {item}"))
+    if int(v["common_nofile_limit"]) < 4096:
+        out.append(v.problem("common_nofile_limit", "must be at least 4096"))
+    return out
+
+
+def app(v: Inputs) -> list[str]:
+    out = []
+    src = Path(str(v["grimbots_wheels_src"]))
+    if not (src / ".stamp").is_file():
+        out.append(
+            f"{v.host}: no wheels in {src}: run `make wheels` first "
+            f"(grimbots_wheels_src, set in {v.where('grimbots_wheels_src')})"
+        )
+    elif len(list(src.glob("grimbots-*.whl"))) != 1:
+        out.append(f"{v.host}: {src} must hold exactly one grimbots-*.whl: run `make wheels`")
+    workers = v["grimbots_workers"]
+    for w in workers:
+        if w.get("queue") not in derive.KNOWN_QUEUES or int(w.get("count", 0)) <= 0:
+            out.append(
+                v.problem(
+                    "grimbots_workers",
+                    f"entry {w} needs a queue among {', '.join(derive.KNOWN_QUEUES)} "
+                    "and a count > 0",
+                )
+            )
+    missing = [q for q in derive.REQUIRED_QUEUES if q not in {w.get("queue") for w in workers}]
+    if missing:
+        out.append(v.problem("grimbots_workers", f"no worker serves {', '.join(missing)}"))
+    if not 1 <= int(v["grimbots_restart_sec"]) <= 5:
+        out.append(v.problem("grimbots_restart_sec", "must be 1 to 5 s (recovery under 15 s)"))
+    local_redis = bool(v["grimbots_local_redis"])
+    if local_redis:
+        needed = derive.redis_clients_needed(
+            v["grimbots_web_workers"], workers, v["grimbots_redis_max_connections"]
+        )
+        if int(v["grimbots_redis_maxclients"]) < needed:
+            out.append(
+                v.problem(
+                    "grimbots_redis_maxclients",
+                    f"below what the processes may open ({needed}: web and RQ workers x 2 "
+                    "pools x grimbots_redis_max_connections)",
+                )
+            )
+        if len(str(v.get("grimbots_redis_password", ""))) < 16:
+            out.append(v.problem("grimbots_redis_password", "needs 16+ characters from the vault"))
+    secrets = v.get("grimbots_gateway_secrets", {}) or {}
+    if not secrets or any(len(str(s)) < 16 for s in secrets.values()):
+        out.append(
+            v.problem("grimbots_gateway_secrets", "needs one secret per gateway, 16+ characters")
+        )
+    return out
+
+
+def patroni(v: Inputs) -> list[str]:
+    out = []
+    group = v["patroni_group"]
+    members = list(v["groups"].get(group, []))
+    if len(members) < 3 or len(members) % 2 == 0 or v.host not in members:
+        out.append(
+            v.problem(
+                "patroni_group",
+                f"etcd needs an odd number (3+) of members including {v.host}; "
+                f"'{group}' has {members}",
+            )
+        )
+    t = derive.patroni_timings(v["patroni_recovery_seconds"])
+    if t["ttl"] < derive.PATRONI_MIN_TTL or t["loop_wait"] + 2 * t["retry_timeout"] > t["ttl"]:
+        out.append(
+            v.problem(
+                "patroni_recovery_seconds",
+                f"Patroni's ttl must be at least {derive.PATRONI_MIN_TTL} s (its documented "
+                f"bound); gives {t}",
+            )
+        )
+    for key in (
+        "patroni_superuser_password",
+        "patroni_replication_password",
+        "patroni_rewind_password",
+        "patroni_restapi_password",
+        "patroni_app_password",
+    ):
+        if len(str(v.get(key, ""))) < 16:
+            out.append(v.problem(key, "needs 16+ characters from the vault"))
+    hostvars = v["hostvars"]
+    addresses = [derive.address(hostvars, m) for m in members]
+    if len(set(addresses)) != len(addresses):
+        out.append(v.problem("patroni_address", f"each member needs its own; got {addresses}"))
+    return out
+
+
+def app_database(v: Inputs) -> list[str]:
+    out = []
+    if not v["groups"].get(v["app_database_db_group"]):
+        out.append(v.problem("app_database_db_group", "the group lists no database hosts"))
+    password = str(v.get("app_database_password", ""))
+    if len(password) < 16 or not PASSWORD_CHARS.match(password):
+        out.append(
+            v.problem(
+                "app_database_password",
+                "needs 16+ characters among A-Z a-z 0-9 + / = _ . ~ - (the db group's "
+                "patroni_app_password, from the vault)",
+            )
+        )
+    return out
+
+
+CHECKS: dict[str, Callable[[Inputs], list[str]]] = {
+    "common": common,
+    "app": app,
+    "patroni": patroni,
+    "app_database": app_database,
+}
+
+
+def check(roles: list[str] | tuple[str, ...], v: Inputs) -> list[str]:
+    """Every problem the roles' inputs have on one host (empty when it may be deployed)."""
+    return [p for role in roles if role in CHECKS for p in CHECKS[role](v)]
+
+
+def from_host_vars(host_vars: Mapping[str, Any]) -> Inputs:
+    """Inputs from grimbots_infra.inventory.HostVars (the pyinfra side)."""
+    return Inputs(host_vars.name, host_vars.__getitem__, host_vars.origin)  # type: ignore[attr-defined]

@@ -1,0 +1,22 @@
+"""Derived values for the roles' templates and tasks, from grimbots_infra.derive (the same
+functions pyinfra, the preflight checks and the lab tests import)."""
+
+from __future__ import annotations
+
+from grimbots_infra import derive
+
+
+class FilterModule:
+    """grimbots_* filters: one implementation of every value derived from a knob."""
+
+    def filters(self) -> dict:
+        return {
+            "grimbots_patroni_timings": derive.patroni_timings,
+            "grimbots_failover_bound": derive.failover_bound,
+            "grimbots_worker_instances": derive.worker_instances,
+            "grimbots_redis_clients_needed": derive.redis_clients_needed,
+            "grimbots_postgres_url": derive.postgres_url,
+            "grimbots_etcd_endpoints": derive.etcd_endpoints,
+            "grimbots_schema_stamp": derive.schema_stamp,
+            "grimbots_addresses": derive.addresses,
+        }
