@@ -13,6 +13,9 @@ from typing import Any
 
 # Patroni's documented lower bound for ttl (Patroni 3.2+ raises a smaller ttl to 20 silently).
 PATRONI_MIN_TTL = 20
+# Seconds a replica spends before promoting itself asking every other member for its WAL position
+# (Patroni 3.0's REST call has a 2 s timeout, which the dead member always uses up).
+PATRONI_MEMBER_CHECK_SECONDS = 2
 # Seconds the app needs to find the new primary once it is promoted: libpq's connect_timeout (2 s)
 # on the dead host, then a connect to the next one (the app retries a failed transaction once).
 APP_RECONNECT_SECONDS = 3
@@ -35,10 +38,10 @@ def patroni_timings(recovery_seconds: int | str) -> dict[str, int]:
 
 def failover_bound(recovery_seconds: int | str) -> int:
     """Seconds after a leader's death within which writes must succeed again: the leader key
-    expires at most ttl after its last refresh, a replica sees it within one loop_wait and
-    promotes, then the app reconnects."""
+    expires at most ttl after its last refresh, a replica sees it within one loop_wait, asks the
+    other members (one of them dead) and promotes, then the app reconnects. 29 s at ttl 20."""
     t = patroni_timings(recovery_seconds)
-    return t["ttl"] + t["loop_wait"] + APP_RECONNECT_SECONDS
+    return t["ttl"] + t["loop_wait"] + PATRONI_MEMBER_CHECK_SECONDS + APP_RECONNECT_SECONDS
 
 
 def worker_instances(workers: Iterable[Mapping[str, Any]]) -> list[str]:
