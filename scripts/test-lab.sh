@@ -25,6 +25,10 @@ print("\n".join(deploy_command(sys.argv[1], int(sys.argv[2]))))' "$tool" "$1")
   "${cmd[@]}"
 }
 
+# The shared package's own tests (inventory, templates, preflight, derived values), once.
+if [[ $tool == ansible ]]; then
+  stage infra-tests "${PYTEST[@]}" -q infra/tests
+fi
 stage "$tool-fresh-hosts" bash -c 'bash lab/lab.sh down && bash lab/lab.sh up'
 stage "$tool-smoke" bash lab/smoke.sh
 stage wheels bash scripts/build-wheels.sh

@@ -1,0 +1,37 @@
+"""The derived values both deploy tools and the tests use."""
+
+from grimbots_infra import derive
+
+
+def test_recovery_knob_20_gives_patronis_bounds():
+    assert derive.patroni_timings(20) == {"ttl": 20, "loop_wait": 4, "retry_timeout": 8}
+
+
+def test_every_knob_keeps_loop_wait_plus_two_retries_within_ttl():
+    for knob in range(20, 121):
+        t = derive.patroni_timings(knob)
+        assert t["loop_wait"] + 2 * t["retry_timeout"] <= t["ttl"], t
+
+
+def test_failover_bound_follows_the_knob():
+    assert derive.failover_bound(20) == 29
+    assert derive.failover_bound(30) == 30 + 6 + 2 + 3
+
+
+def test_worker_instances_are_queue_dash_number():
+    workers = [{"queue": "tasks", "count": 2}, {"queue": "webhook", "count": "1"}]
+    assert derive.worker_instances(workers) == ["tasks-1", "tasks-2", "webhook-1"]
+
+
+def test_redis_bound_counts_two_pools_per_process_and_work_horse():
+    assert derive.redis_clients_needed(2, [{"queue": "tasks", "count": 11}], 10) == 480
+
+
+def test_postgres_url_lists_every_host_without_a_password():
+    url = derive.postgres_url(["10.0.0.1", "10.0.0.2"], 5432, "db", "app", ["a=1", "b=2"])
+    assert url == "postgresql://app@10.0.0.1:5432,10.0.0.2:5432/db?a=1&b=2"
+
+
+def test_an_address_falls_back_to_ansible_host():
+    hostvars = {"db1": {"ansible_host": "10.0.0.1"}, "db2": {"patroni_address": "192.168.0.2"}}
+    assert derive.addresses(["db1", "db2"], hostvars) == ["10.0.0.1", "192.168.0.2"]

@@ -1,0 +1,48 @@
+"""The inventory as ansible-core reads it, for the pyinfra side."""
+
+import pytest
+
+from grimbots_infra.inventory import ROOT, Inventory, InventoryError
+from grimbots_infra.phases import ALL_ROLES
+from grimbots_infra.render import render
+
+LAB = ROOT / "inventory" / "lab"
+
+
+@pytest.fixture(scope="module")
+def lab() -> Inventory:
+    return Inventory(LAB, list(ALL_ROLES), LAB / "vault-password.txt")
+
+
+def test_vault_values_and_role_defaults_resolve(lab):
+    v = lab.vars("db1")
+    assert len(v["patroni_superuser_password"]) >= 16
+    assert v["patroni_restapi_port"] == v["platform_ports"]["patroni_rest"] == 8008
+    assert v["common_apt_update_cache"] is False  # the inventory beats the role default
+
+
+def test_play_vars_take_precedence_and_may_be_templates(lab):
+    password = "{{ hostvars[groups['db'][0]].patroni_app_password }}"
+    v = lab.vars("app1", {"app_database_password": password})
+    assert v["app_database_password"] == lab.vars("db1")["patroni_app_password"]
+
+
+def test_templates_render_with_ansibles_templar(lab):
+    text = render("patroni", "dynamic.yml.j2", lab.vars("db1"))
+    assert "ttl: 20\nloop_wait: 4\nretry_timeout: 8\n" in text
+
+
+def test_a_missing_inventory_is_a_clear_error(tmp_path):
+    with pytest.raises(InventoryError, match="does not exist"):
+        Inventory(tmp_path / "nope", ["common"])
+
+
+def test_an_inventory_without_hosts_is_a_clear_error(tmp_path):
+    (tmp_path / "hosts.yml").write_text("all: {}\n")
+    with pytest.raises(InventoryError, match="has no hosts"):
+        Inventory(tmp_path, ["common"])
+
+
+def test_a_missing_vault_password_file_is_a_clear_error():
+    with pytest.raises(InventoryError, match="vault password file"):
+        Inventory(LAB, ["common"], LAB / "no-such-password.txt")

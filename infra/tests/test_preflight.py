@@ -1,0 +1,61 @@
+"""The shared preflight checks: each problem names the variable and where to fix it."""
+
+from grimbots_infra import preflight
+
+
+def inputs(values: dict, origins: dict | None = None) -> preflight.Inputs:
+    def get(name):
+        return values[name]
+
+    return preflight.Inputs("db1", get, lambda name: (origins or {}).get(name))
+
+
+def patroni_values(**overrides) -> dict:
+    values = {
+        "patroni_group": "db",
+        "groups": {"db": ["db1", "db2", "db3"]},
+        "hostvars": {f"db{i}": {"ansible_host": f"10.0.0.{i}"} for i in (1, 2, 3)},
+        "patroni_recovery_seconds": 20,
+        **{
+            f"patroni_{k}_password": "x" * 16
+            for k in ("superuser", "replication", "rewind", "restapi", "app")
+        },
+    }
+    return {**values, **overrides}
+
+
+def test_a_valid_db_host_has_no_problem():
+    assert preflight.check(["patroni"], inputs(patroni_values())) == []
+
+
+def test_a_ttl_below_patronis_bound_is_refused_with_the_file_to_fix():
+    origin = "/somewhere/inventory/lab/group_vars/db.yml:9:27"
+    problems = preflight.check(
+        ["patroni"],
+        inputs(patroni_values(patroni_recovery_seconds=8), {"patroni_recovery_seconds": origin}),
+    )
+    assert len(problems) == 1
+    assert "patroni_recovery_seconds=8" in problems[0]
+    assert "at least 20" in problems[0]
+    assert origin in problems[0]
+
+
+def test_an_even_etcd_group_is_refused():
+    values = patroni_values(groups={"db": ["db1", "db2"]})
+    (problem,) = preflight.check(["patroni"], inputs(values))
+    assert "odd number" in problem and "patroni_group" in problem
+
+
+def test_a_short_password_is_named_but_never_shown():
+    values = patroni_values(patroni_rewind_password="short-secret")
+    (problem,) = preflight.check(["patroni"], inputs(values))
+    assert "patroni_rewind_password=(secret)" in problem
+    assert "short-secret" not in problem
+
+
+def test_a_default_names_the_inventory_and_the_defaults_file():
+    values = patroni_values(patroni_app_password="")
+    origin = f"{preflight.ROOT}/roles/patroni/defaults/main.yml:73:23"
+    (problem,) = preflight.check(["patroni"], inputs(values, {"patroni_app_password": origin}))
+    assert "the inventory (group_vars or host_vars of db1)" in problem
+    assert "roles/patroni/defaults/main.yml:73" in problem
