@@ -277,6 +277,12 @@ def write_report(summary: Summary) -> str:
     return path
 
 
+def budget() -> float:
+    """Seconds the whole run may take before lanes are killed (FAULT_TIMEOUT; default 1200):
+    a hung scenario fails the run instead of hanging CI."""
+    return float(os.environ.get("FAULT_TIMEOUT") or 1200)
+
+
 def kinds_from_env(raw: str | None) -> tuple[str, ...]:
     if not raw:
         return KINDS
@@ -312,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in indexes:
             print(generate(args.seed, i, kinds).describe())
         return 0
-    summary = run(args.scenarios, args.seed, args.lanes, kinds, indexes)
+    summary = run(args.scenarios, args.seed, args.lanes, kinds, indexes, timeout=budget())
     write_report(summary)
     print(summary.report(args.report, verbose=args.calls))
     print(summary.figures())

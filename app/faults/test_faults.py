@@ -120,6 +120,7 @@ def test_fault_scenarios_keep_the_delivery_guarantees():
         seed=int(os.environ.get("FAULT_SEED", runner.DEFAULT_SEED)),
         lanes=int(os.environ.get("FAULT_LANES", runner.DEFAULT_LANES)),
         kinds=kinds,
+        timeout=runner.budget(),
     )
     report = runner.write_report(summary)
     print()
