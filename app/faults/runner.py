@@ -83,7 +83,9 @@ def _lane_main(index: int, redis_url: str, kinds: tuple, todo, results) -> None:
                 run.count_telegram_faults(calls)
                 violations = check(obs, calls, run.hdb)
                 if violations:
-                    run.notes += [f"outbox: {row}" for row in outbox_rows(obs, run.hdb)[:40]]
+                    rows = outbox_rows(obs, run.hdb)
+                    rows = [r for r in rows if not r.startswith("campaign:")]
+                    run.notes += [f"outbox: {r}" for r in rows[:40]]
                     run.notes += [f"inbound: {row}" for row in inbound_rows(obs, run.hdb)[:40]]
                     run.notes += run.job_notes()
                     run.notes += [
@@ -112,7 +114,7 @@ def _lane_main(index: int, redis_url: str, kinds: tuple, todo, results) -> None:
                     "seconds": time.monotonic() - started,
                     "op_seconds": dict(run.op_seconds),
                     "recovery": recovery,
-                    "notes": run.notes[-60:],
+                    "notes": run.notes[-80:],
                     "description": scenario.describe() if violations else "",
                     "calls": call_log(calls) if violations and calls else [],
                     "crashes": run.worker_crashes,
@@ -126,13 +128,15 @@ def _lane_main(index: int, redis_url: str, kinds: tuple, todo, results) -> None:
         lane.drop()
 
 
-def call_log(calls: list[dict], limit: int = 80) -> list[str]:
-    """What the fake Telegram saw, one line a call, for a failing scenario's report."""
+def call_log(calls: list[dict], limit: int = 120) -> list[str]:
+    """What the fake Telegram saw, one line a call, for a failing scenario's report (a
+    campaign's own sends are left out: there can be hundreds)."""
     if not calls:
         return []
     t0 = calls[0]["time"]
     lines = []
-    for c in calls[:limit]:
+    leads = [c for c in calls if not str(c.get("chat_key") or "").startswith("5000")]
+    for c in leads[:limit]:
         params = c.get("params") or {}
         body = str(params.get("text") or params.get("caption") or "")[:38].replace("\n", " ")
         delay = f" held {c['delay']:.1f}s" if c.get("delay") else ""
