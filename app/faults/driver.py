@@ -35,7 +35,7 @@ from grimbots.worker import drain_queues
 from tests.factories import make_bot, make_funnel, make_seller
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
-RECOVERY_WAIT = float(os.environ.get("FAULT_RECOVERY_WAIT", "40"))
+RECOVERY_WAIT = float(os.environ.get("FAULT_RECOVERY_WAIT", "60"))
 # Never wait on more than this many redeliveries of one update (Telegram gives up too).
 MAX_REDELIVERIES = 12
 # Each recovery round lets this much time pass (seconds) for Redis keys and the database.
