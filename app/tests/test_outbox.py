@@ -226,3 +226,21 @@ def test_a_telegram_timeout_longer_than_the_claim_lease_allows_is_refused():
 
     with pytest.raises(SettingsError, match="GRIMBOTS_TELEGRAM_TIMEOUT"):
         Settings.from_env({"GRIMBOTS_TELEGRAM_TIMEOUT": "60"})
+
+
+def test_an_answer_proving_non_delivery_clears_the_in_flight_mark(bot, fake_tg, redis_client):
+    """A worker that dies waiting out a 429 has sent nothing: its takeover must not be called
+    ambiguous (faults, seed 4242 #23: a welcome lost that way)."""
+    fake_tg.add_fault(status=429, method="sendMessage", retry_after=120)
+    mark = outbox.inflight_key(bot.id, "k-429-mark")
+    with pytest.raises(telegram.TransientError):
+        telegram.get_client().call(
+            bot.token,
+            "sendMessage",
+            {"chat_id": 7012, "text": "x"},
+            bot_id=bot.id,
+            chat_id=7012,
+            inflight=(mark, "1"),
+        )
+    assert redis_client.get(mark) is None
+    redis_client.delete(telegram.RateLimiter.hold_key(bot.id))

@@ -10,6 +10,7 @@ user blocked the bot.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -248,6 +249,7 @@ class TelegramClient:
                         0, f"no answer after the request went out ({kind})"
                     ) from exc
                 progress.maybe_sent = False
+                self._clear_inflight(inflight)
                 metrics.TELEGRAM_ERRORS.labels("connection").inc()
                 last = TransientError(0, "connection error")
                 continue
@@ -257,6 +259,7 @@ class TelegramClient:
             description = str(body.get("description") or resp.reason or "error")
             if resp.status_code == 429:
                 progress.maybe_sent = False
+                self._clear_inflight(inflight)
                 metrics.TELEGRAM_ERRORS.labels("rate_limited").inc()
                 retry_after = _retry_after(body)
                 if bot_id is not None:
@@ -273,6 +276,7 @@ class TelegramClient:
                 raise BlockedError(403, description)
             if resp.status_code >= 500:
                 progress.maybe_sent = False
+                self._clear_inflight(inflight)
                 metrics.TELEGRAM_ERRORS.labels("server_error").inc()
                 last = TransientError(resp.status_code, description)
                 continue
@@ -285,6 +289,16 @@ class TelegramClient:
             f"gave up after {attempts} attempts: {last.description}",
             last.retry_after,
         )
+
+    @staticmethod
+    def _clear_inflight(inflight: tuple[str, str] | None) -> None:
+        """An answer proved the request was not delivered: drop the in-flight mark, so a sender
+        that dies before its next request is not taken for one that may have sent. Best effort:
+        a mark left behind only makes a later takeover conservative (ambiguous)."""
+        if inflight is None:
+            return
+        with contextlib.suppress(Exception):
+            state().delete(inflight[0])
 
     def _backoff(self, attempt: int, last: TelegramError | None, deadline: float | None) -> None:
         if last is not None and last.status == 429:
