@@ -196,7 +196,11 @@ def test_a_worker_survives_a_redis_restart_and_registers_again(private_stack):
     time.sleep(4)  # the worker loses Redis in the middle of its loop
     private_stack["procs"][0] = start_redis(private_stack["tmp"], private_stack["port"])
     # Registered again (under its old name or, if RQ's loop gave up meanwhile, a new one).
-    wait_for(lambda: live_workers(conn) >= 1, 20, "the worker to register again")
+    try:
+        wait_for(lambda: live_workers(conn) >= 1, 20, "the worker to register again")
+    except TimeoutError:
+        members = conn.smembers("rq:workers")
+        raise AssertionError(f"not registered again; rq:workers holds {members}") from None
     assert worker.poll() is None, "the worker process exited on the Redis outage"
     job = Queue("tasks", connection=conn).enqueue("tests.slow_jobs.record", "after")
     wait_for(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, 20, "a new job to run")

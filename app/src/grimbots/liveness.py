@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 
 import redis
-from rq import Queue
+from rq import Queue, worker_registration
 from rq.executions import Execution
 from rq.registry import StartedJobRegistry
 from rq.worker import BaseWorker
@@ -77,9 +77,15 @@ def beat(conn: redis.Redis, worker: BaseWorker) -> None:
     announce(conn, worker.name)
     if worker.birth_date is None:
         return
-    if not conn.exists(worker.key):
+    if not conn.sismember(worker_registration.REDIS_WORKER_KEYS, worker.key):
+        # Redis lost the registration (restarted without it). RQ's own heartbeat may already
+        # have written a partial hash, so register_birth() would refuse: write it directly.
         log.warning("worker registration lost (Redis restarted?); registering again")
-        worker.register_birth()
+        with conn.pipeline() as pipe:
+            pipe.hset(worker.key, mapping=worker.serialize())
+            worker_registration.register(worker, pipe)
+            pipe.expire(worker.key, worker.worker_ttl + 60)
+            pipe.execute()
     else:
         worker.heartbeat()
 
