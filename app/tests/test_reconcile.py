@@ -352,3 +352,20 @@ def test_deliver_access_reports_an_unpaid_payment_without_sending(shop, fake_tg,
     payment = charge(shop["bot"], 5501, shop["offers"][0], drain)
     assert funnel.deliver_access(payment.id) == "not paid"
     assert texts(fake_tg, 5501, "Pagamento") == 0
+
+
+def test_a_retried_start_keeps_the_downsell_chain_of_its_generation(shop, fake_tg, drain, db):
+    """faults F12: the retry of a /start ran after a tap had claimed the chain, reset it, and
+    the next tap started a second chain."""
+    bot = shop["bot"]
+    start = start_update(5601)
+    jobs.process_update(bot.id, start)
+    jobs.process_update(bot.id, callback_update(5601, f"buy:{shop['offers'][0]}"))
+    drain()
+    with db.session() as session:
+        lead = session.scalar(select(Lead).where(Lead.chat_id == 5601))
+        assert lead.downsell_root_id is not None
+    funnel.start(bot, lead, "", start["update_id"])  # the /start's job, run again
+    jobs.process_update(bot.id, callback_update(5601, f"buy:{shop['offers'][1]}"))
+    drain(include_scheduled=True)
+    assert texts(fake_tg, 5601, "Desconto 1") == 1

@@ -78,13 +78,22 @@ def attribution_for(token: str) -> dict | None:
 
 
 def start(bot: Bot, lead: Lead, payload: str, update_id: int) -> None:
-    """A /start: copy the click's attribution, reset the funnel, send the welcome again."""
+    """A /start: copy the click's attribution, reset the funnel, send the welcome again.
+
+    The reset happens only when the generation moves forward: a retried job of this /start (or
+    a late, older one) must not undo what came after it, such as the downsell chain a tap made
+    in this generation (a second chain otherwise).
+    """
     attribution = attribution_for(payload.strip())
     values = {"funnel_generation": update_id, "last_start_at": utcnow(), "downsell_root_id": None}
     if attribution:
         values |= attribution
     with get_db().session() as session:
-        session.execute(update(Lead).where(Lead.id == lead.id).values(**values))
+        session.execute(
+            update(Lead)
+            .where(Lead.id == lead.id, Lead.funnel_generation < update_id)
+            .values(**values)
+        )
     send_welcome(bot, lead, update_id)
 
 
