@@ -179,6 +179,7 @@ def test_the_job_hash_has_every_field_rqs_own_enqueue_writes(settings):
         failure_ttl=intake.FAILURE_TTL,
         retry=DEFAULT_RETRY,
         description="reference",
+        job_timeout=settings.job_timeout,
     )
     ours = intake.job_fields(1, {"update_id": 1})[1]
     written = {k.decode(): v for k, v in conn.hgetall(reference.key).items()}

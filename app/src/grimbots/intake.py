@@ -184,6 +184,7 @@ def job_fields(bot_id: int, update: dict) -> tuple[str, dict]:
     call = (JOB_FUNC, None, (bot_id, update), {})
     return job_id_for(bot_id, update_id), {
         **_job_template(),
+        "timeout": get_pools().settings.job_timeout,
         "data": zlib.compress(DefaultSerializer.dumps(call)),
         "created_at": stamp,
         "enqueued_at": stamp,

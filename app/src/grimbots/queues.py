@@ -13,7 +13,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from grimbots import liveness
-from grimbots.redis_pool import queue_connection
+from grimbots.redis_pool import get_pools, queue_connection
 
 TASKS, GATEWAY, WEBHOOK, TRACKING, MARATHON = "tasks", "gateway", "webhook", "tracking", "marathon"
 QUEUE_NAMES = (TASKS, GATEWAY, WEBHOOK, TRACKING, MARATHON)
@@ -38,13 +38,24 @@ def get_queue(name: str) -> Queue:
     return Queue(name, connection=queue_connection())
 
 
-def enqueue(queue: str, func, *args, job_timeout: int = 300, **kwargs):
+def default_job_timeout() -> int:
+    """Seconds RQ lets one job run (GRIMBOTS_JOB_TIMEOUT; the worker units' stop timeout is
+    derived from the same inventory value, so a stopping worker can finish its job)."""
+    return get_pools().settings.job_timeout
+
+
+def enqueue(queue: str, func, *args, job_timeout: int | None = None, **kwargs):
     return get_queue(queue).enqueue(
-        func, *args, retry=DEFAULT_RETRY, job_timeout=job_timeout, **kwargs
+        func,
+        *args,
+        retry=DEFAULT_RETRY,
+        job_timeout=job_timeout or default_job_timeout(),
+        **kwargs,
     )
 
 
 def enqueue_in(queue: str, delay: timedelta, func, *args, **kwargs):
+    kwargs.setdefault("job_timeout", default_job_timeout())
     return get_queue(queue).enqueue_in(delay, func, *args, retry=DEFAULT_RETRY, **kwargs)
 
 
@@ -61,7 +72,9 @@ def in_flight(job_id: str) -> bool:
     return job.get_status(refresh=False) in _IN_FLIGHT
 
 
-def enqueue_unique(queue: str, job_id: str, func, *args, job_timeout: int = 300, **kwargs) -> bool:
+def enqueue_unique(
+    queue: str, job_id: str, func, *args, job_timeout: int | None = None, **kwargs
+) -> bool:
     """Enqueue under a fixed job id unless that job is still in flight; True when enqueued.
 
     Lets reconcilers and retried producers ask for a step again without stacking copies of it
