@@ -31,7 +31,7 @@ from grimbots.models import Campaign, Lead, Payment
 from grimbots.payments import SandboxGateway
 from grimbots.queues import QUEUE_NAMES
 from grimbots.redis_pool import queue_connection
-from grimbots.worker import drain_queues
+from grimbots.worker import drain_queues, enqueue_due_scheduled
 from tests.factories import make_bot, make_funnel, make_seller
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -727,22 +727,7 @@ class ScenarioRun:
 def move_scheduled(until: float | None) -> int:
     """What RQ's scheduler does when jobs come due: move those due by `until` (epoch seconds;
     None: all of them) to their queues."""
-    moved = 0
-    conn = queue_connection()
-    for name in QUEUE_NAMES:
-        queue = Queue(name, connection=conn)
-        registry = queue.scheduled_job_registry
-        if until is None:
-            due = registry.get_job_ids(0, -1)
-        else:
-            due = registry.get_jobs_to_schedule(int(until))
-        for job_id in due:
-            job = queue.fetch_job(job_id)
-            registry.remove(job_id)
-            if job is not None:
-                queue.enqueue_job(job)
-                moved += 1
-    return moved
+    return enqueue_due_scheduled(include_future=until is None, until=until)
 
 
 def app_maintenance_hooks() -> list:

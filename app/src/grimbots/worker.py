@@ -153,10 +153,9 @@ def run_maintenance() -> dict:
     return out
 
 
-def enqueue_due_scheduled(include_future: bool = False) -> int:
-    """Move scheduled jobs to their queues (what RQ's scheduler does when they are due)."""
-    from datetime import UTC, datetime
-
+def enqueue_due_scheduled(include_future: bool = False, until: float | None = None) -> int:
+    """Move scheduled jobs to their queues (what RQ's scheduler does when they are due): those
+    due by `until` (epoch seconds; default now), or every one of them with include_future."""
     moved = 0
     conn = queue_connection()
     for name in QUEUE_NAMES:
@@ -165,7 +164,8 @@ def enqueue_due_scheduled(include_future: bool = False) -> int:
         if include_future:
             due = registry.get_job_ids(0, -1)
         else:
-            due = registry.get_jobs_to_schedule(datetime.now(UTC))
+            # RQ scores the registry in whole epoch seconds; None means now.
+            due = registry.get_jobs_to_schedule(None if until is None else int(until))
         for job_id in due:
             job = queue.fetch_job(job_id)
             registry.remove(job_id)
