@@ -106,7 +106,13 @@ def overview() -> Dashboard:
             ),
         ),
         series(
-            "Updates accepted/s (active Telegram traffic)",
+            "Active users (last 5 minutes)",
+            "short",
+            # Every app node reads the same shared count: max, not sum.
+            ('max(grimbots_active_users{job="app"})', "distinct Telegram users"),
+        ),
+        series(
+            "Updates accepted/s",
             "reqps",
             (
                 f'sum by (kind) (rate(telegram_messages_received_total{{job="app"}}[{RATE}]))',

@@ -6,7 +6,7 @@ from rq import Queue, Worker
 
 from grimbots import redis_pool
 from grimbots.queues import QUEUE_NAMES
-from tests.factories import make_bot, make_seller, start_update
+from tests.factories import make_bot, make_seller, message_update, start_update
 
 
 def _register_workers():
@@ -156,3 +156,50 @@ def test_a_redis_failure_anywhere_is_a_503_and_its_message_stays_out_of_the_log(
     }
     logged = " ".join(f"{r.getMessage()} {vars(r)}" for r in caplog.records)
     assert "ConnectionError" in logged and "hunter2" not in logged
+
+
+def _metric(body: str, name: str) -> float:
+    values = [
+        float(line.split()[-1])
+        for line in body.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    ]
+    assert values, f"{name} not in /metrics"
+    return sum(values)
+
+
+def test_active_users_count_distinct_senders_of_processed_updates(client, db, drain):
+    with db.session() as session:
+        seller, _ = make_seller(session)
+        bot = make_bot(session, seller)
+    headers = {"X-Telegram-Bot-Api-Secret-Token": bot.webhook_secret}
+    for user in (7101, 7102, 7103, 7101):  # three users, one of them twice
+        update = message_update(user, f"hi from {user}")
+        assert (
+            client.post(f"/webhook/telegram/{bot.id}", json=update, headers=headers).status_code
+            == 200
+        )
+    before = _metric(client.get("/metrics").get_data(as_text=True), "grimbots_active_users")
+    drain()
+    after = _metric(client.get("/metrics").get_data(as_text=True), "grimbots_active_users")
+    assert (before, after) == (0, 3)
+
+
+def test_active_users_leave_the_count_after_the_window(redis_client, settings):
+    from grimbots import activity
+
+    last = 600.0 + 60 * (activity.WINDOW_MINUTES - 1)  # the window's last minute
+    activity.seen(1, now=600.0)
+    activity.seen(2, now=last)
+    assert activity.count(now=600.0) == 1
+    assert activity.count(now=last) == 2
+    assert activity.count(now=last + 60) == 1  # user 1's minute left the window
+
+
+def test_the_database_pool_bound_is_exported_beside_its_use(client, db, settings):
+    body = client.get("/metrics").get_data(as_text=True)
+    expected = settings.database_pool_size + settings.database_max_overflow
+    if db.is_sqlite:
+        expected = db.pool_bound
+    assert _metric(body, "db_pool_max_connections") == expected
+    assert _metric(body, "db_pool_in_use") <= _metric(body, "db_pool_max_connections")

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -96,6 +97,14 @@ def _track_pool_use(engine: Engine) -> None:
     event.listen(engine, "checkin", lambda *_: DB_POOL_IN_USE.dec())
 
 
+def pool_bound(engine: Engine) -> int:
+    """Connections the engine's pool may open at once: pool size plus overflow."""
+    pool = engine.pool
+    if isinstance(pool, QueuePool):
+        return pool.size() + max(pool._max_overflow, 0)  # noqa: SLF001 - no public getter
+    return 1  # one connection per thread (in-memory SQLite in tests)
+
+
 def _sqlstate(exc: Exception) -> str | None:
     orig = getattr(exc, "orig", None)
     return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
@@ -130,6 +139,11 @@ class Database:
         self._read_sessions = (
             sessionmaker(self.read_engine, expire_on_commit=False) if self.read_engine else None
         )
+
+    @property
+    def pool_bound(self) -> int:
+        """Connections this process may hold at once, over both engines."""
+        return sum(pool_bound(e) for e in (self.engine, self.read_engine) if e is not None)
 
     @property
     def is_sqlite(self) -> bool:
@@ -227,6 +241,10 @@ def get_db(settings=None) -> Database:
                     settings.database_pool_size,
                     settings.database_max_overflow,
                 )
+                # Per process; /metrics sums the processes, as it does db_pool_in_use.
+                from grimbots.metrics import DB_POOL_MAX
+
+                DB_POOL_MAX.set(_db.pool_bound)
     return _db
 
 

@@ -8,7 +8,7 @@ import time
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from grimbots import dedup, funnel, metrics
+from grimbots import activity, dedup, funnel, metrics
 from grimbots.db import get_db
 from grimbots.leads import set_blocked, upsert_lead
 from grimbots.models import Bot, Click, InboundUpdate, utcnow
@@ -65,10 +65,20 @@ def process_update(bot_id: int, update: dict) -> str:
         return "unknown bot"
     if not _claim_update(bot_id, update_id, kind):
         return "duplicate"
+    user = _sender(update.get(kind))
+    if user is not None:
+        activity.seen(user)
     outcome = _dispatch(bot, kind, update.get(kind), update_id)
     _mark_processed(bot_id, update_id)
     metrics.UPDATE_PROCESSING.observe(time.perf_counter() - started)
     return outcome
+
+
+def _sender(body) -> int | None:
+    """The Telegram user an update comes from, if it names one."""
+    sender = body.get("from") if isinstance(body, dict) else None
+    user = sender.get("id") if isinstance(sender, dict) else None
+    return user if isinstance(user, int) and not isinstance(user, bool) else None
 
 
 def _dispatch(bot: Bot, kind: str, body, update_id: int) -> str:

@@ -47,6 +47,11 @@ DUPLICATES = Counter("duplicates_suppressed_total", "Duplicates stopped, by dedu
 DB_POOL_IN_USE = Gauge(
     "db_pool_in_use", "Database connections checked out", multiprocess_mode="livesum"
 )
+DB_POOL_MAX = Gauge(
+    "db_pool_max_connections",
+    "Connections the database pools may open (pool size + overflow)",
+    multiprocess_mode="livesum",
+)
 JOBS_FAILED = Counter("jobs_failed_total", "RQ jobs that raised", ["queue", "function"])
 OUTBOX_AMBIGUOUS = Counter(
     "grimbots_outbox_ambiguous_total",
@@ -115,7 +120,7 @@ class RuntimeCollector:
     """Values read at scrape time: RQ queues and workers, Redis pools of this process."""
 
     def collect(self):
-        from grimbots import queues
+        from grimbots import activity, queues
         from grimbots.redis_pool import get_pools
 
         depth = GaugeMetricFamily("rq_queue_depth", "Jobs waiting per queue", labels=["queue"])
@@ -139,6 +144,17 @@ class RuntimeCollector:
             used.add_metric([stat.name], stat.in_use)
         yield size
         yield used
+        active = GaugeMetricFamily(
+            "grimbots_active_users",
+            f"Distinct Telegram users with an update processed in the last "
+            f"{activity.WINDOW_MINUTES} minutes (HyperLogLog, about 1% error)",
+        )
+        try:
+            active.add_metric([], activity.count())
+        except Exception as exc:  # noqa: BLE001 - a scrape must not fail because Redis is down
+            log.warning("active users unavailable: %s", exc)
+        else:
+            yield active
 
 
 def render() -> tuple[bytes, str]:
