@@ -46,3 +46,16 @@ def test_an_inventory_without_hosts_is_a_clear_error(tmp_path):
 def test_a_missing_vault_password_file_is_a_clear_error():
     with pytest.raises(InventoryError, match="vault password file"):
         Inventory(LAB, ["common"], LAB / "no-such-password.txt")
+
+
+def test_the_app_env_follows_the_redis_modes_from_the_inventory_groups(lab):
+    single = render("app", "grimbots.env.j2", lab.vars("app1"))
+    assert "GRIMBOTS_REDIS_MODE=single\n" in single and "GRIMBOTS_SENTINELS" not in single
+    assert "GRIMBOTS_TRUSTED_PROXIES=10.77.0.10\n" in single  # lb1, from the lb group
+    phase3 = {"grimbots_redis_mode": "cluster", "grimbots_queue_redis_mode": "sentinel"}
+    text = render("app", "grimbots.env.j2", lab.vars("app1", phase3))
+    nodes = "10.77.0.31:7001,10.77.0.32:7001,10.77.0.33:7001"
+    assert f"GRIMBOTS_REDIS_CLUSTER_NODES={nodes}\n" in text
+    sentinels = "10.77.0.31:26379,10.77.0.32:26379,10.77.0.33:26379"
+    assert f"GRIMBOTS_SENTINELS={sentinels}\nGRIMBOTS_SENTINEL_MASTER=grimbots-queue\n" in text
+    assert "GRIMBOTS_QUEUE_MIN_REPLICAS=1\n" in text

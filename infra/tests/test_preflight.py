@@ -59,3 +59,35 @@ def test_a_default_names_the_inventory_and_the_defaults_file():
     (problem,) = preflight.check(["patroni"], inputs(values, {"patroni_app_password": origin}))
     assert "the inventory (group_vars or host_vars of db1)" in problem
     assert "roles/patroni/defaults/main.yml:73" in problem
+
+
+def app_values(tmp_path, **overrides) -> dict:
+    (tmp_path / ".stamp").touch()
+    (tmp_path / "grimbots-1.0-py3-none-any.whl").touch()
+    values = {
+        "grimbots_wheels_src": str(tmp_path),
+        "grimbots_workers": [{"queue": q, "count": 1} for q in ("tasks", "gateway", "webhook")],
+        "grimbots_restart_sec": 2,
+        "grimbots_local_redis": False,
+        "grimbots_gateway_secrets": {"sandbox": "s" * 16},
+        "grimbots_redis_mode": "cluster",
+        "grimbots_redis_cluster_nodes": "10.0.0.1:7001,10.0.0.2:7001,10.0.0.3:7001",
+        "grimbots_queue_redis_mode": "sentinel",
+        "grimbots_sentinels": "10.0.0.1:26379,10.0.0.2:26379,10.0.0.3:26379",
+        "grimbots_queue_min_replicas": 1,
+    }
+    return {**values, **overrides}
+
+
+def test_a_phase3_app_host_has_no_problem(tmp_path):
+    assert preflight.app(inputs(app_values(tmp_path))) == []
+
+
+def test_a_sentinel_queue_without_a_replica_to_wait_for_is_refused(tmp_path):
+    problems = preflight.app(inputs(app_values(tmp_path, grimbots_queue_min_replicas=0)))
+    assert len(problems) == 1 and "grimbots_queue_min_replicas" in problems[0], problems
+
+
+def test_cluster_mode_without_redis_hosts_is_refused(tmp_path):
+    problems = preflight.app(inputs(app_values(tmp_path, grimbots_redis_cluster_nodes="")))
+    assert len(problems) == 1 and "grimbots_redis_cluster_nodes" in problems[0], problems

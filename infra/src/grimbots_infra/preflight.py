@@ -108,6 +108,23 @@ def app(v: Inputs) -> list[str]:
             )
         if len(str(v.get("grimbots_redis_password", ""))) < 16:
             out.append(v.problem("grimbots_redis_password", "needs 16+ characters from the vault"))
+    if v["grimbots_redis_mode"] not in ("single", "cluster"):
+        out.append(v.problem("grimbots_redis_mode", "must be single or cluster"))
+    elif v["grimbots_redis_mode"] == "cluster" and not v["grimbots_redis_cluster_nodes"]:
+        out.append(v.problem("grimbots_redis_cluster_nodes", "cluster mode needs the redis hosts"))
+    if v["grimbots_queue_redis_mode"] not in ("single", "sentinel"):
+        out.append(v.problem("grimbots_queue_redis_mode", "must be single or sentinel"))
+    elif v["grimbots_queue_redis_mode"] == "sentinel":
+        if len(str(v["grimbots_sentinels"]).split(",")) < 3:
+            out.append(v.problem("grimbots_sentinels", "sentinel mode needs 3 or more Sentinels"))
+        if int(v["grimbots_queue_min_replicas"]) < 1:
+            out.append(
+                v.problem(
+                    "grimbots_queue_min_replicas",
+                    "must be 1 or more with replicas: an update acknowledged to Telegram has to "
+                    "survive the loss of the queue primary",
+                )
+            )
     secrets = v.get("grimbots_gateway_secrets", {}) or {}
     if not secrets or any(len(str(s)) < 16 for s in secrets.values()):
         out.append(
