@@ -19,6 +19,7 @@ from grimbots import redis_pool
 from grimbots.models import Base
 from grimbots.settings import Settings
 from tests.figures import FIGURES
+from tests.redis_servers import redis_cluster  # noqa: F401 - a fixture, shared by the Redis tests
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools" / "fake_telegram"))

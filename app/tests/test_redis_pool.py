@@ -3,9 +3,7 @@ real redis-server processes started here on loopback."""
 
 from __future__ import annotations
 
-import random
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -18,69 +16,11 @@ from grimbots.queues import get_queue
 from grimbots.redis_pool import RedisPools
 from grimbots.settings import Settings
 from tests.conftest import REDIS_URL
+from tests.redis_servers import free_port, redis_server, wait
 
 pytestmark = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server is installed by scripts/services.sh"
 )
-
-
-def _wait(predicate, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except redis.RedisError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-def _free_port() -> int:
-    """A port nobody listens on now: fixed ports collide when two suites run at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _free_cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is free too, below 65536."""
-    for _ in range(200):
-        port = random.randrange(20000, 30000)
-        try:
-            for candidate in (port, port + 10000):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", candidate))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port pair for a cluster node")
-
-
-def _redis_server(tmp_path, port, *extra):
-    workdir = tmp_path / str(port)
-    workdir.mkdir()
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _wait(lambda: redis.Redis(port=port).ping(), what=f"redis on {port}")
-    assert proc.poll() is None, f"port {port} is served by another process"
-    return proc
 
 
 @pytest.fixture
@@ -140,47 +80,6 @@ def test_state_client_speaks_str_and_queue_client_bytes(local_redis):
     pools.close()
 
 
-@pytest.fixture
-def redis_cluster(tmp_path):
-    ports = []
-    while len(ports) < 3:
-        port = _free_cluster_port()
-        if port not in ports:
-            ports.append(port)
-    procs = [
-        _redis_server(
-            tmp_path, p, "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{p}.conf"
-        )
-        for p in ports
-    ]
-    try:
-        subprocess.run(
-            [
-                "redis-cli",
-                "--cluster",
-                "create",
-                *[f"127.0.0.1:{p}" for p in ports],
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-        _wait(
-            lambda: (
-                b"cluster_state:ok" in redis.Redis(port=ports[0]).execute_command("CLUSTER", "INFO")
-            ),
-            what="cluster ok",
-        )
-        yield ports
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=10)
-
-
 def test_cluster_mode_runs_dedup_and_rate_limits_with_hash_tags(redis_cluster, local_redis):
     settings = Settings.from_env(
         {
@@ -212,8 +111,8 @@ def test_cluster_mode_runs_dedup_and_rate_limits_with_hash_tags(redis_cluster, l
 @pytest.fixture
 def sentinel_pair(tmp_path):
     """(primary port, sentinel port)."""
-    primary_port, sentinel_port = _free_port(), _free_port()
-    primary = _redis_server(tmp_path, primary_port)
+    primary_port, sentinel_port = free_port(), free_port()
+    primary = redis_server(tmp_path, primary_port)
     conf = tmp_path / "sentinel.conf"
     conf.write_text(
         f"port {sentinel_port}\nbind 127.0.0.1\n"
@@ -226,7 +125,7 @@ def sentinel_pair(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait(
+        wait(
             lambda: redis.Redis(port=sentinel_port).execute_command(
                 "SENTINEL", "GET-MASTER-ADDR-BY-NAME", "grimbots-queue"
             ),

@@ -110,3 +110,42 @@ def sandbox_pay(txid: str, url: str | None) -> None:
     click.echo(f"gateway webhook answered {status}")
     if status >= 300:
         sys.exit(1)
+
+
+@main.command("move-redis")
+@click.option(
+    "--from",
+    "source_url",
+    required=True,
+    help="The old single Redis (phase 2), e.g. redis://127.0.0.1:6379/0; its password, if the URL "
+    "has none, is GRIMBOTS_REDIS_PASSWORD (read from the environment, never the command line).",
+)
+def move_redis(source_url: str) -> None:
+    """Copy the app's keys from the old Redis to the configured ones (state to the cluster, queues
+    to the queue Redis) with their time to live; refused while a worker or job is running; a
+    second run does nothing."""
+    import redis
+
+    from grimbots.redis_move import SourceBusy, move
+    from grimbots.redis_pool import RedisPools
+
+    settings = _settings()
+    source = redis.Redis.from_url(
+        source_url,
+        password=settings.redis_password or None,
+        socket_timeout=settings.redis_socket_timeout * 5,
+    )
+    pools = RedisPools(settings)
+    try:
+        report = move(source, pools.state(), pools.queue())
+    except SourceBusy as exc:
+        raise click.ClickException(
+            f"stop the app first, in-flight work must finish: {exc}"
+        ) from exc
+    except redis.RedisError as exc:
+        raise click.ClickException(f"redis: {exc}") from exc
+    finally:
+        pools.close()
+        source.close()
+    click.echo(json.dumps(report.__dict__, indent=2, sort_keys=True))
+    click.echo("unchanged: already moved" if report.already_done else "changed: moved")
