@@ -55,8 +55,11 @@ def validated_put(text: str, dest: str, user: str, group: str, mode: str, valida
     )
 
 
-def install(role: str, v: Any) -> None:
-    """Preseeded files, packages, kernel settings, system users, directories, helper files."""
+def install(role: str, v: Any) -> Triggers:
+    """Preseeded files, packages, kernel settings, system users, directories, helper files;
+    returns action name -> the helper files whose change triggers it (pass it to ``service``
+    as ``extra``)."""
+    triggers: Triggers = defaultdict(list)
     m = manifest(role, v)
     for f in m.get("preseed", []):
         files.directory(
@@ -108,7 +111,7 @@ def install(role: str, v: Any) -> None:
             mode=d["mode"],
         )  # fmt: skip
     for f in filter(_on, m.get("files", [])):
-        files.put(
+        op = files.put(
             name=f"Install {f['dest']}",
             src=str(ROLES_DIR / role / "files" / f["src"]),
             dest=f["dest"],
@@ -116,6 +119,9 @@ def install(role: str, v: Any) -> None:
             group=f["group"],
             mode=f["mode"],
         )
+        for action in f.get("on_change", []):
+            triggers[action].append(op)
+    return triggers
 
 
 def configure(role: str, v: Any) -> Triggers:

@@ -15,7 +15,7 @@ from typing import Any
 from grimbots_infra import derive
 
 ROOT = Path(__file__).resolve().parents[3]
-SECRET = re.compile(r"password|secret", re.I)
+SECRET = re.compile(r"password|secret|token", re.I)
 PASSWORD_CHARS = re.compile(r"^[A-Za-z0-9+/=_.~-]+$")
 
 
@@ -186,11 +186,84 @@ def app_database(v: Inputs) -> list[str]:
     return out
 
 
+RULES = ROOT / "roles" / "monitoring" / "files" / "alert_rules.yml"
+DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+SIZE = re.compile(r"^[0-9]+(B|KB|MB|GB|TB|PB|EB)$")
+TELEGRAM_TOKEN = re.compile(r"^[0-9]+:[A-Za-z0-9_-]+$")
+
+
+def rule_jobs() -> set[str]:
+    """The scrape jobs the alert rules select (``job="..."``)."""
+    return set(re.findall(r'job="([a-z_]+)"', RULES.read_text()))
+
+
+def monitoring(v: Inputs) -> list[str]:
+    out = []
+    if not v["groups"].get(v["monitoring_group"]):
+        out.append(v.problem("monitoring_group", "the group lists no monitoring host"))
+    password = str(v.get("monitoring_web_password", ""))
+    if len(password) < 16 or not PASSWORD_CHARS.match(password):
+        out.append(
+            v.problem(
+                "monitoring_web_password",
+                "needs 16+ characters among A-Z a-z 0-9 + / = _ . ~ - from the vault",
+            )
+        )
+    if not TELEGRAM_TOKEN.match(str(v.get("monitoring_telegram_bot_token", ""))):
+        out.append(
+            v.problem("monitoring_telegram_bot_token", "needs a bot token <id>:<secret> (vault)")
+        )
+    try:
+        chat = int(v.get("monitoring_telegram_chat_id", 0))
+    except (TypeError, ValueError):
+        chat = 0
+    if chat == 0:
+        out.append(v.problem("monitoring_telegram_chat_id", "needs the alert chat's id (vault)"))
+    for key in ("monitoring_retention_time", "monitoring_scrape_interval"):
+        if not DURATION.match(str(v.get(key, ""))):
+            out.append(v.problem(key, "must be a Prometheus duration such as 15s or 15d"))
+    if not SIZE.match(str(v.get("monitoring_retention_size", ""))):
+        out.append(v.problem("monitoring_retention_size", "must be a size such as 8GB"))
+    jobs = {str(j.get("name")) for j in v.get("monitoring_scrape_jobs", [])}
+    missing = sorted(rule_jobs() - jobs)
+    if missing:
+        out.append(
+            v.problem(
+                "monitoring_scrape_jobs",
+                f"the alert rules select job(s) {', '.join(missing)} that no entry scrapes",
+            )
+        )
+    if v.get("monitoring_email_to") and not v.get("monitoring_email_smarthost"):
+        out.append(v.problem("monitoring_email_smarthost", "e-mail alerts need an SMTP relay"))
+    grafana = bool(v.get("monitoring_grafana_enabled", False))
+    if grafana and len(str(v.get("monitoring_grafana_admin_password", ""))) < 16:
+        out.append(
+            v.problem("monitoring_grafana_admin_password", "needs 16+ characters from the vault")
+        )
+    return out
+
+
+def exporters(v: Inputs) -> list[str]:
+    out = []
+    if v.host in v["groups"].get(v["exporters_postgres_group"], []):
+        password = str(v.get("exporters_postgres_password", ""))
+        if len(password) < 16 or not PASSWORD_CHARS.match(password):
+            out.append(
+                v.problem(
+                    "exporters_postgres_password",
+                    "needs 16+ characters among A-Z a-z 0-9 + / = _ . ~ - from the vault",
+                )
+            )
+    return out
+
+
 CHECKS: dict[str, Callable[[Inputs], list[str]]] = {
     "common": common,
     "app": app,
     "patroni": patroni,
     "app_database": app_database,
+    "monitoring": monitoring,
+    "exporters": exporters,
 }
 
 

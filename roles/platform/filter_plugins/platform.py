@@ -19,4 +19,5 @@ class FilterModule:
             "grimbots_etcd_endpoints": derive.etcd_endpoints,
             "grimbots_schema_stamp": derive.schema_stamp,
             "grimbots_addresses": derive.addresses,
+            "grimbots_bcrypt": derive.bcrypt_hash,
         }

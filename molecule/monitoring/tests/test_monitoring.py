@@ -1,0 +1,99 @@
+"""The monitoring role on one container: Prometheus and Alertmanager run behind basic auth,
+load every rule of the one rule file, and Prometheus scrapes itself."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import testinfra.utils.ansible_runner
+import yaml
+
+testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
+    os.environ["MOLECULE_INVENTORY_FILE"]
+).get_hosts("monitoring")
+
+ADDRESS = "10.79.0.41"
+AUTH = "monitoring:molecule-monitoring-0123456789"
+RULES = Path(__file__).resolve().parents[3] / "roles" / "monitoring" / "files" / "alert_rules.yml"
+
+
+def _status(host, url: str, auth: bool) -> str:
+    user = f"-u {AUTH} " if auth else ""
+    return host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 {user}{url}")
+
+
+def _api(host, path: str) -> dict:
+    return json.loads(
+        host.check_output(f"curl -sf --max-time 5 -u {AUTH} http://{ADDRESS}:9090/api/v1/{path}")
+    )
+
+
+def test_prometheus_and_alertmanager_run_and_are_enabled(host):
+    for unit in ("prometheus", "prometheus-alertmanager"):
+        service = host.service(unit)
+        assert service.is_running, unit
+        assert service.is_enabled, unit
+
+
+def test_ready_answers_200_with_the_password_and_401_without(host):
+    for port in (9090, 9093):
+        url = f"http://{ADDRESS}:{port}/-/ready"
+        assert _status(host, url, auth=True) == "200", port
+        assert _status(host, url, auth=False) == "401", port
+
+
+def test_every_rule_of_the_rule_file_is_loaded(host):
+    expected = sum(len(g["rules"]) for g in yaml.safe_load(RULES.read_text())["groups"])
+    groups = _api(host, "rules")["data"]["groups"]
+    loaded = [r["name"] for g in groups for r in g["rules"]]
+    assert len(loaded) == expected, loaded
+
+
+def test_prometheus_scrapes_itself_and_alertmanager(host):
+    deadline = time.monotonic() + 90
+    health = {}
+    while time.monotonic() < deadline:
+        targets = _api(host, "targets?state=active")["data"]["activeTargets"]
+        health = {t["labels"]["job"]: t["health"] for t in targets}
+        if health.get("prometheus") == "up" and health.get("alertmanager") == "up":
+            break
+        time.sleep(3)
+    assert health.get("prometheus") == "up", health
+    assert health.get("alertmanager") == "up", health
+
+
+def test_prometheus_sends_alerts_to_alertmanager_with_the_password(host):
+    deadline = time.monotonic() + 90
+    names: list[str] = []
+    while time.monotonic() < deadline:
+        alerts = json.loads(
+            host.check_output(
+                f"curl -sf --max-time 5 -u {AUTH} http://{ADDRESS}:9093/api/v2/alerts"
+            )
+        )
+        names = [a["labels"]["alertname"] for a in alerts]
+        if "Watchdog" in names:
+            break
+        time.sleep(3)
+    assert "Watchdog" in names, names
+
+
+def test_secrets_are_not_world_readable(host):
+    for path in (
+        "/etc/prometheus/web.yml",
+        "/etc/prometheus/alertmanager.yml",
+        "/etc/prometheus/monitoring-password",
+    ):
+        f = host.file(path)
+        assert f.mode == 0o640, path
+        assert (f.user, f.group) == ("root", "prometheus"), path
+    assert "molecule-monitoring" not in host.file("/etc/prometheus/web.yml").content_string
+
+
+def test_retention_and_listen_address_come_from_the_defaults(host):
+    args = host.file("/etc/default/prometheus").content_string
+    assert "--storage.tsdb.retention.time=15d" in args
+    assert "--storage.tsdb.retention.size=8GB" in args
+    assert host.socket(f"tcp://{ADDRESS}:9090").is_listening
+    assert not host.socket("tcp://0.0.0.0:9090").is_listening
