@@ -196,3 +196,25 @@ def test_preflight_refuses_rules_whose_job_nobody_scrapes(mon):
     inputs = preflight.Inputs("mon1", values.__getitem__, lambda name: None)
     (problem,) = preflight.monitoring(inputs)
     assert "etcd" in problem and "monitoring_scrape_jobs" in problem
+
+
+def test_every_scraped_exporter_listens_where_prometheus_looks(lab, prometheus_yml):
+    jobs = {j["job_name"]: j for j in prometheus_yml["scrape_configs"]}
+    for host, targets in _targets(jobs["node"]).items():
+        args = render("exporters", "node-exporter.default.j2", lab.vars(host))
+        assert f"--web.listen-address={targets[0]}" in args, host
+    for host, targets in _targets(jobs["postgres"]).items():
+        v = lab.vars(host)
+        assert v["exporters_postgres"] is True
+        text = render("exporters", "postgres-exporter.default.j2", v)
+        assert f"--web.listen-address={targets[0]}" in text
+        assert v["exporters_postgres_password"] not in text  # read from a file
+    redis_job = jobs["redis"]["static_configs"][0]
+    v = lab.vars(redis_job["labels"]["host"])
+    args = render("exporters", "redis-exporter.default.j2", v)
+    assert f"--web.listen-address={redis_job['labels']['__exporter__']}" in args
+
+
+def test_the_lab_db_hosts_pass_the_exporters_preflight(lab):
+    for host in lab.group("db") + lab.group("app"):
+        assert preflight.check(["exporters"], preflight.from_host_vars(lab.vars(host))) == []

@@ -1,5 +1,5 @@
-"""The monitoring role on one container: Prometheus and Alertmanager run behind basic auth,
-load every rule of the one rule file, and Prometheus scrapes itself."""
+"""The exporters and monitoring roles on one container: Prometheus and Alertmanager run behind
+basic auth, load every rule of the one rule file, and scrape themselves and node_exporter."""
 
 import json
 import os
@@ -50,17 +50,24 @@ def test_every_rule_of_the_rule_file_is_loaded(host):
     assert len(loaded) == expected, loaded
 
 
-def test_prometheus_scrapes_itself_and_alertmanager(host):
+def test_prometheus_scrapes_itself_alertmanager_and_node_exporter(host):
     deadline = time.monotonic() + 90
     health = {}
     while time.monotonic() < deadline:
         targets = _api(host, "targets?state=active")["data"]["activeTargets"]
         health = {t["labels"]["job"]: t["health"] for t in targets}
-        if health.get("prometheus") == "up" and health.get("alertmanager") == "up":
+        if all(health.get(job) == "up" for job in ("prometheus", "alertmanager", "node")):
             break
         time.sleep(3)
-    assert health.get("prometheus") == "up", health
-    assert health.get("alertmanager") == "up", health
+    for job in ("prometheus", "alertmanager", "node"):
+        assert health.get(job) == "up", health
+    assert set(health) == {"prometheus", "alertmanager", "node"}, health
+
+
+def test_node_exporter_listens_on_the_hosts_address_only(host):
+    assert host.service("prometheus-node-exporter").is_running
+    assert host.socket(f"tcp://{ADDRESS}:9100").is_listening
+    assert not host.socket("tcp://0.0.0.0:9100").is_listening
 
 
 def test_prometheus_sends_alerts_to_alertmanager_with_the_password(host):

@@ -1,0 +1,84 @@
+"""Phase 4 with pyinfra: exporters on every monitored host, then common + exporters + monitoring
+on the monitoring host, as playbooks/phase4.yml.
+
+    pyinfra -y --limit app --limit db --limit lb --limit redis --limit monitoring \\
+        deploy/inventory.py deploy/phase4.py
+
+Ordering and glue only: each role's manifest (roles/<role>/vars/main.yml) is applied by
+grimbots_infra.apply, stage by stage as the role's tasks do; the pg_monitor role is created by
+the exporters role's host-side helper, which Ansible calls too.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.operations import files
+
+from grimbots_infra import apply
+from grimbots_infra.pyinfra_ops import fact, host_step, host_vars, put_template
+
+MONITORED = ("app", "db", "lb", "redis", "monitoring")
+
+
+def common(v) -> None:
+    apply.install("common", v)
+    apply.service("common", v, apply.configure("common", v))
+
+
+def exporters(v) -> None:
+    changed_files = apply.install("exporters", v)
+    triggers = apply.configure("exporters", v)
+    if v["exporters_postgres"]:
+        ensure = (
+            f"{v['platform_lib_dir']}/postgres-exporter-ensure-role "
+            f"{v['exporters_postgres_password_file']} {v['exporters_postgres_username']} "
+            f"{v['exporters_postgres_db_port']}"
+        )
+        host_step(
+            name="Create postgres_exporter's pg_monitor role on the Patroni leader, or fix it",
+            command=ensure,
+            check=ensure.replace(" ", " --check ", 1),
+        )
+    apply.service("exporters", v, triggers, changed_files)
+
+
+def monitoring(v) -> None:
+    if v["monitoring_grafana"]:  # roles/monitoring/tasks/grafana_repo.yml
+        files.download(
+            name="Fetch the signing key of Grafana's apt repository",
+            src=v["monitoring_grafana_apt_key_url"],
+            dest="/etc/apt/keyrings/grafana.asc",
+            user="root",
+            group="root",
+            mode="0644",
+        )
+        put_template(
+            "monitoring/templates/grafana.sources.j2",
+            "/etc/apt/sources.list.d/grafana.sources",
+            v,
+            "root",
+            "root",
+            "0644",
+        )
+    changed_files = apply.install("monitoring", v)
+    apply.service("monitoring", v, apply.configure("monitoring", v), changed_files)
+
+
+if any(g in host.groups for g in MONITORED):
+    if "monitoring" in host.groups:
+        _states = fact(
+            "systemctl is-active prometheus prometheus-alertmanager grafana-server"
+        ).split() + ["", "", ""]
+        _v = host_vars(
+            ("common", "exporters", "monitoring"),
+            {
+                "monitoring_prometheus_active_before": _states[0] == "active",
+                "monitoring_alertmanager_active_before": _states[1] == "active",
+                "monitoring_grafana_active_before": _states[2] == "active",
+            },
+        )
+        common(_v)
+        exporters(_v)
+        monitoring(_v)
+    else:
+        exporters(host_vars(("exporters",)))
