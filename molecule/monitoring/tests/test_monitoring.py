@@ -15,6 +15,7 @@ testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
 
 ADDRESS = "10.79.0.41"
 AUTH = "monitoring:molecule-monitoring-0123456789"
+CHAT_ID = -1009000000001
 RULES = Path(__file__).resolve().parents[3] / "roles" / "monitoring" / "files" / "alert_rules.yml"
 
 
@@ -86,6 +87,25 @@ def test_prometheus_sends_alerts_to_alertmanager_with_the_password(host):
     assert "Watchdog" in names, names
 
 
+def test_the_watchdog_reaches_the_telegram_receiver(host):
+    """Alertmanager's own Telegram integration posts to the fake Telegram (prepare.yml)."""
+    deadline = time.monotonic() + 120
+    texts: list[str] = []
+    while time.monotonic() < deadline:
+        calls = json.loads(
+            host.check_output(
+                "curl -sf --max-time 5 'http://127.0.0.1:8081/_calls?method=sendMessage"
+                f"&chat_id={CHAT_ID}'"
+            )
+        )
+        texts = [str(c.get("params", {}).get("text", "")) for c in calls]
+        if any("Watchdog" in t for t in texts):
+            break
+        time.sleep(3)
+    assert any("Watchdog" in t for t in texts), texts
+    assert all(c.get("status") == 200 for c in calls), calls
+
+
 def test_secrets_are_not_world_readable(host):
     for path in (
         "/etc/prometheus/web.yml",
@@ -104,3 +124,25 @@ def test_retention_and_listen_address_come_from_the_defaults(host):
     assert "--storage.tsdb.retention.size=8GB" in args
     assert host.socket(f"tcp://{ADDRESS}:9090").is_listening
     assert not host.socket("tcp://0.0.0.0:9090").is_listening
+
+
+def test_postgres_exporter_logs_in_as_a_pg_monitor_only_role(host):
+    role = host.check_output(
+        'runuser -u postgres -- psql -XAtc "SELECT rolsuper, rolcreaterole, rolcreatedb,'
+        " pg_has_role('grimbots_monitor', 'pg_monitor', 'member') FROM pg_roles"
+        " WHERE rolname = 'grimbots_monitor'\""
+    )
+    assert role == "f|f|f|t"
+    deadline = time.monotonic() + 30
+    up = ""
+    while time.monotonic() < deadline:
+        metrics = host.run(f"curl -sf --max-time 5 http://{ADDRESS}:9187/metrics").stdout
+        up = next((line for line in metrics.splitlines() if line.startswith("pg_up ")), "")
+        if up == "pg_up 1":
+            break
+        time.sleep(2)
+    assert up == "pg_up 1", up
+    assert (
+        "molecule-exporter"
+        not in host.file("/etc/default/prometheus-postgres-exporter").content_string
+    )
