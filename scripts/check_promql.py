@@ -2,6 +2,7 @@
 
     python scripts/check_promql.py                        # a throwaway Prometheus on loopback
     python scripts/check_promql.py --url http://HOST:9090 --require-data   # the lab's, phase 4
+        --user monitoring (password from $GRIMBOTS_PROMETHEUS_PASSWORD): the role's basic auth
 
 Without --url it starts Debian's `prometheus` on 127.0.0.1 with an empty configuration, so the
 check proves that every expression parses and evaluates (promtool checks rules, not dashboard
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -53,6 +55,8 @@ def free_port() -> int:
 def evaluate(base: str, expr: str, auth: tuple[str, str] | None) -> tuple[bool, str, int]:
     """(ok, error, series returned) for an instant query."""
     answer = requests.get(f"{base}/api/v1/query", params={"query": expr}, auth=auth, timeout=10)
+    if answer.status_code == 401:
+        sys.exit(f"{base} answered 401: give --user and GRIMBOTS_PROMETHEUS_PASSWORD")
     body = answer.json()
     if body.get("status") != "success":
         return False, f"{body.get('errorType')}: {body.get('error')}", 0
@@ -94,7 +98,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="an existing Prometheus (default: start one on loopback)")
     parser.add_argument("--user", help="basic-auth user for --url")
-    parser.add_argument("--password", help="basic-auth password for --url")
+    parser.add_argument(
+        "--password",
+        default=os.environ.get("GRIMBOTS_PROMETHEUS_PASSWORD"),
+        help="basic-auth password for --url (default: $GRIMBOTS_PROMETHEUS_PASSWORD, which keeps "
+        "it off the command line)",
+    )
     parser.add_argument("--require-data", action="store_true", help="every query returns series")
     args = parser.parse_args()
     exprs = expressions()
