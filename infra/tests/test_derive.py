@@ -35,3 +35,14 @@ def test_postgres_url_lists_every_host_without_a_password():
 def test_an_address_falls_back_to_ansible_host():
     hostvars = {"db1": {"ansible_host": "10.0.0.1"}, "db2": {"patroni_address": "192.168.0.2"}}
     assert derive.addresses(["db1", "db2"], hostvars) == ["10.0.0.1", "192.168.0.2"]
+
+
+def test_the_bcrypt_hash_is_stable_per_host_and_verifies():
+    import bcrypt
+
+    first = derive.bcrypt_hash("a-long-web-password-123", "mon1")
+    assert first == derive.bcrypt_hash("a-long-web-password-123", "mon1")
+    assert first != derive.bcrypt_hash("a-long-web-password-123", "mon2")
+    assert first.startswith(f"$2b${derive.BCRYPT_COST:02d}$")
+    assert bcrypt.checkpw(b"a-long-web-password-123", first.encode())
+    assert not bcrypt.checkpw(b"another-password", first.encode())
