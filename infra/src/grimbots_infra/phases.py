@@ -4,4 +4,12 @@
 from __future__ import annotations
 
 # Every role a deploy may apply; their defaults are loaded (lowest precedence) for every host.
-ALL_ROLES = ("common", "app", "patroni", "app_database", "exporters", "monitoring")
+ALL_ROLES = (
+    "common",
+    "app",
+    "patroni",
+    "app_database",
+    "exporters",
+    "monitoring",
+    "haproxy",
+)

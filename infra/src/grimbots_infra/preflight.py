@@ -254,6 +254,43 @@ def exporters(v: Inputs) -> list[str]:
                     "needs 16+ characters among A-Z a-z 0-9 + / = _ . ~ - from the vault",
                 )
             )
+def haproxy(v: Inputs) -> list[str]:
+    out = []
+    group = v["haproxy_backend_group"]
+    servers = list(v["groups"].get(group, []))
+    if not servers:
+        out.append(v.problem("haproxy_backend_group", f"the group '{group}' lists no app node"))
+    addresses = derive.addresses(servers, v["hostvars"], "haproxy_backend_address")
+    if len(set(addresses)) != len(addresses):
+        out.append(
+            v.problem("haproxy_backend_group", f"each app node needs its own address: {addresses}")
+        )
+    recovery = int(v["haproxy_recovery_seconds"])
+    if not 1 <= recovery <= 30:
+        out.append(v.problem("haproxy_recovery_seconds", "must be 1 to 30 s"))
+    if len(str(v.get("haproxy_stats_password", ""))) < 16 or not PASSWORD_CHARS.match(
+        str(v.get("haproxy_stats_password", ""))
+    ):
+        out.append(
+            v.problem(
+                "haproxy_stats_password",
+                "needs 16+ characters among A-Z a-z 0-9 + / = _ . ~ - from the vault",
+            )
+        )
+    if not bool(v["haproxy_tls_selfsigned"]):
+        cert, key = str(v.get("haproxy_tls_certificate", "")), str(v.get("haproxy_tls_key", ""))
+        if "-----BEGIN CERTIFICATE-----" not in cert:
+            out.append(
+                v.problem(
+                    "haproxy_tls_certificate",
+                    "needs the PEM certificate chain (or haproxy_tls_selfsigned: true in a lab)",
+                )
+            )
+        if "PRIVATE KEY-----" not in key:
+            out.append(v.problem("haproxy_tls_key", "needs the PEM private key from the vault"))
+    for name in ("haproxy_go_rate_limit", "haproxy_go_rate_period_s", "haproxy_body_limit_bytes"):
+        if int(v[name]) <= 0:
+            out.append(v.problem(name, "must be above 0"))
     return out
 
 
@@ -264,6 +301,7 @@ CHECKS: dict[str, Callable[[Inputs], list[str]]] = {
     "app_database": app_database,
     "monitoring": monitoring,
     "exporters": exporters,
+    "haproxy": haproxy,
 }
 
 

@@ -20,4 +20,5 @@ class FilterModule:
             "grimbots_schema_stamp": derive.schema_stamp,
             "grimbots_addresses": derive.addresses,
             "grimbots_bcrypt": derive.bcrypt_hash,
+            "grimbots_haproxy_check_timings": derive.haproxy_check_timings,
         }
