@@ -1,6 +1,7 @@
-"""Phase 3 with pyinfra: common + haproxy on the lb host, as playbooks/phase3.yml.
+"""Phase 3 with pyinfra: common + redis_cluster + queue_redis on the redis hosts, common +
+haproxy on the lb host, as playbooks/phase3.yml.
 
-    pyinfra -y --limit lb deploy/inventory.py deploy/phase3.py
+    pyinfra -y --limit lb --limit redis deploy/inventory.py deploy/phase3.py
 
 Ordering and glue only: each role's manifest (roles/<role>/vars/main.yml) is applied by
 grimbots_infra.apply, stage by stage as the role's tasks do; the stateful steps are the roles'
@@ -14,9 +15,10 @@ import shlex
 from pyinfra import host
 
 from grimbots_infra import apply
-from grimbots_infra.pyinfra_ops import host_step, host_vars
+from grimbots_infra.pyinfra_ops import barrier, host_step, host_vars, wait
 
 LB_ROLES = ("common", "haproxy")
+REDIS_ROLES = ("common", "redis_cluster", "queue_redis")
 
 
 def common(v) -> None:
@@ -41,6 +43,48 @@ def haproxy(v) -> None:
     apply.service("haproxy", v, apply.configure("haproxy", v), extra)
 
 
+def redis_cluster(v) -> None:
+    apply.install("redis_cluster", v)
+    apply.service("redis_cluster", v, apply.configure("redis_cluster", v))
+
+
+def redis_cluster_create(v) -> None:
+    """Once, from the first Redis host (Ansible: run_once), after every host's instances run."""
+    if host.name != v["redis_cluster_members"][0]:
+        return
+    args = shlex.join(
+        ([] if v["redis_cluster_anti_affinity"] else ["--no-anti-affinity"])
+        + [str(v["redis_cluster_wait_timeout"])]
+        + [str(p) for p in v["redis_cluster_ports"]]
+        + list(v["redis_cluster_addresses"])
+    )
+    helper = f"{v['redis_cluster_lib_dir']}/redis-cluster-create"
+    host_step(
+        name="Create the cluster if none exists, keep replicas off their masters' hosts",
+        command=f"{helper} {args}",
+        check=f"{helper} --check {args}",
+    )
+
+
+def queue_redis(v) -> None:
+    apply.install("queue_redis", v)
+    apply.service("queue_redis", v, apply.configure("queue_redis", v))
+    others = len(v["queue_redis_members"]) - 1
+    wait(
+        name="Wait until the primary has its replicas and every Sentinel sees the others",
+        command=f"{v['queue_redis_lib_dir']}/queue-redis-wait {v['queue_redis_wait_timeout']} "
+        f"{v['queue_redis_sentinel_port']} {v['queue_redis_master_name']} {others} {others}",
+    )
+
+
+if "redis" in host.groups:
+    _rv = host_vars(REDIS_ROLES)
+    common(_rv)
+    redis_cluster(_rv)
+barrier(name="Every Redis host runs its cluster instances before the cluster is created")
+if "redis" in host.groups:
+    redis_cluster_create(_rv)
+    queue_redis(_rv)
 if "lb" in host.groups:
     _v = host_vars(LB_ROLES)
     common(_v)

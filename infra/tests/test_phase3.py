@@ -88,3 +88,86 @@ def test_a_short_stats_password_is_named_but_never_shown():
     )
     assert "haproxy_stats_password=(secret)" in problem
     assert "'short'" not in problem
+
+
+def test_redis_cluster_node_timeout_leaves_time_for_the_election():
+    assert derive.redis_cluster_node_timeout_ms(8) == 5000
+    for seconds in range(4, 31):
+        timeout_s = derive.redis_cluster_node_timeout_ms(seconds) / 1000
+        assert timeout_s + derive.REDIS_CLUSTER_ELECTION_SECONDS + 1 <= seconds
+
+
+def test_sentinel_timings_follow_the_queue_knob():
+    assert derive.sentinel_timings(10) == {"down_after_ms": 7000, "failover_timeout_ms": 60000}
+    for seconds in range(4, 31):
+        t = derive.sentinel_timings(seconds)
+        assert t["down_after_ms"] / 1000 + derive.SENTINEL_FAILOVER_SECONDS <= seconds
+
+
+def test_rendered_redis_files_carry_the_derived_timings_and_the_first_host_as_primary(lab):
+    v = lab.vars("redis2")
+    cluster = render("redis_cluster", "cluster.conf.j2", v)
+    assert "cluster-node-timeout 5000\n" in cluster
+    assert "cluster-announce-ip 10.77.0.32\n" in cluster
+    assert "appendonly yes\n" in cluster
+    queue = render("queue_redis", "redis-queue.conf.j2", v)
+    assert "replicaof 10.77.0.31 6379\n" in queue
+    assert "min-replicas-to-write 1\n" in queue
+    assert "\nreplicaof " not in render("queue_redis", "redis-queue.conf.j2", lab.vars("redis1"))
+    sentinel = render("queue_redis", "sentinel-queue.conf.j2", v)
+    assert "sentinel monitor grimbots-queue 10.77.0.31 6379 2\n" in sentinel
+    assert "sentinel down-after-milliseconds grimbots-queue 7000\n" in sentinel
+    assert v["redis_cluster_units"] == ["redis-cluster@7001", "redis-cluster@7002"]
+
+
+def test_the_lab_redis_hosts_pass_preflight(lab):
+    for name in ("redis1", "redis2", "redis3"):
+        inputs_ = preflight.from_host_vars(lab.vars(name))
+        assert preflight.check(["redis_cluster", "queue_redis"], inputs_) == []
+
+
+def redis_values(**overrides) -> dict:
+    values = {
+        "groups": {"redis": ["redis1", "redis2", "redis3"]},
+        "hostvars": {f"redis{i}": {"ansible_host": f"10.0.0.{i}"} for i in (1, 2, 3)},
+        "redis_cluster_group": "redis",
+        "redis_cluster_anti_affinity": True,
+        "redis_cluster_ports": [7001, 7002],
+        "redis_cluster_recovery_seconds": 8,
+        "redis_cluster_password": "p" * 16,
+        "queue_redis_group": "redis",
+        "queue_redis_quorum": 2,
+        "queue_redis_min_replicas_to_write": 1,
+        "queue_redis_recovery_seconds": 10,
+        "queue_redis_password": "p" * 16,
+    }
+    return {**values, **overrides}
+
+
+def redis_inputs(values: dict) -> preflight.Inputs:
+    return preflight.Inputs("redis1", values.__getitem__, lambda name: None)
+
+
+def test_a_two_host_cluster_is_refused_unless_anti_affinity_is_relaxed():
+    two = {"groups": {"redis": ["redis1", "redis2"]}}
+    (problem,) = preflight.check(["redis_cluster"], redis_inputs(redis_values(**two)))
+    assert "redis_cluster_group" in problem and "3+ hosts" in problem
+    relaxed = redis_values(redis_cluster_anti_affinity=False, **two)
+    assert preflight.check(["redis_cluster"], redis_inputs(relaxed)) == []
+
+
+def test_a_sentinel_quorum_below_a_majority_is_refused():
+    (problem,) = preflight.check(["queue_redis"], redis_inputs(redis_values(queue_redis_quorum=1)))
+    assert "queue_redis_quorum" in problem and "majority" in problem
+
+
+def test_a_queue_that_acknowledges_writes_on_one_host_is_refused():
+    values = redis_values(queue_redis_min_replicas_to_write=0)
+    (problem,) = preflight.check(["queue_redis"], redis_inputs(values))
+    assert "queue_redis_min_replicas_to_write" in problem
+
+
+def test_a_redis_password_with_a_space_is_refused_without_showing_it():
+    values = redis_values(redis_cluster_password="sixteen chars and more")
+    (problem,) = preflight.check(["redis_cluster"], redis_inputs(values))
+    assert "redis_cluster_password=(secret)" in problem and "chars and" not in problem

@@ -18,7 +18,7 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import operation
 from pyinfra.api.operation import OperationMeta
-from pyinfra.facts.files import Sha1File
+from pyinfra.facts.files import File, Sha1File
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
@@ -53,6 +53,16 @@ def validated_put(text: str, dest: str, user: str, group: str, mode: str, valida
         f"{{ {check} && mv -f {shlex.quote(staged)} {shlex.quote(dest)}; }} || "
         f"{{ rm -f {shlex.quote(staged)}; exit 1; }}"
     )
+
+
+@operation()
+def put_if_absent(text: str, dest: str, user: str, group: str, mode: str):
+    """files.put of a rendered template only when ``dest`` does not exist (Ansible's
+    ``force: false``): for a file the service rewrites itself (Sentinel's), which the template
+    only seeds. An existing file is left exactly as it is, owner and mode included."""
+    if host.get_fact(File, path=dest):
+        return
+    yield from files.put._inner(src=io.StringIO(text), dest=dest, user=user, group=group, mode=mode)
 
 
 def install(role: str, v: Any) -> Triggers:
@@ -131,7 +141,14 @@ def configure(role: str, v: Any) -> Triggers:
     for t in filter(_on, manifest(role, v).get("templates", [])):
         text = render(role, t["src"], v)
         common = {"user": t["owner"], "group": t["group"], "mode": t["mode"]}
-        if t.get("validate"):
+        if not t.get("force", True):
+            op = put_if_absent(
+                name=f"Render {t['src']} to {t['dest']} (only when absent)",
+                text=text,
+                dest=t["dest"],
+                **common,
+            )
+        elif t.get("validate"):
             op = validated_put(
                 name=f"Render {t['src']} to {t['dest']} (checked first)",
                 text=text,

@@ -145,3 +145,49 @@ def haproxy_out_of_rotation_ms(recovery_seconds: int | str) -> int:
     """The longest a dead node stays in rotation with haproxy_check_timings (ms)."""
     t = haproxy_check_timings(recovery_seconds)
     return t["inter"] + (t["fall"] - 1) * t["fastinter"] + t["timeout_check"]
+
+
+# Seconds a Redis Cluster replica spends between its master's FAIL and its promotion: the FAIL
+# report spreads by gossip (up to about a second), then the election waits 500 ms + up to 500 ms
+# random + 1 s per rank, and the vote takes a round trip. Two seconds covers the best-ranked
+# replica; the app's cluster client needs about one more to refresh its slot map.
+REDIS_CLUSTER_ELECTION_SECONDS = 2
+
+
+def redis_cluster_node_timeout_ms(recovery_seconds: int | str) -> int:
+    """cluster-node-timeout from the one knob: the most seconds until the cluster is ok again
+    after a master's host dies (a master is flagged PFAIL after node-timeout, FAIL once most
+    masters agree, then its replica is elected). At 8 s: 5000 ms (bounded below by 1000 ms:
+    shorter flags healthy nodes on a busy host)."""
+    budget = (int(recovery_seconds) - REDIS_CLUSTER_ELECTION_SECONDS - 1) * 1000
+    return max(1000, budget)
+
+
+def redis_cluster_recovery_bound(recovery_seconds: int | str) -> int:
+    """Seconds within which the cluster must be ok again after a master's host died."""
+    return redis_cluster_node_timeout_ms(recovery_seconds) // 1000 + (
+        REDIS_CLUSTER_ELECTION_SECONDS + 1
+    )
+
+
+def redis_nodes(addresses: Iterable[str], port: int | str) -> str:
+    """host:port of every instance on ``port``, comma-separated (GRIMBOTS_REDIS_CLUSTER_NODES,
+    GRIMBOTS_SENTINELS)."""
+    return ",".join(f"{a}:{int(port)}" for a in addresses)
+
+
+# Seconds Sentinel spends between agreeing that the primary is down (ODOWN) and a promoted
+# replica: the quorum's reports (about 1 s), the leader election and SLAVEOF NO ONE (about 1 s),
+# and the app's Sentinel client asking again for the primary (about 1 s).
+SENTINEL_FAILOVER_SECONDS = 3
+
+
+def sentinel_timings(recovery_seconds: int | str) -> dict[str, int]:
+    """Sentinel's down-after-milliseconds and failover-timeout from the one knob: the most
+    seconds until the queue Redis takes writes again after its primary's host dies. At 10 s:
+    7000 ms and 60000 ms (failover-timeout also spaces out retries of a failed failover)."""
+    seconds = int(recovery_seconds)
+    return {
+        "down_after_ms": max(1000, (seconds - SENTINEL_FAILOVER_SECONDS) * 1000),
+        "failover_timeout_ms": max(10000, seconds * 6000),
+    }

@@ -12,4 +12,6 @@ ALL_ROLES = (
     "exporters",
     "monitoring",
     "haproxy",
+    "redis_cluster",
+    "queue_redis",
 )

@@ -254,6 +254,8 @@ def exporters(v: Inputs) -> list[str]:
                     "needs 16+ characters among A-Z a-z 0-9 + / = _ . ~ - from the vault",
                 )
             )
+
+
 def haproxy(v: Inputs) -> list[str]:
     out = []
     group = v["haproxy_backend_group"]
@@ -294,6 +296,78 @@ def haproxy(v: Inputs) -> list[str]:
     return out
 
 
+def _redis_password(v: Inputs, name: str) -> list[str]:
+    password = str(v.get(name, ""))
+    if len(password) < 16 or not PASSWORD_CHARS.match(password):
+        return [
+            v.problem(name, "needs 16+ characters among A-Z a-z 0-9 + / = _ . ~ - from the vault")
+        ]
+    return []
+
+
+def redis_cluster(v: Inputs) -> list[str]:
+    out = []
+    group = v["redis_cluster_group"]
+    members = list(v["groups"].get(group, []))
+    anti_affinity = bool(v["redis_cluster_anti_affinity"])
+    if v.host not in members or (anti_affinity and len(members) < 3):
+        out.append(
+            v.problem(
+                "redis_cluster_group",
+                f"a cluster of 3 masters with replicas on other hosts needs 3+ hosts including "
+                f"{v.host}; '{group}' has {members}",
+            )
+        )
+    ports = [int(p) for p in v["redis_cluster_ports"]]
+    if len(ports) != 2 or ports[0] == ports[1]:
+        out.append(v.problem("redis_cluster_ports", "needs two ports: masters', replicas'"))
+    addresses = derive.addresses(members, v["hostvars"], "redis_cluster_address")
+    if anti_affinity and len(set(addresses)) != len(addresses):
+        out.append(v.problem("redis_cluster_address", f"each host needs its own: {addresses}"))
+    if int(v["redis_cluster_recovery_seconds"]) < 4:
+        out.append(
+            v.problem(
+                "redis_cluster_recovery_seconds",
+                "must be at least 4 s (a 1 s node timeout, then the replica's election)",
+            )
+        )
+    return out + _redis_password(v, "redis_cluster_password")
+
+
+def queue_redis(v: Inputs) -> list[str]:
+    out = []
+    group = v["queue_redis_group"]
+    members = list(v["groups"].get(group, []))
+    quorum = int(v["queue_redis_quorum"])
+    if v.host not in members or len(members) < 3:
+        out.append(
+            v.problem(
+                "queue_redis_group",
+                f"a primary, 2+ replicas and 3+ Sentinels need 3+ hosts including {v.host}; "
+                f"'{group}' has {members}",
+            )
+        )
+    elif not len(members) // 2 < quorum <= len(members):
+        out.append(
+            v.problem(
+                "queue_redis_quorum",
+                f"must be a majority of the {len(members)} Sentinels (two sides of a split "
+                "must never both fail over)",
+            )
+        )
+    if not 0 < int(v["queue_redis_min_replicas_to_write"]) < max(len(members), 2):
+        out.append(
+            v.problem(
+                "queue_redis_min_replicas_to_write",
+                "must be 1+ (an acknowledged job on two hosts) and below the host count "
+                "(writes go on while one replica is down)",
+            )
+        )
+    if int(v["queue_redis_recovery_seconds"]) < 4:
+        out.append(v.problem("queue_redis_recovery_seconds", "must be at least 4 s"))
+    return out + _redis_password(v, "queue_redis_password")
+
+
 CHECKS: dict[str, Callable[[Inputs], list[str]]] = {
     "common": common,
     "app": app,
@@ -302,6 +376,8 @@ CHECKS: dict[str, Callable[[Inputs], list[str]]] = {
     "monitoring": monitoring,
     "exporters": exporters,
     "haproxy": haproxy,
+    "redis_cluster": redis_cluster,
+    "queue_redis": queue_redis,
 }
 
 

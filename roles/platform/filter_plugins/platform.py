@@ -21,4 +21,7 @@ class FilterModule:
             "grimbots_addresses": derive.addresses,
             "grimbots_bcrypt": derive.bcrypt_hash,
             "grimbots_haproxy_check_timings": derive.haproxy_check_timings,
+            "grimbots_redis_cluster_node_timeout_ms": derive.redis_cluster_node_timeout_ms,
+            "grimbots_redis_nodes": derive.redis_nodes,
+            "grimbots_sentinel_timings": derive.sentinel_timings,
         }

@@ -1,0 +1,140 @@
+"""The whole cluster and the queue, driven from the first Redis host: 16384 slots, one master per
+host, no replica on its master's host; a master's host lost (its instances stopped) leaves the
+cluster ok again within the recovery knob, and the helper puts the placement back once it
+returns; the queue primary lost: Sentinel promotes a replica and no acknowledged write is lost."""
+
+import os
+import time
+
+import testinfra.utils.ansible_runner
+
+testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
+    os.environ["MOLECULE_INVENTORY_FILE"]
+).get_hosts("redis")[:1]
+
+PASSWORD = "molecule-redis-0123456789"
+AUTH = f"REDISCLI_AUTH={PASSWORD} redis-cli --no-auth-warning"
+ADDRESSES = ["10.83.0.31", "10.83.0.32", "10.83.0.33"]
+HELPER = "/usr/local/lib/grimbots/redis-cluster-create 60 7001 7002 " + " ".join(ADDRESSES)
+# redis_cluster_recovery_seconds and queue_redis_recovery_seconds (the defaults).
+CLUSTER_RECOVERY_S = 8
+QUEUE_RECOVERY_S = 10
+
+
+def _nodes(host, address: str = ADDRESSES[1]) -> list[dict]:
+    out = host.check_output(f"{AUTH} -h {address} -p 7001 CLUSTER NODES")
+    nodes = []
+    for line in out.splitlines():
+        f = line.split()
+        nodes.append(
+            {
+                "id": f[0],
+                "host": f[1].split(":")[0],
+                "master": "master" in f[2],
+                "failed": "fail" in f[2],
+                "of": f[3],
+                "slots": f[8:],
+            }
+        )
+    return nodes
+
+
+def _cluster_info(host, address: str) -> dict:
+    out = host.check_output(f"{AUTH} -h {address} -p 7001 CLUSTER INFO")
+    return dict(line.strip().split(":", 1) for line in out.splitlines() if ":" in line)
+
+
+def _placement_ok(nodes: list[dict]) -> bool:
+    by_id = {n["id"]: n for n in nodes}
+    masters = [n for n in nodes if n["master"] and n["slots"] and not n["failed"]]
+    one_per_host = sorted(m["host"] for m in masters) == ADDRESSES
+    apart = all(by_id[n["of"]]["host"] != n["host"] for n in nodes if not n["master"])
+    return one_per_host and apart
+
+
+def test_the_cluster_covers_every_slot_with_one_master_per_host_and_replicas_apart(host):
+    info = _cluster_info(host, ADDRESSES[0])
+    assert info["cluster_state"] == "ok"
+    assert info["cluster_slots_assigned"] == "16384"
+    assert info["cluster_known_nodes"] == "6"
+    assert _placement_ok(_nodes(host))
+    assert host.run(f"{AUTH} --cluster check {ADDRESSES[0]}:7001").rc == 0
+    assert host.run(f"{HELPER.replace('create 60', 'create --check 60')}").rc == 0
+
+
+def test_a_masters_host_lost_is_survived_and_the_placement_restored(host):
+    host.check_output("systemctl stop redis-cluster@7001 redis-cluster@7002")
+    start = time.monotonic()
+    try:
+        while time.monotonic() - start < 30:
+            info = _cluster_info(host, ADDRESSES[1])
+            masters = {n["host"] for n in _nodes(host) if n["master"] and not n["failed"]}
+            if info["cluster_state"] == "ok" and ADDRESSES[0] not in masters:
+                break
+            time.sleep(0.2)
+        took = time.monotonic() - start
+        print(f"cluster ok again {took:.1f} s after the loss of {ADDRESSES[0]}'s instances")
+        assert took <= CLUSTER_RECOVERY_S
+        assert (
+            host.check_output(f"{AUTH} -c -h {ADDRESSES[1]} -p 7001 SET {{t}}:after-loss 1") == "OK"
+        )
+    finally:
+        host.check_output("systemctl start redis-cluster@7001 redis-cluster@7002")
+    # Back: both old instances are replicas now, the host holds no master.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if all(not n["failed"] for n in _nodes(host)):
+            break
+        time.sleep(0.5)
+    assert host.run(f"{HELPER.replace('create 60', 'create --check 60')}").rc == 3
+    out = host.check_output(HELPER)
+    print(out)
+    assert out.splitlines()[-1].startswith("changed: failover")
+    assert _placement_ok(_nodes(host))
+    assert host.run(f"{HELPER.replace('create 60', 'create --check 60')}").rc == 0
+
+
+def _sentinel_primary(host) -> str:
+    out = host.check_output(
+        f"{AUTH} -p 26379 SENTINEL get-master-addr-by-name grimbots-queue"
+    ).split()
+    return out[0]
+
+
+def test_the_queue_primary_lost_keeps_every_acknowledged_write(host):
+    assert _sentinel_primary(host) == ADDRESSES[0]
+    acked = 0
+    for i in range(200):
+        out = host.check_output(
+            f"{AUTH} -h {ADDRESSES[0]} -p 6379 EVAL "
+            f"\"redis.call('RPUSH', 'rq:queue:test', ARGV[1]); return 1\" 0 {i}"
+        )
+        if out.strip() == "1":
+            acked += 1
+    waited = host.check_output(f"{AUTH} -h {ADDRESSES[0]} -p 6379 WAIT 2 2000").strip()
+    assert acked == 200 and int(waited) >= 1
+    host.check_output("systemctl stop redis-server@queue")
+    start = time.monotonic()
+    try:
+        while time.monotonic() - start < 40 and _sentinel_primary(host) == ADDRESSES[0]:
+            time.sleep(0.2)
+        promoted = _sentinel_primary(host)
+        took = time.monotonic() - start
+        print(f"Sentinel promoted {promoted} {took:.1f} s after the primary stopped")
+        assert promoted != ADDRESSES[0]
+        assert took <= QUEUE_RECOVERY_S
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            role = host.check_output(f"{AUTH} -h {promoted} -p 6379 ROLE").split()[0]
+            if role == "master":
+                break
+            time.sleep(0.2)
+        length = host.check_output(f"{AUTH} -h {promoted} -p 6379 LLEN rq:queue:test")
+        assert int(length) == 200
+        # Still one replica: the new primary takes writes (min-replicas-to-write 1).
+        assert host.check_output(f"{AUTH} -h {promoted} -p 6379 RPUSH rq:queue:test x") == "201"
+    finally:
+        host.check_output("systemctl start redis-server@queue")
+    # The old primary comes back as a replica of the new one; the setup is whole again.
+    assert host.run("/usr/local/lib/grimbots/queue-redis-wait 60 26379 grimbots-queue 2 2").rc == 0
+    assert "replicaof" in host.file("/etc/redis/redis-queue.conf").content_string
