@@ -254,6 +254,7 @@ def exporters(v: Inputs) -> list[str]:
                     "needs 16+ characters among A-Z a-z 0-9 + / = _ . ~ - from the vault",
                 )
             )
+    return out
 
 
 def haproxy(v: Inputs) -> list[str]:
