@@ -1,12 +1,14 @@
-"""Phase 4 on the lab, rule to receiver: the app stopped on its first host makes InstanceDown
-fire and arrive at the fake Telegram, and the app started again resolves it; both times are
-printed beside the bound that `for`, the scrape and evaluation intervals and Alertmanager's
-grouping give."""
+"""Phase 4 on the lab, rule to receiver: the PostgreSQL leader killed by the failover test gave
+PatroniFailover at the fake Telegram; the app stopped on its first host makes InstanceDown fire
+and arrive there, and the app started again resolves it. The times are printed, the app node's
+beside the bound that `for`, the scrape and evaluation intervals and Alertmanager's grouping
+give."""
 
 from __future__ import annotations
 
 import re
 import time
+from datetime import datetime
 
 from grimbots_infra import lab as lab2
 
@@ -15,6 +17,28 @@ def _seconds(duration: str) -> int:
     """A Prometheus duration of one unit (15s, 1m, 2h) in seconds."""
     value, unit = re.fullmatch(r"(\d+)([smh])", str(duration)).groups()
     return int(value) * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def test_the_killed_leader_of_the_failover_test_raised_patroni_failover(lab, monitoring):
+    """Run after tests/phase2/test_failover.py (scripts/test-lab.sh, pyinfra pass), whose killed
+    leader and switchover moved the cluster to new timelines minutes ago."""
+    history = lab2.wait_for(lambda: _history(lab), timeout=30)
+    assert history, "no Patroni member answers /history"
+    recent = [h for h in history if time.time() - _timestamp(h) < 600]
+    assert recent, f"no failover or switchover in the last 10 minutes: {history[-2:]}"
+
+    def message():
+        return next(
+            (m for m in monitoring.messages() if "PatroniFailover" in (m["text"] or "")), None
+        )
+
+    arrived = lab2.wait_for(message, timeout=120, interval=3)
+    assert arrived, "PatroniFailover did not reach the fake Telegram"
+    first = _timestamp(recent[0])
+    print(
+        f"\nALERT: PatroniFailover at the fake Telegram {arrived['received'] - first:.0f} s after "
+        f"the promotion that began the first new timeline of the last 10 minutes"
+    )
 
 
 def test_a_stopped_app_node_pages_through_alertmanager_and_resolves(lab, monitoring, rules):
@@ -61,3 +85,15 @@ def test_a_stopped_app_node_pages_through_alertmanager_and_resolves(lab, monitor
     assert resolved, "InstanceDown was not resolved at the fake Telegram after the app came back"
     back = resolved["received"] - started
     print(f"ALERT: resolved at the fake Telegram {back:.0f} s after grimbots-web started again")
+
+
+def _history(lab) -> list | None:
+    for name in lab.groups["db"]:
+        history = lab2.rest(lab.hosts[name]["ansible_host"], "/history")
+        if history:
+            return history
+    return None
+
+
+def _timestamp(entry: list) -> float:
+    return datetime.fromisoformat(entry[3]).timestamp()
