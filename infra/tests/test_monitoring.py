@@ -218,3 +218,16 @@ def test_every_scraped_exporter_listens_where_prometheus_looks(lab, prometheus_y
 def test_the_lab_db_hosts_pass_the_exporters_preflight(lab):
     for host in lab.group("db") + lab.group("app"):
         assert preflight.check(["exporters"], preflight.from_host_vars(lab.vars(host))) == []
+
+
+def test_redis_exporter_knows_the_password_of_every_password_protected_target(lab, prometheus_yml):
+    jobs = {j["job_name"]: j for j in prometheus_yml["scrape_configs"]}
+    for config in jobs["redis"]["static_configs"]:
+        v = lab.vars(config["labels"]["host"])
+        assert v["exporters_redis_auth"] is True
+        passwords = json.loads(render("exporters", "redis-exporter-passwords.json.j2", v))
+        assert sorted(passwords) == sorted(config["targets"])
+        assert set(passwords.values()) == {v["grimbots_redis_password"]}
+        args = render("exporters", "redis-exporter.default.j2", v)
+        assert f"--redis.password-file={v['exporters_redis_password_file']}" in args
+        assert v["grimbots_redis_password"] not in args
