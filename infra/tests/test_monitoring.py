@@ -222,11 +222,13 @@ def test_the_lab_db_hosts_pass_the_exporters_preflight(lab):
 
 def test_redis_exporter_knows_the_password_of_every_password_protected_target(lab, prometheus_yml):
     jobs = {j["job_name"]: j for j in prometheus_yml["scrape_configs"]}
-    for config in jobs["redis"]["static_configs"]:
+    for config, sentinel in zip(
+        jobs["redis"]["static_configs"], jobs["sentinel"]["static_configs"], strict=True
+    ):
         v = lab.vars(config["labels"]["host"])
         assert v["exporters_redis_auth"] is True
         passwords = json.loads(render("exporters", "redis-exporter-passwords.json.j2", v))
-        assert sorted(passwords) == sorted(config["targets"])
+        assert sorted(passwords) == sorted(config["targets"] + sentinel["targets"])
         assert set(passwords.values()) == {v["grimbots_redis_password"]}
         args = render("exporters", "redis-exporter.default.j2", v)
         assert f"--redis.password-file={v['exporters_redis_password_file']}" in args
