@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The lab, every phase, from empty hosts, with one deploy tool; then the other tool must agree.
-#   scripts/test-lab.sh ansible   Ansible builds phases 1, 2 and 4; suites; reruns of both tools
-#   scripts/test-lab.sh pyinfra   pyinfra builds phases 1, 2 and 4; suites; reruns; failover and
+#   scripts/test-lab.sh ansible   Ansible builds phases 1 to 4; suites; reruns of both tools
+#   scripts/test-lab.sh pyinfra   pyinfra builds phases 1 to 4; suites; reruns; failover and
 #                                 alert delivery tests
 # The hosts are recreated first (phase 1 must start from empty hosts on SQLite), the lab image is
 # reused. A rerun of the same tool proves idempotence, a run of the other tool proves parity, and
@@ -39,11 +39,14 @@ stage "$tool-phase2-snapshot" python tests/phase2/phase1_snapshot.py
 stage "$tool-phase2" deploy 2
 stage "$tool-phase2-suite" "${PYTEST[@]}" -v tests/phase2 \
   --ignore tests/phase2/test_failover.py --ignore tests/phase2/test_phase2_rerun.py
+stage "$tool-phase3" deploy 3
+stage "$tool-phase3-suite" "${PYTEST[@]}" -v -s tests/phase3 --ignore tests/phase3/test_phase3_rerun.py
 stage "$tool-phase4" deploy 4
 stage "$tool-phase4-suite" "${PYTEST[@]}" -v -s tests/phase4 \
   --ignore tests/phase4/test_alert_delivery.py --ignore tests/phase4/test_phase4_rerun.py
 # Idempotence (the same tool again), then parity (the other tool), each phase: no change.
-RERUNS=(tests/phase1/test_phase1_rerun.py tests/phase2/test_phase2_rerun.py tests/phase4/test_phase4_rerun.py)
+RERUNS=(tests/phase1/test_phase1_rerun.py tests/phase2/test_phase2_rerun.py
+  tests/phase3/test_phase3_rerun.py tests/phase4/test_phase4_rerun.py)
 stage "$tool-rerun-$tool" "${PYTEST[@]}" -v "${RERUNS[@]}" -k "$tool"
 stage "$tool-rerun-$other" "${PYTEST[@]}" -v "${RERUNS[@]}" -k "$other"
 # The failover and switchover tests do not depend on the tool: once, on the pyinfra-built lab.

@@ -120,7 +120,12 @@ def pg_rows(app: dict[str, Any], sql: str) -> list[list]:
 
 # The deploy commands of each phase, as CI and the docs run them (from the repository root).
 VAULT_PASSWORD_FILE = LAB_INVENTORY / "vault-password.txt"
-PYINFRA_LIMITS = {1: ["app"], 2: ["db", "app"], 4: ["app", "db", "lb", "redis", "monitoring"]}
+PYINFRA_LIMITS = {
+    1: ["app"],
+    2: ["db", "app"],
+    3: ["lb", "redis"],
+    4: ["app", "db", "lb", "redis", "monitoring"],
+}
 
 
 def deploy_command(tool: str, phase: int) -> list[str]:
