@@ -248,7 +248,8 @@ def redis() -> Dashboard:
             "Replication offset lag",
             "bytes",
             (
-                'redis_master_repl_offset{job="redis"} - on (instance) '
+                # One primary offset against each of its replicas (many per instance).
+                'redis_master_repl_offset{job="redis"} - on (instance) group_right '
                 'redis_connected_slave_offset_bytes{job="redis"}',
                 "{{instance}} {{slave_ip}}",
             ),

@@ -7,11 +7,14 @@ import time
 
 from grimbots_infra import lab as lab2
 
-# Jobs whose targets must all be up once phases 1, 2 and 4 ran: every host's node_exporter,
-# the database hosts' services, and the monitoring host itself. The app job is checked on the
-# hosts that run the app (the first app host until phase 3 puts it on every one); HAProxy and
-# the Redis jobs come with phase 3.
-ALWAYS_UP = ("node", "patroni", "postgres", "etcd", "prometheus", "alertmanager")
+# Jobs whose targets must all be up once phases 1 to 4 ran: every host's node_exporter, the
+# database hosts' services, HAProxy, every Redis instance (through its host's redis_exporter)
+# and the monitoring host itself. The app job is checked on the hosts that run the app (the
+# first app host until the app moves onto phase 3's Redis on every app host).
+ALWAYS_UP = (
+    "node", "patroni", "postgres", "etcd", "haproxy", "redis", "sentinel", "prometheus",
+    "alertmanager",
+)  # fmt: skip
 
 
 def _targets(monitoring) -> list[dict]:
@@ -51,10 +54,13 @@ def test_every_target_of_what_runs_is_up(lab, monitoring):
     assert set(ALWAYS_UP) | {"app"} <= jobs, jobs
     # node_exporter on every host the inventory monitors, none listed by hand.
     nodes = {t["scrapeUrl"].split("/")[2].split(":")[0] for t in up if t["labels"]["job"] == "node"}
-    monitored = {
-        lab.hosts[h]["ansible_host"] for g in ("app", "db", "monitoring") for h in lab.groups[g]
-    }
+    groups = ("app", "db", "lb", "redis", "monitoring")
+    monitored = {lab.hosts[h]["ansible_host"] for g in groups for h in lab.groups[g]}
     assert monitored <= nodes, monitored - nodes
+    # An exporter answers even when its Redis does not: each instance must say it is up.
+    redis_up = monitoring.query('redis_up{job=~"redis|sentinel"}')
+    assert len(redis_up) == 4 * len(lab.groups["redis"]), redis_up  # 6379, 7001, 7002, 26379
+    assert [r["metric"]["instance"] for r in redis_up if r["value"][1] != "1"] == []
 
 
 def test_every_rule_of_the_rule_file_is_loaded_and_healthy(monitoring, rules):
