@@ -91,8 +91,8 @@ def test_a_short_stats_password_is_named_but_never_shown():
 
 
 def test_redis_cluster_node_timeout_leaves_time_for_the_election():
-    assert derive.redis_cluster_node_timeout_ms(8) == 5000
-    for seconds in range(4, 31):
+    assert derive.redis_cluster_node_timeout_ms(8) == 4000
+    for seconds in range(5, 31):
         timeout_s = derive.redis_cluster_node_timeout_ms(seconds) / 1000
         assert timeout_s + derive.REDIS_CLUSTER_ELECTION_SECONDS + 1 <= seconds
 
@@ -107,7 +107,7 @@ def test_sentinel_timings_follow_the_queue_knob():
 def test_rendered_redis_files_carry_the_derived_timings_and_the_first_host_as_primary(lab):
     v = lab.vars("redis2")
     cluster = render("redis_cluster", "cluster.conf.j2", v)
-    assert "cluster-node-timeout 5000\n" in cluster
+    assert "cluster-node-timeout 4000\n" in cluster
     assert "cluster-announce-ip 10.77.0.32\n" in cluster
     assert "appendonly yes\n" in cluster
     queue = render("queue_redis", "redis-queue.conf.j2", v)

@@ -325,11 +325,11 @@ def redis_cluster(v: Inputs) -> list[str]:
     addresses = derive.addresses(members, v["hostvars"], "redis_cluster_address")
     if anti_affinity and len(set(addresses)) != len(addresses):
         out.append(v.problem("redis_cluster_address", f"each host needs its own: {addresses}"))
-    if int(v["redis_cluster_recovery_seconds"]) < 4:
+    if int(v["redis_cluster_recovery_seconds"]) < 5:
         out.append(
             v.problem(
                 "redis_cluster_recovery_seconds",
-                "must be at least 4 s (a 1 s node timeout, then the replica's election)",
+                "must be at least 5 s (a 1 s node timeout, the replica's election, the client)",
             )
         )
     return out + _redis_password(v, "redis_cluster_password")
