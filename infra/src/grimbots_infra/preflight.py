@@ -58,6 +58,14 @@ class Inputs:
         return f"{self.host}: {name}={value}: {text}; set it in {self.where(name)}"
 
 
+def _vault_password(v: Inputs, name: str, source: str = "from the vault") -> list[str]:
+    """The problem of a password that a URL, a config file or libpq could mangle, if any."""
+    password = str(v.get(name, ""))
+    if len(password) < 16 or not PASSWORD_CHARS.match(password):
+        return [v.problem(name, f"needs 16+ characters among A-Z a-z 0-9 + / = _ . ~ - {source}")]
+    return []
+
+
 def common(v: Inputs) -> list[str]:
     out = []
     for item in v.get("common_sysctl", []):
@@ -174,15 +182,9 @@ def app_database(v: Inputs) -> list[str]:
     out = []
     if not v["groups"].get(v["app_database_db_group"]):
         out.append(v.problem("app_database_db_group", "the group lists no database hosts"))
-    password = str(v.get("app_database_password", ""))
-    if len(password) < 16 or not PASSWORD_CHARS.match(password):
-        out.append(
-            v.problem(
-                "app_database_password",
-                "needs 16+ characters among A-Z a-z 0-9 + / = _ . ~ - (the db group's "
-                "patroni_app_password, from the vault)",
-            )
-        )
+    out += _vault_password(
+        v, "app_database_password", "(the db group's patroni_app_password, from the vault)"
+    )
     return out
 
 
@@ -201,14 +203,7 @@ def monitoring(v: Inputs) -> list[str]:
     out = []
     if not v["groups"].get(v["monitoring_group"]):
         out.append(v.problem("monitoring_group", "the group lists no monitoring host"))
-    password = str(v.get("monitoring_web_password", ""))
-    if len(password) < 16 or not PASSWORD_CHARS.match(password):
-        out.append(
-            v.problem(
-                "monitoring_web_password",
-                "needs 16+ characters among A-Z a-z 0-9 + / = _ . ~ - from the vault",
-            )
-        )
+    out += _vault_password(v, "monitoring_web_password")
     if not TELEGRAM_TOKEN.match(str(v.get("monitoring_telegram_bot_token", ""))):
         out.append(
             v.problem("monitoring_telegram_bot_token", "needs a bot token <id>:<secret> (vault)")
@@ -246,14 +241,7 @@ def monitoring(v: Inputs) -> list[str]:
 def exporters(v: Inputs) -> list[str]:
     out = []
     if v.host in v["groups"].get(v["exporters_postgres_group"], []):
-        password = str(v.get("exporters_postgres_password", ""))
-        if len(password) < 16 or not PASSWORD_CHARS.match(password):
-            out.append(
-                v.problem(
-                    "exporters_postgres_password",
-                    "needs 16+ characters among A-Z a-z 0-9 + / = _ . ~ - from the vault",
-                )
-            )
+        out += _vault_password(v, "exporters_postgres_password")
     return out
 
 
@@ -271,15 +259,7 @@ def haproxy(v: Inputs) -> list[str]:
     recovery = int(v["haproxy_recovery_seconds"])
     if not 1 <= recovery <= 30:
         out.append(v.problem("haproxy_recovery_seconds", "must be 1 to 30 s"))
-    if len(str(v.get("haproxy_stats_password", ""))) < 16 or not PASSWORD_CHARS.match(
-        str(v.get("haproxy_stats_password", ""))
-    ):
-        out.append(
-            v.problem(
-                "haproxy_stats_password",
-                "needs 16+ characters among A-Z a-z 0-9 + / = _ . ~ - from the vault",
-            )
-        )
+    out += _vault_password(v, "haproxy_stats_password")
     if not bool(v["haproxy_tls_selfsigned"]):
         cert, key = str(v.get("haproxy_tls_certificate", "")), str(v.get("haproxy_tls_key", ""))
         if "-----BEGIN CERTIFICATE-----" not in cert:
@@ -295,15 +275,6 @@ def haproxy(v: Inputs) -> list[str]:
         if int(v[name]) <= 0:
             out.append(v.problem(name, "must be above 0"))
     return out
-
-
-def _redis_password(v: Inputs, name: str) -> list[str]:
-    password = str(v.get(name, ""))
-    if len(password) < 16 or not PASSWORD_CHARS.match(password):
-        return [
-            v.problem(name, "needs 16+ characters among A-Z a-z 0-9 + / = _ . ~ - from the vault")
-        ]
-    return []
 
 
 def redis_cluster(v: Inputs) -> list[str]:
@@ -332,7 +303,7 @@ def redis_cluster(v: Inputs) -> list[str]:
                 "must be at least 5 s (a 1 s node timeout, the replica's election, the client)",
             )
         )
-    return out + _redis_password(v, "redis_cluster_password")
+    return out + _vault_password(v, "redis_cluster_password")
 
 
 def queue_redis(v: Inputs) -> list[str]:
@@ -366,7 +337,7 @@ def queue_redis(v: Inputs) -> list[str]:
         )
     if int(v["queue_redis_recovery_seconds"]) < 4:
         out.append(v.problem("queue_redis_recovery_seconds", "must be at least 4 s"))
-    return out + _redis_password(v, "queue_redis_password")
+    return out + _vault_password(v, "queue_redis_password")
 
 
 CHECKS: dict[str, Callable[[Inputs], list[str]]] = {
