@@ -13,9 +13,7 @@ import select
 import shutil
 import signal
 import socket
-import subprocess
 import threading
-import time
 
 import pytest
 import redis
@@ -27,15 +25,9 @@ from grimbots import intake, redis_pool, webhook
 from grimbots.models import InboundUpdate
 from tests.conftest import make_settings
 from tests.factories import make_bot, make_funnel, make_seller, start_update
+from tests.redis_servers import free_port, redis_server, wait
 
 HEADER = "X-Telegram-Bot-Api-Secret-Token"
-
-
-def _free_port() -> int:
-    """A port nobody listens on now: fixed ports collide when two suites run at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 needs_redis_server = pytest.mark.skipif(
@@ -321,44 +313,18 @@ def test_reply_lost_on_the_wire_never_drops_the_update(proxied_app, fake_tg, cli
 # -- WAIT against a real replica -----------------------------------------------------------------
 
 
-def _wait_for(predicate, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except redis.RedisError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-def _redis_server(tmp_path, port: int, *extra: str) -> subprocess.Popen:
-    workdir = tmp_path / f"redis-{port}"
-    workdir.mkdir()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        + ["--appendonly", "no", "--dir", str(workdir), *extra],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _wait_for(lambda: redis.Redis(port=port).ping(), f"redis on {port}")
-    assert proc.poll() is None, f"port {port} is served by another process"
-    return proc
-
-
 @pytest.fixture
 def primary_and_replica(tmp_path):
     """((primary process, port), (replica process, port)): a queue Redis with one replica."""
-    primary_port, replica_port = _free_port(), _free_port()
-    primary = _redis_server(tmp_path, primary_port)
-    replica = _redis_server(tmp_path, replica_port, "--replicaof", "127.0.0.1", str(primary_port))
+    primary_port, replica_port = free_port(), free_port()
+    primary = redis_server(tmp_path, primary_port)
+    replica = redis_server(tmp_path, replica_port, "--replicaof", "127.0.0.1", str(primary_port))
     try:
-        _wait_for(
+        wait(
             lambda: (
                 redis.Redis(port=primary_port).info("replication")["slave0"]["state"] == "online"
             ),
-            "the replica to be in sync",
+            what="the replica to be in sync",
         )
         yield (primary, primary_port), (replica, replica_port)
     finally:
@@ -422,7 +388,7 @@ def test_update_is_answered_200_only_once_a_replica_holds_it(replicated_app, fak
         os.kill(replica.pid, signal.SIGCONT)
     assert answer.status_code == 503
 
-    _wait_for(lambda: on_replica.exists(job_key(bot, stalled)), "the replica to catch up")
+    wait(lambda: on_replica.exists(job_key(bot, stalled)), what="the replica to catch up")
     repeat = post(client, bot, stalled)
     assert repeat.status_code == 200 and repeat.json["duplicate"] == "update_id"
     drain_queues()
