@@ -165,6 +165,21 @@ def deploy(tool: str, phase: int, timeout: float = 900) -> subprocess.CompletedP
     )
 
 
+# What the phases' rerun tests run: each tool, and Ansible in --check mode.
+RERUN_TOOLS = ("ansible", "ansible-check", "pyinfra")
+
+
+def assert_rerun_changes_nothing(tool: str, phase: int) -> None:
+    """Deploy a phase again with ``tool`` on a lab already built (by either tool): the run must
+    succeed and report no change. Both tools read the same inventory, vault, role defaults and
+    templates through ansible-core, so a change reported here is a real drift between them."""
+    run = deploy(tool, phase)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-4000:]
+    changed = changes(tool, out)
+    assert not changed, "\n".join(changed) + "\n" + out[-3000:]
+
+
 def changes(tool: str, output: str) -> list[str]:
     """What a deploy run reports as changed: Ansible's PLAY RECAP lines with changed > 0, or the
     rows of pyinfra's results table whose Success (= changed) column is not '-'."""
