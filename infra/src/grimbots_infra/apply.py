@@ -65,6 +65,18 @@ def put_if_absent(text: str, dest: str, user: str, group: str, mode: str):
     yield from files.put._inner(src=io.StringIO(text), dest=dest, user=user, group=group, mode=mode)
 
 
+def _put_role_file(role: str, f: dict, verb: str):
+    """files.put of one of the role's files/ (a manifest's preseed or files entry)."""
+    return files.put(
+        name=f"{verb} {f['dest']}",
+        src=str(ROLES_DIR / role / "files" / f["src"]),
+        dest=f["dest"],
+        user=f["owner"],
+        group=f["group"],
+        mode=f["mode"],
+    )
+
+
 def install(role: str, v: Any) -> Triggers:
     """Preseeded files, packages, kernel settings, system users, directories, helper files;
     returns action name -> the helper files whose change triggers it (pass it to ``service``
@@ -79,14 +91,7 @@ def install(role: str, v: Any) -> Triggers:
             group="root",
             mode="0755",
         )
-        files.put(
-            name=f"Preseed {f['dest']}",
-            src=str(ROLES_DIR / role / "files" / f["src"]),
-            dest=f["dest"],
-            user=f["owner"],
-            group=f["group"],
-            mode=f["mode"],
-        )
+        _put_role_file(role, f, "Preseed")
     for p in filter(_on, m.get("packages", [])):
         update = bool(p.get("update_cache", False))
         apt.packages(
@@ -121,14 +126,7 @@ def install(role: str, v: Any) -> Triggers:
             mode=d["mode"],
         )  # fmt: skip
     for f in filter(_on, m.get("files", [])):
-        op = files.put(
-            name=f"Install {f['dest']}",
-            src=str(ROLES_DIR / role / "files" / f["src"]),
-            dest=f["dest"],
-            user=f["owner"],
-            group=f["group"],
-            mode=f["mode"],
-        )
+        op = _put_role_file(role, f, "Install")
         for action in f.get("on_change", []):
             triggers[action].append(op)
     return triggers
