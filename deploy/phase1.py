@@ -1,4 +1,5 @@
-"""Phase 1 with pyinfra: roles common + app on the first app host, as playbooks/phase1.yml.
+"""Phase 1 with pyinfra: roles common + app on the first app host (every app host from
+platform_phase 3), as playbooks/phase1.yml.
 
     pyinfra -y --limit app deploy/inventory.py deploy/phase1.py
 
@@ -63,6 +64,13 @@ def app(v) -> None:
         command=migrate,
         check=migrate.replace(" ", " --check ", 1),
     )
+    if not v["grimbots_local_redis"]:
+        switch = f"{lib}/grimbots-switch-redis {v['grimbots_redis_url']}"
+        host_step(
+            name="Move the local Redis' data to the phase-3 Redis and retire it (once)",
+            command=switch,
+            check=switch.replace(" ", " --check ", 1),
+        )
     apply.service("app", v, triggers, {"reload-web": [installed], "restart-workers": [installed]})
     retire = f"{lib}/grimbots-retire-workers " + " ".join(
         derive.worker_instances(v["grimbots_workers"])
@@ -77,9 +85,16 @@ def app(v) -> None:
         command=f"{lib}/grimbots-wait-health {v['grimbots_health_timeout']} "
         f"http://127.0.0.1:{v['grimbots_web_port']}/health",
     )
+    if host.name == v["platform_first_app_host"]:
+        host_step(
+            name="Set the bots' webhooks to the public URL where Telegram has another one",
+            command="/usr/local/bin/grimbots-manage set-webhooks",
+            check="/usr/local/bin/grimbots-manage set-webhooks --check",
+        )
 
 
-if host.name == host.inventory.get_group("app")[0].name:
+if "app" in host.groups:
     _v = host_vars(ROLES)
-    common(_v)
-    app(_v)
+    if int(_v["platform_phase"]) >= 3 or host.name == _v["platform_first_app_host"]:
+        common(_v)
+        app(_v)

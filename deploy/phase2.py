@@ -68,14 +68,16 @@ def db(v) -> None:
 
 
 def app_database(v) -> None:
+    if host.name != v["app_database_migrate_host"]:
+        host.noop("another app host: the app role starts it on PostgreSQL (phase 3)")
+        return
     if fact(f"test -f {v['app_database_config_dir']}/grimbots.env && echo yes") != "yes":
         host.noop("grimbots.env is missing: the app does not run here (phase 1); skipping")
         return
     apply.configure("app_database", v)
-    flags = "" if host.name == v["app_database_migrate_host"] else " --no-migrate"
     host_step(
         name="Stop writers, back up and move SQLite into PostgreSQL, switch the app (once)",
-        command=f"/usr/local/sbin/grimbots-switch-database{flags}",
+        command="/usr/local/sbin/grimbots-switch-database",
         check="/usr/local/sbin/grimbots-switch-database --check",
     )
     wait(

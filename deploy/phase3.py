@@ -1,7 +1,8 @@
 """Phase 3 with pyinfra: common + redis_cluster + queue_redis on the redis hosts, common +
-haproxy on the lb host, as playbooks/phase3.yml.
+haproxy on the lb host, then phase 1's deploy (at platform_phase 3: the app on every app host,
+the first one's local Redis moved and retired), as playbooks/phase3.yml.
 
-    pyinfra -y --limit lb --limit redis deploy/inventory.py deploy/phase3.py
+    pyinfra -y --limit lb --limit redis --limit app deploy/inventory.py deploy/phase3.py
 
 Ordering and glue only: each role's manifest (roles/<role>/vars/main.yml) is applied by
 grimbots_infra.apply, stage by stage as the role's tasks do; the stateful steps are the roles'
@@ -11,10 +12,11 @@ host-side helpers, which Ansible calls too (host_step: run when the helper's --c
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
-from pyinfra import host
+from pyinfra import host, local
 
-from grimbots_infra import apply
+from grimbots_infra import apply, preflight
 from grimbots_infra.pyinfra_ops import barrier, host_step, host_vars, wait
 
 LB_ROLES = ("common", "haproxy")
@@ -89,3 +91,11 @@ if "lb" in host.groups:
     _v = host_vars(LB_ROLES)
     common(_v)
     haproxy(_v)
+barrier(name="The Redis hosts and HAProxy are ready before the app moves onto them")
+if "app" in host.groups:
+    if int(host_vars(()).get("platform_phase")) < 3:
+        raise preflight.PreflightError(
+            "platform_phase is below 3: set platform_phase: 3 in the inventory (group_vars/all) "
+            "(the lab: export GRIMBOTS_LAB_PHASE=3) before deploying phase 3"
+        )
+    local.include(str(Path(__file__).with_name("phase1.py")))

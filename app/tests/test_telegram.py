@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
@@ -177,3 +178,11 @@ def test_set_webhooks_registers_url_and_secret(bot, fake_tg, settings):
     hook = fake_tg.webhook(bot.token)
     assert hook["url"].endswith(f"/webhook/telegram/{bot.id}")
     assert hook["secret_token"] == bot.webhook_secret
+
+
+def test_webhooks_are_due_until_set_at_the_public_url(bot, fake_tg, settings):
+    assert [d["bot_id"] for d in telegram.webhooks_due(settings)] == [bot.id]
+    telegram.set_webhooks(settings)
+    assert telegram.webhooks_due(settings) == []
+    moved = dataclasses.replace(settings, public_url="https://lb.example.net")  # phase 3
+    assert [d["bot_id"] for d in telegram.webhooks_due(moved, bot.id)] == [bot.id]

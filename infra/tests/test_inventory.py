@@ -48,14 +48,30 @@ def test_a_missing_vault_password_file_is_a_clear_error():
         Inventory(LAB, ["common"], LAB / "no-such-password.txt")
 
 
-def test_the_app_env_follows_the_redis_modes_from_the_inventory_groups(lab):
-    single = render("app", "grimbots.env.j2", lab.vars("app1"))
+def test_the_app_env_follows_the_platform_phase_from_the_inventory(lab):
+    single = render("app", "grimbots.env.j2", lab.vars("app1", {"platform_phase": 2}))
     assert "GRIMBOTS_REDIS_MODE=single\n" in single and "GRIMBOTS_SENTINELS" not in single
+    assert "GRIMBOTS_QUEUE_MIN_REPLICAS=0\n" in single
     assert "GRIMBOTS_TRUSTED_PROXIES=10.77.0.10\n" in single  # lb1, from the lb group
-    phase3 = {"grimbots_redis_mode": "cluster", "grimbots_queue_redis_mode": "sentinel"}
-    text = render("app", "grimbots.env.j2", lab.vars("app1", phase3))
+    assert "GRIMBOTS_PUBLIC_URL=http://10.77.0.11:5000\n" in single
+    # The first app host stays on SQLite in grimbots.env: its phase-2 move writes database.env.
+    assert "GRIMBOTS_DATABASE_URL=sqlite:////var/lib/grimbots/grimbots.db\n" in single
+    text = render("app", "grimbots.env.j2", lab.vars("app1", {"platform_phase": 3}))
     nodes = "10.77.0.31:7001,10.77.0.32:7001,10.77.0.33:7001"
     assert f"GRIMBOTS_REDIS_CLUSTER_NODES={nodes}\n" in text
     sentinels = "10.77.0.31:26379,10.77.0.32:26379,10.77.0.33:26379"
     assert f"GRIMBOTS_SENTINELS={sentinels}\nGRIMBOTS_SENTINEL_MASTER=grimbots-queue\n" in text
     assert "GRIMBOTS_QUEUE_MIN_REPLICAS=1\n" in text
+    assert "GRIMBOTS_PUBLIC_URL=https://10.77.0.10\n" in text
+    assert lab.vars("app1", {"platform_phase": 3})["grimbots_local_redis"] is False
+
+
+def test_an_app_host_added_later_starts_on_postgresql(lab):
+    text = render("app", "grimbots.env.j2", lab.vars("app2", {"platform_phase": 3}))
+    url = "postgresql://grimbots@10.77.0.21:5432,10.77.0.22:5432,10.77.0.23:5432/grimbots?"
+    assert f"GRIMBOTS_DATABASE_URL={url}" in text
+    password = lab.vars("db1")["patroni_app_password"]
+    assert len(password) >= 16 and f"\nPGPASSWORD={password}\n" in text
+    # The same URL as the first host's database.env (one derivation, the platform contract's).
+    staged = render("app_database", "database.env.j2", lab.vars("app1", {"platform_phase": 3}))
+    assert f"GRIMBOTS_DATABASE_URL={lab.vars('app2')['platform_database_url']}\n" in staged

@@ -76,10 +76,20 @@ def migrate_sqlite(sqlite_path: str, postgres_url: str, batch_size: int, backup_
 
 @main.command("set-webhooks")
 @click.option("--bot-id", type=int, default=None, help="Only this bot (default: every active bot).")
-def set_webhooks(bot_id: int | None) -> None:
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Change nothing: list bots whose webhook is not at GRIMBOTS_PUBLIC_URL; exit 3 if any.",
+)
+def set_webhooks(bot_id: int | None, check: bool) -> None:
     """Register each active bot's webhook URL and secret token with Telegram."""
     from grimbots.telegram import set_webhooks as run
+    from grimbots.telegram import webhooks_due
 
+    if check:
+        due = webhooks_due(_settings(), bot_id)
+        click.echo(json.dumps(due, indent=2))
+        sys.exit(3 if due else 0)
     results = run(_settings(), bot_id)
     click.echo(json.dumps(results, indent=2))
     if any(not r["ok"] for r in results):

@@ -352,23 +352,42 @@ def reset_client() -> None:
         _client = None
 
 
-def set_webhooks(settings: Settings, bot_id: int | None = None) -> list[dict]:
-    """Point each active bot's webhook at this platform, with its secret token."""
+def _active_bots(settings: Settings, bot_id: int | None) -> list:
     from sqlalchemy import select
 
     from grimbots.db import get_db
     from grimbots.models import Bot
 
-    client = get_client(settings)
     with get_db(settings).read_session() as session:
         query = select(Bot).where(Bot.active.is_(True))
         if bot_id is not None:
             query = query.where(Bot.id == bot_id)
-        bots = list(session.scalars(query))
+        return list(session.scalars(query))
+
+
+def webhook_url(settings: Settings, bot_id: int) -> str:
+    return f"{settings.public_url}/webhook/telegram/{bot_id}"
+
+
+def webhooks_due(settings: Settings, bot_id: int | None = None) -> list[dict]:
+    """The active bots whose webhook Telegram does not have at this platform's URL
+    (getWebhookInfo), so a deploy sets webhooks only when something changed."""
+    client = get_client(settings)
+    due = []
+    for bot in _active_bots(settings, bot_id):
+        info = client.call(bot.token, "getWebhookInfo", {}, rate_limited=False)
+        if (info or {}).get("url") != webhook_url(settings, bot.id):
+            due.append({"bot_id": bot.id, "username": bot.username, "url": (info or {}).get("url")})
+    return due
+
+
+def set_webhooks(settings: Settings, bot_id: int | None = None) -> list[dict]:
+    """Point each active bot's webhook at this platform, with its secret token."""
+    client = get_client(settings)
     results = []
-    for bot in bots:
+    for bot in _active_bots(settings, bot_id):
         payload = {
-            "url": f"{settings.public_url}/webhook/telegram/{bot.id}",
+            "url": webhook_url(settings, bot.id),
             "secret_token": bot.webhook_secret,
             "allowed_updates": ["message", "callback_query", "my_chat_member"],
             "max_connections": 40,

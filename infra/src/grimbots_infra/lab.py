@@ -123,7 +123,7 @@ VAULT_PASSWORD_FILE = LAB_INVENTORY / "vault-password.txt"
 PYINFRA_LIMITS = {
     1: ["app"],
     2: ["db", "app"],
-    3: ["lb", "redis"],
+    3: ["lb", "redis", "app"],
     4: ["app", "db", "lb", "redis", "monitoring"],
 }
 
