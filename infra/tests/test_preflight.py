@@ -91,3 +91,25 @@ def test_a_sentinel_queue_without_a_replica_to_wait_for_is_refused(tmp_path):
 def test_cluster_mode_without_redis_hosts_is_refused(tmp_path):
     problems = preflight.app(inputs(app_values(tmp_path, grimbots_redis_cluster_nodes="")))
     assert len(problems) == 1 and "grimbots_redis_cluster_nodes" in problems[0], problems
+
+
+def test_every_role_of_the_lab_inventory_passes_preflight_on_its_hosts():
+    """The checks read only variables the roles define (a renamed knob fails here, not in CI's
+    lab stage): each role on a host of its group, as each phase's first play runs them."""
+    from grimbots_infra.lab import load_lab
+
+    lab = load_lab()
+    password = lab.vars("db1")["patroni_app_password"]
+    for role, host in [
+        ("common", "app1"),
+        ("app", "app1"),
+        ("app_database", "app1"),
+        ("patroni", "db1"),
+        ("haproxy", "lb1"),
+        ("redis_cluster", "redis1"),
+        ("queue_redis", "redis1"),
+        ("exporters", "db1"),
+        ("monitoring", "mon1"),
+    ]:
+        v = lab.vars(host, {"app_database_password": password, "platform_phase": 3})
+        assert preflight.check([role], preflight.from_host_vars(v)) == [], (role, host)

@@ -180,8 +180,8 @@ def patroni(v: Inputs) -> list[str]:
 
 def app_database(v: Inputs) -> list[str]:
     out = []
-    if not v["groups"].get(v["app_database_db_group"]):
-        out.append(v.problem("app_database_db_group", "the group lists no database hosts"))
+    if not v["groups"].get(v["platform_groups"]["db"]):
+        out.append(v.problem("platform_groups", "the db group lists no database hosts"))
     out += _vault_password(
         v, "app_database_password", "(the db group's patroni_app_password, from the vault)"
     )
