@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help run venv services lint test test-app test-faults test-molecule test-lab lab lab-down lab-status bench wheels clean
+.PHONY: help run venv services lint test test-app test-faults test-molecule test-lab lab lab-down lab-status bench bench-lab wheels clean
 
 help: ## List every target with one line each
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n",$$1,$$2}'
@@ -58,6 +58,9 @@ wheels: venv ## Build the app wheel and its dependencies into dist/wheels (for p
 
 bench: venv services ## Webhook intake benchmark with wrk (prints req/s, p50/p99, ratio)
 	bash bench/webhook_bench.sh
+
+bench-lab: venv ## Webhook intake through HAProxy on the lab at 1,000 req/s open loop (BENCH_LAB_ARGS)
+	$(BIN)/python bench/lab_bench.py $(BENCH_LAB_ARGS)
 
 clean: ## Remove build output (not the lab)
 	rm -rf dist build app/build .pytest_cache .ruff_cache
