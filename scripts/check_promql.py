@@ -7,6 +7,9 @@
 Without --url it starts Debian's `prometheus` on 127.0.0.1 with an empty configuration, so the
 check proves that every expression parses and evaluates (promtool checks rules, not dashboard
 queries). With --require-data every expression must also return at least one series.
+
+tests/phase4/test_dashboards.py loads this file for `dashboard_expressions()` and `evaluate()`,
+so the lint and the lab test read the same queries the same way.
 """
 
 from __future__ import annotations
@@ -28,22 +31,39 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 FILES = ROOT / "roles" / "monitoring" / "files"
 START_TIMEOUT = 30.0
+# What Grafana's $__rate_interval becomes here: any range works for parsing and evaluation.
+RATE_INTERVAL = "5m"
 
 
-def expressions() -> list[tuple[str, str]]:
-    """(where, expression) for every rule and every dashboard query."""
+class Unauthorized(Exception):
+    """Prometheus answered 401: no or wrong basic-auth credentials."""
+
+
+def rule_expressions() -> list[tuple[str, str]]:
+    """(where, expression) for every alerting and recording rule."""
     found = []
     for group in yaml.safe_load((FILES / "alert_rules.yml").read_text())["groups"]:
         for rule in group["rules"]:
             found.append((f"rule {rule.get('alert') or rule.get('record')}", rule["expr"]))
+    return found
+
+
+def dashboard_expressions() -> list[tuple[str, str]]:
+    """(where, expression) for every dashboard query, $__rate_interval replaced."""
+    found = []
     for path in sorted((FILES / "dashboards").glob("*.json")):
         for panel in json.loads(path.read_text()).get("panels", []):
             for target in panel.get("targets", []):
                 if "expr" in target:
                     where = f"dashboard {path.stem} / {panel.get('title')}"
-                    # Grafana's interval variable: any range works for parsing and evaluation.
-                    found.append((where, target["expr"].replace("$__rate_interval", "5m")))
+                    expr = target["expr"].replace("$__rate_interval", RATE_INTERVAL)
+                    found.append((where, expr))
     return found
+
+
+def expressions() -> list[tuple[str, str]]:
+    """(where, expression) for every rule and every dashboard query."""
+    return rule_expressions() + dashboard_expressions()
 
 
 def free_port() -> int:
@@ -53,10 +73,10 @@ def free_port() -> int:
 
 
 def evaluate(base: str, expr: str, auth: tuple[str, str] | None) -> tuple[bool, str, int]:
-    """(ok, error, series returned) for an instant query."""
+    """(ok, error, series returned) for an instant query; Unauthorized on a 401."""
     answer = requests.get(f"{base}/api/v1/query", params={"query": expr}, auth=auth, timeout=10)
     if answer.status_code == 401:
-        sys.exit(f"{base} answered 401: give --user and GRIMBOTS_PROMETHEUS_PASSWORD")
+        raise Unauthorized(f"{base} answered 401")
     body = answer.json()
     if body.get("status") != "success":
         return False, f"{body.get('errorType')}: {body.get('error')}", 0
@@ -116,7 +136,10 @@ def main() -> int:
         try:
             problems = []
             for where, expr in exprs:
-                ok, error, count = evaluate(base.rstrip("/"), expr, auth)
+                try:
+                    ok, error, count = evaluate(base.rstrip("/"), expr, auth)
+                except Unauthorized as exc:
+                    sys.exit(f"{exc}: give --user and GRIMBOTS_PROMETHEUS_PASSWORD")
                 if not ok:
                     problems.append(f"{where}: {error}\n    {expr}")
                 elif args.require_data and count == 0:
