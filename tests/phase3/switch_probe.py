@@ -24,6 +24,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -103,6 +105,20 @@ def start_update(update_id: int, chat_id: int) -> dict:
     }
 
 
+def _click(url: str) -> int:
+    """A visitor's GET of an ad's /go link; the redirect to t.me is not followed."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    try:
+        with urllib.request.build_opener(NoRedirect).open(url, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 class Telegram:
     """Delivers each update until it is answered 200; records every answer's time and status."""
 
@@ -147,8 +163,11 @@ def main(tool: str) -> int:
     assert seeded.returncode == 0, seeded.stderr
     bot = json.loads(seeded.stdout[seeded.stdout.index("{") :])
     moved = lab2.ssh(app1, "systemctl is-active --quiet redis-server").returncode != 0
-    before = None if moved else snapshot(app1, "old")
     url = f"http://{app1['ansible_host']}:{app1['grimbots_web_port']}"
+    if not moved:  # ads' clicks: each /go leaves a tracking token (a day to live) to be moved
+        clicks = [_click(f"{url}/go/{bot['pool_slug']}?utm_source=switch") for _ in range(5)]
+        assert clicks == [302] * 5, clicks
+    before = None if moved else snapshot(app1, "old")
     telegram = Telegram(f"{url}/webhook/telegram/{bot['bot_id']}", bot["webhook_secret"])
     base_chat, base_update = random.randint(10**9, 2 * 10**9), random.randint(10**6, 10**9)
     sent: list[int] = []
