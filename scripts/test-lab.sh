@@ -46,7 +46,8 @@ stage "$tool-phase2-suite" "${PYTEST[@]}" -v tests/phase2 \
 export GRIMBOTS_LAB_PHASE=3
 # Through the switch probe: Telegram keeps calling app1 while its Redis moves (nothing lost).
 stage "$tool-phase3" python tests/phase3/switch_probe.py "$tool"
-stage "$tool-phase3-suite" "${PYTEST[@]}" -v -s tests/phase3 \
+# tests/phase2/test_phase1_rows.py again: every row of phases 1-2 is still there after the move.
+stage "$tool-phase3-suite" "${PYTEST[@]}" -v -s tests/phase3 tests/phase2/test_phase1_rows.py \
   --ignore tests/phase3/test_faults_under_load.py --ignore tests/phase3/test_phase3_rerun.py
 export GRIMBOTS_LAB_PHASE=4
 stage "$tool-phase4" deploy 4
