@@ -9,6 +9,7 @@ All traffic goes to the lab's containers only, with bounded timeouts.
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +19,9 @@ from typing import Any
 import pytest
 import testinfra
 
+from grimbots_infra import lab as lab2
 from grimbots_infra.inventory import ROOT, Inventory, load
+from grimbots_infra.lab import Public
 from grimbots_infra.phases import ALL_ROLES
 
 LAB_INVENTORY = ROOT / "inventory" / "lab"
@@ -152,3 +155,27 @@ def secrets(app_vars) -> list[str]:
     values = [app_vars["grimbots_redis_password"], *app_vars["grimbots_gateway_secrets"].values()]
     values += [v for k, v in app_vars["grimbots_extra_env"].items() if "SECRET" in k]
     return [v for v in values if v]
+
+
+@pytest.fixture(scope="session")
+def lb_vars(lab) -> dict[str, Any]:
+    return lab.hosts[lab.groups["lb"][0]]
+
+
+@pytest.fixture(scope="session")
+def lab_tls(lb_vars, tmp_path_factory) -> ssl.SSLContext:
+    """A client context that trusts only the lab CA the role made on the lb host (as
+    test_haproxy.py's module fixture `tls`, session-wide for these suites)."""
+    ca = lab2.ssh(lb_vars, f"cat {lb_vars['haproxy_tls_dir']}/ca.crt", timeout=30)
+    assert ca.returncode == 0 and "BEGIN CERTIFICATE" in ca.stdout, ca.stderr
+    path = tmp_path_factory.mktemp("lab-ca") / "ca.crt"
+    path.write_text(ca.stdout)
+    context = ssl.create_default_context(cafile=str(path))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+@pytest.fixture(scope="session")
+def public(lb_vars, lab_tls) -> Public:
+    """https://<lb>:<haproxy_https_port>: what Telegram's webhook and the ads' clicks reach."""
+    return Public(f"https://{lb_vars['ansible_host']}:{lb_vars['haproxy_https_port']}", lab_tls)

@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from conftest import http, wait_for
 
+from grimbots_infra.lab import start_update
+
 RATE = float(os.environ.get("GRIMBOTS_CHAOS_RATE", "30"))  # updates/s offered
 DURATION = float(os.environ.get("GRIMBOTS_CHAOS_SECONDS", "20"))
 REDIS_KILL_AT = DURATION * 0.25
@@ -23,19 +25,6 @@ WORKER_KILL_AT = DURATION * 0.5
 REDELIVERY_DEADLINE = 120.0  # seconds after the load ends for every update to be answered 200
 ANSWER_DEADLINE = 120.0  # seconds after that for every welcome to arrive
 WELCOME_METHODS = {"sendPhoto", "sendVideo", "sendMessage"}
-
-
-def _start(update_id: int, chat_id: int) -> dict:
-    return {
-        "update_id": update_id,
-        "message": {
-            "message_id": 1,
-            "date": int(time.time()),
-            "chat": {"id": chat_id, "type": "private", "first_name": "Chaos"},
-            "from": {"id": chat_id, "is_bot": False, "first_name": "Chaos"},
-            "text": "/start",
-        },
-    }
 
 
 class Telegram:
@@ -78,7 +67,7 @@ def test_redis_and_a_worker_killed_under_load_lose_and_duplicate_nothing(
     base_chat = random.randint(10**9, 2 * 10**9)
     base_update = random.randint(10**6, 10**9)
     count = int(RATE * DURATION)
-    updates = [_start(base_update + i, base_chat + i) for i in range(count)]
+    updates = [start_update(base_update + i, base_chat + i, "Chaos") for i in range(count)]
     start = time.monotonic()
     tg = Telegram(
         f"{app_url}/webhook/telegram/{demo_bot['bot_id']}",

@@ -5,20 +5,9 @@ import time
 
 from conftest import http, wait_for
 
+from grimbots_infra.lab import start_update
+
 SEND_METHODS = {"sendMessage", "sendPhoto", "sendVideo"}
-
-
-def _start_update(update_id: int, chat_id: int) -> dict:
-    return {
-        "update_id": update_id,
-        "message": {
-            "message_id": 1,
-            "date": int(time.time()),
-            "chat": {"id": chat_id, "type": "private", "first_name": "Lab"},
-            "from": {"id": chat_id, "is_bot": False, "first_name": "Lab"},
-            "text": "/start",
-        },
-    }
 
 
 def _sends(telegram_url: str, chat_id: int) -> list[dict]:
@@ -31,7 +20,7 @@ def test_start_yields_exactly_one_welcome_even_when_telegram_delivers_it_twice(
     app_url, telegram_url, demo_bot
 ):
     chat_id = random.randint(10**9, 2 * 10**9)
-    update = _start_update(random.randint(10**6, 10**9), chat_id)
+    update = start_update(random.randint(10**6, 10**9), chat_id)
     url = f"{app_url}/webhook/telegram/{demo_bot['bot_id']}"
     headers = {"X-Telegram-Bot-Api-Secret-Token": demo_bot["webhook_secret"]}
     for _ in range(2):  # Telegram resends an update it thinks was not answered
@@ -48,5 +37,5 @@ def test_start_yields_exactly_one_welcome_even_when_telegram_delivers_it_twice(
 
 def test_webhook_with_a_wrong_secret_is_refused(app_url, demo_bot):
     url = f"{app_url}/webhook/telegram/{demo_bot['bot_id']}"
-    status, _ = http("POST", url, _start_update(1, 1), {"X-Telegram-Bot-Api-Secret-Token": "wrong"})
+    status, _ = http("POST", url, start_update(1, 1), {"X-Telegram-Bot-Api-Secret-Token": "wrong"})
     assert status in (401, 403)

@@ -14,7 +14,6 @@ import csv
 import http.client
 import io
 import json
-import ssl
 import subprocess
 import threading
 import time
@@ -26,60 +25,13 @@ from typing import Any
 import pytest
 
 from grimbots_infra import lab as lab2
+from grimbots_infra.lab import Answer, Public, start_update
 
 # lab/lab.sh names each host's container after its inventory name.
 CONTAINER_PREFIX = "grimbots-lab-"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 # The Bot API methods a welcome is sent with (grimbots.funnel.send_welcome: media or text).
 WELCOME_METHODS = frozenset({"sendPhoto", "sendVideo", "sendMessage"})
-
-
-@dataclass
-class Answer:
-    """One request's outcome: status 0 when no HTTP answer came (refused, reset, TLS failure,
-    timeout), with the error's class in ``error``. Times are time.monotonic()."""
-
-    status: int
-    body: bytes
-    error: str
-    started: float
-    ended: float
-
-
-class Public:
-    """The platform's public URL: HTTPS on the load balancer, its certificate verified against
-    the lab CA. One connection per request, as Telegram's many senders would open."""
-
-    def __init__(self, base_url: str, context: ssl.SSLContext):
-        self.base_url = base_url
-        self.context = context
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-        timeout: float = 10.0,
-    ) -> Answer:
-        req = urllib.request.Request(
-            self.base_url + path, data=body, method=method, headers=headers or {}
-        )
-        started = time.monotonic()
-        try:
-            with urllib.request.urlopen(req, timeout=timeout, context=self.context) as resp:  # noqa: S310
-                status, raw, error = resp.status, resp.read(), ""
-        except urllib.error.HTTPError as exc:
-            try:
-                raw = exc.read()
-            except (OSError, http.client.HTTPException):
-                raw = b""
-            status, error = exc.code, ""
-        except (OSError, http.client.HTTPException) as exc:
-            reason = getattr(exc, "reason", None)
-            cause = reason if isinstance(reason, BaseException) else exc
-            status, raw, error = 0, b"", type(cause).__name__
-        return Answer(status, raw, error, started, time.monotonic())
 
 
 @dataclass
@@ -116,19 +68,7 @@ class Telegram:
         self._lock = threading.Lock()
         self._attempts: list[Attempt] = []
 
-    @staticmethod
-    def start_update(update_id: int, chat_id: int, name: str = "Phase3") -> dict:
-        """A /start from a private chat, shaped like Telegram's."""
-        return {
-            "update_id": update_id,
-            "message": {
-                "message_id": 1,
-                "date": int(time.time()),
-                "chat": {"id": chat_id, "type": "private", "first_name": name},
-                "from": {"id": chat_id, "is_bot": False, "first_name": name},
-                "text": "/start",
-            },
-        }
+    start_update = staticmethod(start_update)  # grimbots_infra.lab's
 
     def deliver(self, update: dict) -> bool:
         """True once the update was answered 200; False if the deadline came first."""
@@ -284,30 +224,6 @@ class Welcomes:
             if call["method"] in WELCOME_METHODS and call.get("ok") and call["chat_id"] in seen:
                 seen[call["chat_id"]] += 1
         return seen
-
-
-@pytest.fixture(scope="session")
-def lb_vars(lab) -> dict[str, Any]:
-    return lab.hosts[lab.groups["lb"][0]]
-
-
-@pytest.fixture(scope="session")
-def lab_tls(lb_vars, tmp_path_factory) -> ssl.SSLContext:
-    """A client context that trusts only the lab CA the role made on the lb host (as
-    test_haproxy.py's module fixture `tls`, session-wide for these suites)."""
-    ca = lab2.ssh(lb_vars, f"cat {lb_vars['haproxy_tls_dir']}/ca.crt", timeout=30)
-    assert ca.returncode == 0 and "BEGIN CERTIFICATE" in ca.stdout, ca.stderr
-    path = tmp_path_factory.mktemp("lab-ca") / "ca.crt"
-    path.write_text(ca.stdout)
-    context = ssl.create_default_context(cafile=str(path))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
-
-
-@pytest.fixture(scope="session")
-def public(lb_vars, lab_tls) -> Public:
-    """https://<lb>:<haproxy_https_port>: what Telegram's webhook and the ads' clicks reach."""
-    return Public(f"https://{lb_vars['ansible_host']}:{lb_vars['haproxy_https_port']}", lab_tls)
 
 
 @pytest.fixture(scope="session")

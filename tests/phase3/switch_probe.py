@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/conftes
 from conftest import http  # noqa: E402
 
 from grimbots_infra import lab as lab2  # noqa: E402
+from grimbots_infra.lab import start_update  # noqa: E402
 
 RATE = float(os.environ.get("PROBE_RATE", "5"))  # updates/s offered during the deploy
 PAUSE_GOAL = 10.0
@@ -90,19 +91,6 @@ def snapshot(app1: dict, which: str, keys: list[str] | None = None) -> dict:
     run = lab2.ssh(app1, f"{lab2.APP_PYTHON} - {args}", stdin=SNAPSHOT, timeout=60)
     assert run.returncode == 0, run.stderr[-2000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
-
-
-def start_update(update_id: int, chat_id: int) -> dict:
-    return {
-        "update_id": update_id,
-        "message": {
-            "message_id": 1,
-            "date": int(time.time()),
-            "chat": {"id": chat_id, "type": "private", "first_name": "Switch"},
-            "from": {"id": chat_id, "is_bot": False, "first_name": "Switch"},
-            "text": "/start",
-        },
-    }
 
 
 def _click(url: str) -> int:
@@ -183,7 +171,7 @@ def main(tool: str) -> int:
                 time.sleep(max(0.0, start + i / RATE - time.monotonic()))
                 sent.append(base_chat + i)
                 futures.append(
-                    pool.submit(telegram.deliver, start_update(base_update + i, sent[-1]))
+                    pool.submit(telegram.deliver, start_update(base_update + i, sent[-1], "Switch"))
                 )
 
         sender = threading.Thread(target=offer, daemon=True)

@@ -16,21 +16,14 @@ from grimbots_infra import lab as lab2
 
 
 @pytest.fixture(scope="module")
-def lb():
-    lab = lab2.load_lab()
-    return lab.hosts[lab.groups["lb"][0]]
+def lb(lb_vars):
+    return lb_vars
 
 
 @pytest.fixture(scope="module")
-def tls(lb, tmp_path_factory) -> ssl.SSLContext:
+def tls(lab_tls) -> ssl.SSLContext:
     """A client context that trusts only the lab CA the role made on the lb host."""
-    ca = lab2.ssh(lb, "cat /etc/haproxy/certs/ca.crt")
-    assert ca.returncode == 0 and "BEGIN CERTIFICATE" in ca.stdout, ca.stderr
-    path = tmp_path_factory.mktemp("ca") / "ca.crt"
-    path.write_text(ca.stdout)
-    context = ssl.create_default_context(cafile=str(path))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
+    return lab_tls
 
 
 def test_health_over_https_reaches_an_app_node_through_a_verified_certificate(lb, tls):

@@ -4,10 +4,8 @@ the platform's public HTTPS URL, and scripts/check_promql.py's queries."""
 from __future__ import annotations
 
 import base64
-import http.client
 import importlib.util
 import json
-import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -79,53 +77,6 @@ def rules() -> dict[str, dict]:
     """Every alerting rule of the one rule file, by name."""
     groups = yaml.safe_load(Path(RULES).read_text())["groups"]
     return {r["alert"]: r for g in groups for r in g["rules"]}
-
-
-class PublicHTTPS:
-    """The platform's public URL: HTTPS on the load balancer, its certificate verified against
-    the lab CA (as tests/phase3's `public`). One connection per request."""
-
-    def __init__(self, base_url: str, context: ssl.SSLContext):
-        self.base_url = base_url
-        self.context = context
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-        timeout: float = 10.0,
-    ) -> tuple[int, bytes]:
-        """(status, body); (0, the error's class name) when no HTTP answer came."""
-        req = urllib.request.Request(
-            self.base_url + path, data=body, method=method, headers=headers or {}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=timeout, context=self.context) as resp:  # noqa: S310
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            try:
-                return exc.code, exc.read()
-            except (OSError, http.client.HTTPException):
-                return exc.code, b""
-        except (OSError, http.client.HTTPException) as exc:
-            reason = getattr(exc, "reason", None)
-            cause = reason if isinstance(reason, BaseException) else exc
-            return 0, type(cause).__name__.encode()
-
-
-@pytest.fixture(scope="session")
-def public(lab, tmp_path_factory) -> PublicHTTPS:
-    """https://<lb>:<haproxy_https_port>, trusting only the lab CA the haproxy role made."""
-    lb = lab.hosts[lab.groups["lb"][0]]
-    ca = lab2.ssh(lb, f"cat {lb['haproxy_tls_dir']}/ca.crt", timeout=30)
-    assert ca.returncode == 0 and "BEGIN CERTIFICATE" in ca.stdout, ca.stderr
-    path = tmp_path_factory.mktemp("lab-ca") / "ca.crt"
-    path.write_text(ca.stdout)
-    context = ssl.create_default_context(cafile=str(path))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return PublicHTTPS(f"https://{lb['ansible_host']}:{lb['haproxy_https_port']}", context)
 
 
 @pytest.fixture(scope="session")

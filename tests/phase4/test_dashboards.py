@@ -33,6 +33,7 @@ import pytest
 
 from grimbots.settings import Settings
 from grimbots_infra import lab as lab2
+from grimbots_infra.lab import start_update
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 # Fresh chats with a /start each: a few dozen requests, enough for every rate and quantile.
@@ -96,21 +97,6 @@ def _fake(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any
         return exc.code, _json(exc.read())
 
 
-def start_update(update_id: int, chat_id: int) -> dict:
-    """A /start from a private chat, shaped like Telegram's."""
-    user = {"id": chat_id, "is_bot": False, "first_name": "Dashboards"}
-    return {
-        "update_id": update_id,
-        "message": {
-            "message_id": 1,
-            "date": int(time.time()),
-            "chat": {"id": chat_id, "type": "private", "first_name": "Dashboards"},
-            "from": user,
-            "text": "/start",
-        },
-    }
-
-
 def deliver(public, bot: dict, update: dict) -> tuple[int, Any]:
     """POST an update as Telegram does: the same bytes again, a second later, while it is not
     answered 200 (DELIVERY_ATTEMPTS at most). The last (status, parsed body)."""
@@ -121,7 +107,8 @@ def deliver(public, bot: dict, update: dict) -> tuple[int, Any]:
     for attempt in range(DELIVERY_ATTEMPTS):
         if attempt:
             time.sleep(1.0)
-        status, raw = public.request("POST", path, body, headers)
+        answer = public.request("POST", path, body, headers)
+        status, raw = answer.status, answer.body or answer.error.encode()
         if status == 200:
             break
     return status, _json(raw) if status else raw.decode()
@@ -192,12 +179,14 @@ def ensure_pool_without_bot(public, token: str) -> str:
     """The seller's pool NO_BOT_SLUG with no bot, made through the API (found on later runs)."""
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     body = json.dumps({"slug": NO_BOT_SLUG}).encode()
-    status, raw = public.request("POST", "/api/pools", body, headers)
+    answer = public.request("POST", "/api/pools", body, headers)
+    status, raw = answer.status, answer.body
     if status == 201:
         return ""
     if status != 409:
         return f"POST /api/pools answered {status}: {raw[:300]!r}"
-    status, raw = public.request("GET", "/api/pools?limit=200", None, headers)
+    answer = public.request("GET", "/api/pools?limit=200", None, headers)
+    status, raw = answer.status, answer.body
     pools = (_json(raw) or {}).get("items", []) if status == 200 else []
     mine = [p for p in pools if p.get("slug") == NO_BOT_SLUG]
     if not mine:
@@ -213,7 +202,7 @@ def click_without_bot(public) -> list[int]:
     statuses: list[int] = []
     deadline = time.monotonic() + 30
     for _ in range(60):
-        status, _ = public.request("GET", f"/go/{NO_BOT_SLUG}")
+        status = public.request("GET", f"/go/{NO_BOT_SLUG}").status
         statuses.append(status)
         if statuses.count(503) >= NO_BOT_CLICKS or time.monotonic() > deadline:
             break

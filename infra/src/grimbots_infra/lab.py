@@ -5,12 +5,16 @@ timeouts.
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import shlex
+import ssl
 import subprocess
 import time
+import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
 from grimbots_infra.inventory import ROOT, Inventory, load
@@ -196,3 +200,65 @@ def changes(tool: str, output: str) -> list[str]:
         if len(cells) == 5 and cells[0] not in ("Operation", "Grand total") and cells[2] != "-":
             rows.append(line.strip())
     return rows
+
+
+def start_update(update_id: int, chat_id: int, name: str = "Lab") -> dict:
+    """A Telegram update: a new chat's /start (the funnel answers it with one welcome)."""
+    return {
+        "update_id": update_id,
+        "message": {
+            "message_id": 1,
+            "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "private", "first_name": name},
+            "from": {"id": chat_id, "is_bot": False, "first_name": name},
+            "text": "/start",
+        },
+    }
+
+
+@dataclass
+class Answer:
+    """One request's outcome: status 0 when no HTTP answer came (refused, reset, TLS failure,
+    timeout), with the error's class in ``error``. Times are time.monotonic()."""
+
+    status: int
+    body: bytes
+    error: str
+    started: float
+    ended: float
+
+
+class Public:
+    """The platform's public URL: HTTPS on the load balancer, its certificate verified against
+    the lab CA. One connection per request, as Telegram's many senders would open."""
+
+    def __init__(self, base_url: str, context: ssl.SSLContext):
+        self.base_url = base_url
+        self.context = context
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> Answer:
+        req = urllib.request.Request(  # noqa: S310 - lab URLs only
+            self.base_url + path, data=body, method=method, headers=headers or {}
+        )
+        started = time.monotonic()
+        try:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.context) as resp:  # noqa: S310
+                status, raw, error = resp.status, resp.read(), ""
+        except urllib.error.HTTPError as exc:
+            try:
+                raw = exc.read()
+            except (OSError, http.client.HTTPException):
+                raw = b""
+            status, error = exc.code, ""
+        except (OSError, http.client.HTTPException) as exc:
+            reason = getattr(exc, "reason", None)
+            cause = reason if isinstance(reason, BaseException) else exc
+            status, raw, error = 0, b"", type(cause).__name__
+        return Answer(status, raw, error, started, time.monotonic())
