@@ -56,6 +56,12 @@ def app(v) -> None:
         check=install.replace(" ", " --check ", 1),
     )
     triggers = apply.configure("app", v)
+    switch_db = f"{lib}/grimbots-switch-database"
+    host_step(
+        name="Install the database settings, moving the SQLite data to PostgreSQL first when due",
+        command=switch_db,
+        check=f"{switch_db} --check",
+    )
     migrate = f"{lib}/grimbots-migrate {v['grimbots_data_dir']} " + derive.schema_stamp(
         stamp, v["grimbots_database_url"]
     )
@@ -81,9 +87,9 @@ def app(v) -> None:
         check=retire.replace(" ", " --check ", 1),
     )
     wait(
-        name="Wait until /health answers 200",
+        name="Wait until /health answers 200 on the database database.env names",
         command=f"{lib}/grimbots-wait-health {v['grimbots_health_timeout']} "
-        f"http://127.0.0.1:{v['grimbots_web_port']}/health",
+        f"http://127.0.0.1:{v['grimbots_web_port']}/health {v['app_database_backend']}",
     )
     if host.name == v["platform_first_app_host"]:
         host_step(

@@ -1,4 +1,5 @@
-"""Phase 2 with pyinfra: common + patroni on the db hosts, app_database on the app hosts, as
+"""Phase 2 with pyinfra: common + patroni on the db hosts, then phase 1's deploy (at
+platform_phase 2 the app role moves the first app host's SQLite data to PostgreSQL, once), as
 playbooks/phase2.yml.
 
     pyinfra -y --limit db --limit app deploy/inventory.py deploy/phase2.py
@@ -12,17 +13,16 @@ when they execute (host_step: the helper's --check).
 
 from __future__ import annotations
 
-from pyinfra import host
+from pathlib import Path
+
+from pyinfra import host, local
 from pyinfra.operations import server
 from pyinfra.operations.util import any_changed
 
 from grimbots_infra import apply
-from grimbots_infra.pyinfra_ops import barrier, fact, host_step, host_vars, wait
+from grimbots_infra.pyinfra_ops import barrier, fact, host_step, host_vars, require_phase, wait
 
 DB_ROLES = ("common", "patroni")
-APP_ROLES = ("app_database",)
-# The vars of playbooks/phase2.yml's app play: one password, the db group's.
-APP_PLAY_VARS = {"app_database_password": "{{ hostvars[groups['db'][0]].patroni_app_password }}"}
 
 
 def step(name: str, command: str) -> None:
@@ -67,27 +67,6 @@ def db(v) -> None:
     step("Keep etcd's leadership off the PostgreSQL leader", f"{lib}/patroni-etcd-leader-away")
 
 
-def app_database(v) -> None:
-    if host.name != v["app_database_migrate_host"]:
-        host.noop("another app host: the app role starts it on PostgreSQL (phase 3)")
-        return
-    if fact(f"test -f {v['app_database_config_dir']}/grimbots.env && echo yes") != "yes":
-        host.noop("grimbots.env is missing: the app does not run here (phase 1); skipping")
-        return
-    apply.configure("app_database", v)
-    host_step(
-        name="Stop writers, back up and move SQLite into PostgreSQL, switch the app (once)",
-        command="/usr/local/sbin/grimbots-switch-database",
-        check="/usr/local/sbin/grimbots-switch-database --check",
-    )
-    wait(
-        name="Wait until /health answers 200 with the database on PostgreSQL",
-        command=f"{v['platform_lib_dir']}/grimbots-wait-health "
-        f"{v['app_database_health_timeout']} "
-        f"http://127.0.0.1:{v['app_database_web_port']}/health postgresql",
-    )
-
-
 if "db" in host.groups:
     _states = fact("systemctl is-active etcd patroni").split() + ["", ""]
     _healthy = fact("/usr/local/lib/grimbots/wait-etcd 1 && echo yes") == "yes"
@@ -103,4 +82,5 @@ if "db" in host.groups:
     )
 barrier(name="Every db host is done before an app host starts")
 if "app" in host.groups:
-    app_database(host_vars(APP_ROLES, APP_PLAY_VARS))
+    require_phase(2)
+    local.include(str(Path(__file__).with_name("phase1.py")))

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from pyinfra import host, local
 
-from grimbots_infra import apply, preflight
-from grimbots_infra.pyinfra_ops import barrier, host_step, host_vars, wait
+from grimbots_infra import apply
+from grimbots_infra.pyinfra_ops import barrier, host_step, host_vars, require_phase, wait
 
 LB_ROLES = ("common", "haproxy")
 REDIS_ROLES = ("common", "redis_cluster", "queue_redis")
@@ -93,9 +93,5 @@ if "lb" in host.groups:
     haproxy(_v)
 barrier(name="The Redis hosts and HAProxy are ready before the app moves onto them")
 if "app" in host.groups:
-    if int(host_vars(()).get("platform_phase")) < 3:
-        raise preflight.PreflightError(
-            "platform_phase is below 3: set platform_phase: 3 in the inventory (group_vars/all) "
-            "(the lab: export GRIMBOTS_LAB_PHASE=3) before deploying phase 3"
-        )
+    require_phase(3)
     local.include(str(Path(__file__).with_name("phase1.py")))

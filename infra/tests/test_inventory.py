@@ -23,8 +23,8 @@ def test_vault_values_and_role_defaults_resolve(lab):
 
 def test_play_vars_take_precedence_and_may_be_templates(lab):
     password = "{{ hostvars[groups['db'][0]].patroni_app_password }}"
-    v = lab.vars("app1", {"app_database_password": password})
-    assert v["app_database_password"] == lab.vars("db1")["patroni_app_password"]
+    v = lab.vars("app1", {"grimbots_database_password": password + "x"})
+    assert v["grimbots_database_password"] == lab.vars("db1")["patroni_app_password"] + "x"
 
 
 def test_templates_render_with_ansibles_templar(lab):
@@ -54,8 +54,8 @@ def test_the_app_env_follows_the_platform_phase_from_the_inventory(lab):
     assert "GRIMBOTS_QUEUE_MIN_REPLICAS=0\n" in single
     assert "GRIMBOTS_TRUSTED_PROXIES=10.77.0.10\n" in single  # lb1, from the lb group
     assert "GRIMBOTS_PUBLIC_URL=http://10.77.0.11:5000\n" in single
-    # The first app host stays on SQLite in grimbots.env: its phase-2 move writes database.env.
-    assert "GRIMBOTS_DATABASE_URL=sqlite:////var/lib/grimbots/grimbots.db\n" in single
+    # The database settings are database.env's alone (switched only after the data moved).
+    assert "GRIMBOTS_DATABASE_URL" not in single and "PGPASSWORD" not in single
     text = render("app", "grimbots.env.j2", lab.vars("app1", {"platform_phase": 3}))
     nodes = "10.77.0.31:7001,10.77.0.32:7001,10.77.0.33:7001"
     assert f"GRIMBOTS_REDIS_CLUSTER_NODES={nodes}\n" in text
@@ -66,12 +66,19 @@ def test_the_app_env_follows_the_platform_phase_from_the_inventory(lab):
     assert lab.vars("app1", {"platform_phase": 3})["grimbots_local_redis"] is False
 
 
-def test_an_app_host_added_later_starts_on_postgresql(lab):
-    text = render("app", "grimbots.env.j2", lab.vars("app2", {"platform_phase": 3}))
-    url = "postgresql://grimbots@10.77.0.21:5432,10.77.0.22:5432,10.77.0.23:5432/grimbots?"
-    assert f"GRIMBOTS_DATABASE_URL={url}" in text
+def test_every_app_host_is_on_sqlite_in_phase_1_and_on_postgresql_from_phase_2(lab):
+    phase1 = render("app", "database.env.j2", lab.vars("app1", {"platform_phase": 1}))
+    assert (
+        phase1.splitlines()[-1] == "GRIMBOTS_DATABASE_URL=sqlite:////var/lib/grimbots/grimbots.db"
+    )
+    assert "\nPGPASSWORD=" not in phase1
     password = lab.vars("db1")["patroni_app_password"]
-    assert len(password) >= 16 and f"\nPGPASSWORD={password}\n" in text
-    # The same URL as the first host's database.env (one derivation, the platform contract's).
-    staged = render("app_database", "database.env.j2", lab.vars("app1", {"platform_phase": 3}))
-    assert f"GRIMBOTS_DATABASE_URL={lab.vars('app2')['platform_database_url']}\n" in staged
+    url = "postgresql://grimbots@10.77.0.21:5432,10.77.0.22:5432,10.77.0.23:5432/grimbots?"
+    for name, phase in (("app1", 2), ("app2", 3)):  # the first host (moved) and a host added later
+        v = lab.vars(name, {"platform_phase": phase})
+        text = render("app", "database.env.j2", v)
+        assert f"\nGRIMBOTS_DATABASE_URL={v['platform_database_url']}\n" in text
+        assert v["platform_database_url"].startswith(url)
+        assert len(password) >= 16 and text.endswith(f"\nPGPASSWORD={password}\n")
+        assert v["app_database_backend"] == "postgresql"
+    assert lab.vars("app1", {"platform_phase": 1})["app_database_backend"] == "sqlite"

@@ -75,6 +75,10 @@ def app_values(tmp_path, **overrides) -> dict:
         "grimbots_queue_redis_mode": "sentinel",
         "grimbots_sentinels": "10.0.0.1:26379,10.0.0.2:26379,10.0.0.3:26379",
         "grimbots_queue_min_replicas": 1,
+        "grimbots_database_url": "postgresql://grimbots@10.0.0.4:5432/grimbots",
+        "grimbots_database_password": "p" * 16,
+        "platform_groups": {"db": "db"},
+        "groups": {"db": ["db1"]},
     }
     return {**values, **overrides}
 
@@ -99,11 +103,9 @@ def test_every_role_of_the_lab_inventory_passes_preflight_on_its_hosts():
     from grimbots_infra.lab import load_lab
 
     lab = load_lab()
-    password = lab.vars("db1")["patroni_app_password"]
     for role, host in [
         ("common", "app1"),
         ("app", "app1"),
-        ("app_database", "app1"),
         ("patroni", "db1"),
         ("haproxy", "lb1"),
         ("redis_cluster", "redis1"),
@@ -111,5 +113,18 @@ def test_every_role_of_the_lab_inventory_passes_preflight_on_its_hosts():
         ("exporters", "db1"),
         ("monitoring", "mon1"),
     ]:
-        v = lab.vars(host, {"app_database_password": password, "platform_phase": 3})
+        v = lab.vars(host, {"platform_phase": 3})
         assert preflight.check([role], preflight.from_host_vars(v)) == [], (role, host)
+
+
+def test_the_app_on_postgresql_needs_the_db_groups_password():
+    from grimbots_infra.lab import load_lab
+
+    lab = load_lab()
+    assert preflight.check(["app"], preflight.from_host_vars(lab.vars("app1"))) == []  # SQLite
+    v = lab.vars("app1", {"platform_phase": 2, "grimbots_database_password": "short-secret"})
+    (problem,) = preflight.check(["app"], preflight.from_host_vars(v))
+    assert "grimbots_database_password=(secret)" in problem and "short-secret" not in problem
+    v = lab.vars("app1", {"grimbots_database_url": "mysql://db/grimbots"})
+    (problem,) = preflight.check(["app"], preflight.from_host_vars(v))
+    assert "grimbots_database_url" in problem and "postgresql://" in problem

@@ -10,9 +10,10 @@ def test_health_answers_200_with_every_check_ok(app_url, app_host):
     failing = {name: check for name, check in body["checks"].items() if not check["ok"]}
     assert not failing, failing
     assert set(body["checks"]) >= {"database", "redis", "rq"}
-    # SQLite in phase 1; PostgreSQL once phase 2 wrote database.env (re-running phase 1 keeps it).
-    moved = app_host.file("/etc/grimbots/database.env").exists
-    assert body["checks"]["database"]["backend"] == ("postgresql" if moved else "sqlite")
+    # SQLite in phase 1; PostgreSQL once phase 2 moved the data (re-running phase 1 keeps it).
+    env = app_host.file("/etc/grimbots/database.env").content_string
+    backend = "postgresql" if "\nGRIMBOTS_DATABASE_URL=postgresql" in env else "sqlite"
+    assert body["checks"]["database"]["backend"] == backend
 
 
 def test_metrics_are_served_as_prometheus_text(app_url):

@@ -1,4 +1,4 @@
-"""Fixtures of the phase-2 suites: the lab with the patroni and app_database defaults loaded."""
+"""Fixtures of the phase-2 suites: the lab with every role's defaults loaded."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from grimbots_infra import lab as lab2
 
 @pytest.fixture(scope="session")
 def lab_db():
-    """The lab inventory with every role's defaults (common, app, patroni, app_database)."""
+    """The lab inventory with every role's defaults (common, app, patroni, ...)."""
     return lab2.load_lab()
 
 

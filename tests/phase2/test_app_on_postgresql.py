@@ -38,7 +38,7 @@ def test_database_env_is_private_and_names_every_db_host_read_write(lab_db, app1
 
 
 def test_the_move_is_not_repeated_and_the_sqlite_backup_is_kept(app1):
-    check = lab2.ssh(app1, "/usr/local/sbin/grimbots-switch-database --check")
+    check = lab2.ssh(app1, "/usr/local/lib/grimbots/grimbots-switch-database --check")
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.startswith("unchanged")
     backups = lab2.ssh(app1, "ls /var/lib/grimbots/backups").stdout.split()

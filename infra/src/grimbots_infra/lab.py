@@ -22,8 +22,8 @@ from grimbots_infra.phases import ALL_ROLES
 
 LAB_INVENTORY = ROOT / "inventory" / "lab"
 SNAPSHOT = ROOT / "lab" / ".state" / "phase1-snapshot.json"
-# The app's PostgreSQL settings staged by the app_database role (same content as database.env).
-PG_ENV = "/etc/grimbots/postgresql.env"
+# The app's database settings (the app role's; PostgreSQL from phase 2).
+PG_ENV = "/etc/grimbots/database.env"
 APP_PYTHON = "/opt/grimbots/venv/bin/python"
 
 

@@ -8,7 +8,6 @@ ALL_ROLES = (
     "common",
     "app",
     "patroni",
-    "app_database",
     "exporters",
     "monitoring",
     "haproxy",

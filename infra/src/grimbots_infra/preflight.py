@@ -133,6 +133,15 @@ def app(v: Inputs) -> list[str]:
                     "survive the loss of the queue primary",
                 )
             )
+    url = str(v["grimbots_database_url"])
+    if not url.startswith(("sqlite:", "postgresql:", "postgresql+")):
+        out.append(v.problem("grimbots_database_url", "must be a sqlite:// or postgresql:// URL"))
+    elif url.startswith("postgresql"):
+        if not v["groups"].get(v["platform_groups"]["db"]):
+            out.append(v.problem("platform_groups", "the db group lists no database hosts"))
+        out += _vault_password(
+            v, "grimbots_database_password", "(the db group's patroni_app_password, from the vault)"
+        )
     secrets = v.get("grimbots_gateway_secrets", {}) or {}
     if not secrets or any(len(str(s)) < 16 for s in secrets.values()):
         out.append(
@@ -175,16 +184,6 @@ def patroni(v: Inputs) -> list[str]:
     addresses = [derive.address(hostvars, m) for m in members]
     if len(set(addresses)) != len(addresses):
         out.append(v.problem("patroni_address", f"each member needs its own; got {addresses}"))
-    return out
-
-
-def app_database(v: Inputs) -> list[str]:
-    out = []
-    if not v["groups"].get(v["platform_groups"]["db"]):
-        out.append(v.problem("platform_groups", "the db group lists no database hosts"))
-    out += _vault_password(
-        v, "app_database_password", "(the db group's patroni_app_password, from the vault)"
-    )
     return out
 
 
@@ -344,7 +343,6 @@ CHECKS: dict[str, Callable[[Inputs], list[str]]] = {
     "common": common,
     "app": app,
     "patroni": patroni,
-    "app_database": app_database,
     "monitoring": monitoring,
     "exporters": exporters,
     "haproxy": haproxy,

@@ -94,3 +94,15 @@ def host_vars(roles: tuple[str, ...], play_vars: dict[str, Any] | None = None) -
     if problems:
         raise preflight.PreflightError("\n".join(problems))
     return v
+
+
+def require_phase(minimum: int) -> None:
+    """Refuse (as the playbook's first play does) an inventory below platform_phase ``minimum``:
+    every role derives that phase's settings from it."""
+    phase = int(load(ALL_ROLES).vars(host.name)["platform_phase"])
+    if phase < minimum:
+        raise preflight.PreflightError(
+            f"platform_phase is {phase}: set platform_phase: {minimum} in the inventory "
+            f"(group_vars/all; the lab: export GRIMBOTS_LAB_PHASE={minimum}) before deploying "
+            f"phase {minimum}"
+        )

@@ -51,3 +51,13 @@ def test_health_answers_200_with_every_check_ok(host):
     assert out == "200", host.file("/tmp/health.json").content_string
     body = json.loads(host.file("/tmp/health.json").content_string)
     assert body.get("status") in ("ok", "healthy"), body
+
+
+def test_database_settings_are_private_and_installed_by_the_switch_helper(host):
+    env = host.file("/etc/grimbots/database.env")
+    assert (env.user, env.group, env.mode) == ("root", "grimbots", 0o640)
+    assert "\nGRIMBOTS_DATABASE_URL=sqlite:////var/lib/grimbots/grimbots.db\n" in env.content_string
+    assert host.file("/etc/grimbots/database.env.next").content == env.content
+    check = host.run("/usr/local/lib/grimbots/grimbots-switch-database --check")
+    assert check.rc == 0 and check.stdout.startswith("unchanged"), check.stdout + check.stderr
+

@@ -16,7 +16,7 @@ description:
   - Runs grimbots_infra.preflight for each role named, on this host's variables.
 options:
   _terms:
-    description: role names (common, app, patroni, app_database, haproxy, ...)
+    description: role names (common, app, patroni, haproxy, ...)
     required: true
 """
 
