@@ -60,4 +60,3 @@ def test_database_settings_are_private_and_installed_by_the_switch_helper(host):
     assert host.file("/etc/grimbots/database.env.next").content == env.content
     check = host.run("/usr/local/lib/grimbots/grimbots-switch-database --check")
     assert check.rc == 0 and check.stdout.startswith("unchanged"), check.stdout + check.stderr
-
