@@ -16,8 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from pyinfra import host, local
-from pyinfra.operations import server
-from pyinfra.operations.util import any_changed
 
 from grimbots_infra import apply
 from grimbots_infra.pyinfra_ops import barrier, fact, host_step, host_vars, require_phase, wait
@@ -35,16 +33,7 @@ def db(v) -> None:
     apply.install("common", v)
     apply.service("common", v, apply.configure("common", v))
     apply.install("patroni", v)
-    triggers = apply.configure("patroni", v)
-    apply.service("patroni", v, triggers)
-    if v["patroni_etcd_active_before"] and triggers.get("restart-etcd"):
-        healthy = v["patroni_etcd_healthy_before"]
-        server.shell(
-            name="Restart etcd after a configuration change (one member at a time when healthy)",
-            commands=["systemctl restart etcd" if healthy else "systemctl restart --no-block etcd"],
-            _serial=healthy,
-            _if=any_changed(*triggers["restart-etcd"]),
-        )
+    apply.service("patroni", v, apply.configure("patroni", v))
     wait(
         name="Wait until every etcd member is healthy (quorum)",
         command=f"{lib}/wait-etcd {timeout} {v['patroni_etcd_endpoints']}",

@@ -44,15 +44,8 @@ WELCOME_METHODS = {"sendPhoto", "sendVideo", "sendMessage"}
 
 # Runs on app1 with the services' environment files: what a Redis holds. "old" reads the local
 # phase-2 Redis; "new" reads the queue Redis and the cluster the app uses from phase 3.
-SNAPSHOT = r"""
-import json, os, sys
-for path in ("/etc/grimbots/grimbots.env", "/etc/grimbots/database.env"):
-    if os.path.exists(path):
-        for line in open(path):
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                k, v = line.split("=", 1)
-                os.environ[k] = v
+SNAPSHOT = lab2.app_script(r"""
+import json, sys
 import redis
 from grimbots.queues import QUEUE_NAMES
 from grimbots.redis_move import EPHEMERAL_KEY, is_queue_key
@@ -81,7 +74,7 @@ else:
     for name in json.loads(sys.argv[2]):
         ttls[name] = state.pttl(name)
 print(json.dumps({"scheduled": scheduled, "ttls": ttls}))
-"""
+""")
 
 
 def snapshot(app1: dict, which: str, keys: list[str] | None = None) -> dict:

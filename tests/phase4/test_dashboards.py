@@ -54,27 +54,22 @@ NO_BOT_SLUG = "dashboards-no-bot"
 
 # A seller of the test's own and a fresh token for it (only the hash is stored, so the token is
 # issued again on every run), made on the app host with the app's code and database settings.
-_SELLER_TOKEN = """
-import json, os, sys
-for line in open(sys.argv[1]):
-    line = line.strip()
-    if line and not line.startswith("#") and "=" in line:
-        k, v = line.split("=", 1)
-        os.environ[k] = v
+_SELLER_TOKEN = lab2.app_script("""
+import json, sys
 from sqlalchemy import select
 from grimbots.auth import create_seller, rotate_token
 from grimbots.db import Database
 from grimbots.models import Seller
 db = Database(os.environ["GRIMBOTS_DATABASE_URL"], pool_size=1, max_overflow=0)
 with db.session() as session:
-    seller = session.scalar(select(Seller).where(Seller.email == sys.argv[2]))
+    seller = session.scalar(select(Seller).where(Seller.email == sys.argv[1]))
     if seller is None:
-        seller, token = create_seller(session, sys.argv[3], sys.argv[2])
+        seller, token = create_seller(session, sys.argv[2], sys.argv[1])
     else:
         token = rotate_token(session, seller)
     seller_id = seller.id
 print(json.dumps({"seller_id": seller_id, "token": token}))
-"""
+""")
 
 
 def _json(raw: bytes) -> Any:
@@ -169,7 +164,7 @@ def empty(queries, results: dict) -> list[str]:
 @pytest.fixture(scope="module")
 def seller_token(lab, app_name) -> str:
     app = lab.hosts[app_name]
-    command = f"{lab2.APP_PYTHON} - {lab2.PG_ENV} {SELLER_EMAIL} {shlex.quote(SELLER_NAME)}"
+    command = f"{lab2.APP_PYTHON} - {SELLER_EMAIL} {shlex.quote(SELLER_NAME)}"
     run = lab2.ssh(app, command, stdin=_SELLER_TOKEN, timeout=60)
     assert run.returncode == 0, run.stderr[-2000:]
     return json.loads(run.stdout.strip().splitlines()[-1])["token"]

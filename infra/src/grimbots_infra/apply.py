@@ -179,14 +179,20 @@ def service(role: str, v: Any, triggers: Triggers, extra: Triggers | None = None
         systemd.daemon_reload(name="Reload systemd units", _if=any_changed(*merged[a["name"]]))
     for a in (a for a in actions if a.get("units")):
         for unit in a["units"]:
-            systemd.service(
-                name=f"{a['state'].capitalize()} {unit} ({a['name']})",
-                service=unit,
-                running=True,
-                restarted=a["state"] == "restarted",
-                reloaded=a["state"] == "reloaded",
-                _if=any_changed(*merged[a["name"]]),
-            )
+            name = f"{a['state'].capitalize()} {unit} ({a['name']})"
+            when = {"_if": any_changed(*merged[a["name"]]), "_serial": bool(a.get("serial"))}
+            if a.get("no_block"):  # systemd.service has no --no-block
+                verb = {"restarted": "restart", "reloaded": "reload"}[a["state"]]
+                server.shell(name=name, commands=[f"systemctl {verb} --no-block {unit}"], **when)
+            else:
+                systemd.service(
+                    name=name,
+                    service=unit,
+                    running=True,
+                    restarted=a["state"] == "restarted",
+                    reloaded=a["state"] == "reloaded",
+                    **when,
+                )
     for a in (a for a in actions if a.get("command")):
         server.shell(
             name=f"Run {a['name']}",

@@ -100,24 +100,38 @@ def wait_for(check, timeout: float, interval: float = 1.0):
     return value
 
 
-_PG_QUERY = """
-import json, os, sys
-for line in open(sys.argv[1]):
-    line = line.strip()
-    if line and not line.startswith("#") and "=" in line:
-        k, v = line.split("=", 1)
-        os.environ[k] = v
+# The app role's environment files, which its units and grimbots-manage read (in this order).
+APP_ENV_FILES = ("/etc/grimbots/grimbots.env", "/etc/grimbots/database.env")
+_APP_ENV = f"""
+import os
+for path in {APP_ENV_FILES!r}:
+    for line in open(path):
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            k, v = line.split("=", 1)
+            os.environ[k] = v
+"""
+
+
+def app_script(body: str) -> str:
+    """A script for the app's Python (APP_PYTHON) on an app host, run with the environment the
+    app's services have (its database and Redis settings)."""
+    return _APP_ENV + body
+
+
+_PG_QUERY = app_script("""
+import json, sys
 from sqlalchemy import text
 from grimbots.db import Database
 db = Database(os.environ["GRIMBOTS_DATABASE_URL"], pool_size=1, max_overflow=0)
-rows = db.transaction(lambda s: [list(r) for r in s.execute(text(sys.argv[2])).all()])
+rows = db.transaction(lambda s: [list(r) for r in s.execute(text(sys.argv[1])).all()])
 print(json.dumps(rows, default=str))
-"""
+""")
 
 
 def pg_rows(app: dict[str, Any], sql: str) -> list[list]:
     """Rows of a query on the primary, through the app host's URL and password (PGPASSWORD)."""
-    run = ssh(app, f"{APP_PYTHON} - {PG_ENV} {shlex.quote(sql)}", stdin=_PG_QUERY)
+    run = ssh(app, f"{APP_PYTHON} - {shlex.quote(sql)}", stdin=_PG_QUERY)
     assert run.returncode == 0, run.stderr[-2000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
 
