@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from conftest import http, wait_for
 
-from grimbots_infra.lab import start_update
+from grimbots_infra.lab import Redelivering, start_update
 
 RATE = float(os.environ.get("GRIMBOTS_CHAOS_RATE", "30"))  # updates/s offered
 DURATION = float(os.environ.get("GRIMBOTS_CHAOS_SECONDS", "20"))
@@ -25,33 +25,6 @@ WORKER_KILL_AT = DURATION * 0.5
 REDELIVERY_DEADLINE = 120.0  # seconds after the load ends for every update to be answered 200
 ANSWER_DEADLINE = 120.0  # seconds after that for every welcome to arrive
 WELCOME_METHODS = {"sendPhoto", "sendVideo", "sendMessage"}
-
-
-class Telegram:
-    """Delivers one update until it is answered 200, like Telegram's webhook retries."""
-
-    def __init__(self, url: str, secret: str, deadline: float):
-        self.url = url
-        self.headers = {"X-Telegram-Bot-Api-Secret-Token": secret}
-        self.deadline = deadline
-        self.lock = threading.Lock()
-        self.attempts = 0
-        self.refused = 0  # non-2xx answers and transport errors, each redelivered
-
-    def deliver(self, update: dict) -> bool:
-        while time.monotonic() < self.deadline:
-            try:
-                status, _ = http("POST", self.url, update, self.headers, timeout=5)
-            except OSError:
-                status = 0
-            with self.lock:
-                self.attempts += 1
-                if status != 200:
-                    self.refused += 1
-            if status == 200:
-                return True
-            time.sleep(1.0)
-        return False
 
 
 def _kill(host, what: str) -> str:
@@ -69,7 +42,7 @@ def test_redis_and_a_worker_killed_under_load_lose_and_duplicate_nothing(
     count = int(RATE * DURATION)
     updates = [start_update(base_update + i, base_chat + i, "Chaos") for i in range(count)]
     start = time.monotonic()
-    tg = Telegram(
+    tg = Redelivering(
         f"{app_url}/webhook/telegram/{demo_bot['bot_id']}",
         demo_bot["webhook_secret"],
         start + DURATION + REDELIVERY_DEADLINE,

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/conftes
 from conftest import http  # noqa: E402
 
 from grimbots_infra import lab as lab2  # noqa: E402
-from grimbots_infra.lab import start_update  # noqa: E402
+from grimbots_infra.lab import Redelivering, start_update  # noqa: E402
 
 RATE = float(os.environ.get("PROBE_RATE", "5"))  # updates/s offered during the deploy
 PAUSE_GOAL = 10.0
@@ -100,41 +100,6 @@ def _click(url: str) -> int:
         return exc.code
 
 
-class Telegram:
-    """Delivers each update until it is answered 200; records every answer's time and status."""
-
-    def __init__(self, url: str, secret: str):
-        self.url, self.headers = url, {"X-Telegram-Bot-Api-Secret-Token": secret}
-        self.lock = threading.Lock()
-        self.answers: list[tuple[float, int]] = []
-        self.deadline = float("inf")
-
-    def deliver(self, update: dict) -> bool:
-        while time.monotonic() < self.deadline:
-            try:
-                status, _ = http("POST", self.url, update, self.headers, timeout=5)
-            except OSError:
-                status = 0
-            with self.lock:
-                self.answers.append((time.monotonic(), status))
-            if status == 200:
-                return True
-            time.sleep(1.0)
-        return False
-
-    def longest_pause(self) -> tuple[float, int]:
-        """Seconds from the first answer not 200 to the next 200, the longest such run; and
-        how many answers were not 200 in all."""
-        longest, since, refused = 0.0, None, 0
-        for at, status in sorted(self.answers):
-            if status != 200:
-                refused += 1
-                since = at if since is None else since
-            elif since is not None:
-                longest, since = max(longest, at - since), None
-        return longest, refused
-
-
 def main(tool: str) -> int:
     lab = lab2.load_lab()
     app1 = lab.hosts[lab.vars(lab.groups["app"][0])["platform_first_app_host"]]
@@ -149,7 +114,7 @@ def main(tool: str) -> int:
         clicks = [_click(f"{url}/go/{bot['pool_slug']}?utm_source=switch") for _ in range(5)]
         assert clicks == [302] * 5, clicks
     before = None if moved else snapshot(app1, "old")
-    telegram = Telegram(f"{url}/webhook/telegram/{bot['bot_id']}", bot["webhook_secret"])
+    telegram = Redelivering(f"{url}/webhook/telegram/{bot['bot_id']}", bot["webhook_secret"])
     base_chat, base_update = random.randint(10**9, 2 * 10**9), random.randint(10**6, 10**9)
     sent: list[int] = []
     done = threading.Event()
@@ -179,7 +144,7 @@ def main(tool: str) -> int:
     print(f"\nswitch probe: phase-3 deploy with {tool} took {took:.0f} s, exit {deploy.returncode}")
     if deploy.returncode != 0:
         return 1
-    pause, refused = telegram.longest_pause()
+    pause, refused = telegram.longest_pause(), telegram.refused
     met = "met" if pause < PAUSE_GOAL else "MISSED"
     print(
         f"switch probe: {len(sent)} updates at {RATE:.0f}/s, {accepted} answered 200, "

@@ -11,6 +11,7 @@ import re
 import shlex
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -276,3 +277,60 @@ class Public:
             cause = reason if isinstance(reason, BaseException) else exc
             status, raw, error = 0, b"", type(cause).__name__
         return Answer(status, raw, error, started, time.monotonic())
+
+
+class Redelivering:
+    """Telegram's side of a webhook, as Telegram plays it: each update is posted (plain HTTP,
+    straight to an app node) until it is answered 200, a second apart, until ``deadline``
+    (time.monotonic()). Every answer is kept with its time and status (0: no HTTP answer)."""
+
+    def __init__(self, url: str, secret: str, deadline: float = float("inf")):
+        self.url, self.deadline = url, deadline
+        self.headers = {
+            "X-Telegram-Bot-Api-Secret-Token": secret,
+            "Content-Type": "application/json",
+        }
+        self.lock = threading.Lock()
+        self.answers: list[tuple[float, int]] = []
+
+    def _post(self, update: dict) -> int:
+        req = urllib.request.Request(  # noqa: S310 - lab URLs only
+            self.url, data=json.dumps(update).encode(), method="POST", headers=self.headers
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310
+                resp.read()
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except (OSError, http.client.HTTPException):
+            return 0
+
+    def deliver(self, update: dict) -> bool:
+        while time.monotonic() < self.deadline:
+            status = self._post(update)
+            with self.lock:
+                self.answers.append((time.monotonic(), status))
+            if status == 200:
+                return True
+            time.sleep(1.0)
+        return False
+
+    @property
+    def attempts(self) -> int:
+        return len(self.answers)
+
+    @property
+    def refused(self) -> int:
+        """Answers not 200 (and requests without an answer), each redelivered."""
+        return sum(1 for _, status in self.answers if status != 200)
+
+    def longest_pause(self) -> float:
+        """Seconds from the first answer not 200 to the next 200, the longest such run."""
+        longest, since = 0.0, None
+        for at, status in sorted(self.answers):
+            if status != 200:
+                since = at if since is None else since
+            elif since is not None:
+                longest, since = max(longest, at - since), None
+        return longest
