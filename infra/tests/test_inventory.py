@@ -2,7 +2,7 @@
 
 import pytest
 
-from grimbots_infra.inventory import ROOT, Inventory, InventoryError
+from grimbots_infra.inventory import ROOT, Inventory, InventoryError, platform_ports
 from grimbots_infra.phases import ALL_ROLES
 from grimbots_infra.render import render
 
@@ -41,6 +41,14 @@ def test_an_inventory_without_hosts_is_a_clear_error(tmp_path):
     (tmp_path / "hosts.yml").write_text("all: {}\n")
     with pytest.raises(InventoryError, match="has no hosts"):
         Inventory(tmp_path, ["common"])
+
+
+def test_platform_ports_are_the_platform_defaults_for_an_inventory_file(tmp_path):
+    # As the molecule tests pass molecule's inventory file.
+    hosts = tmp_path / "ansible_inventory.yml"
+    hosts.write_text("all:\n  hosts:\n    h1: {ansible_host: 127.0.0.1}\n")
+    ports = platform_ports(str(hosts))
+    assert ports["patroni_rest"] == 8008 and ports["redis_cluster"] == [7001, 7002]
 
 
 def test_a_missing_vault_password_file_is_a_clear_error():

@@ -204,3 +204,11 @@ def load(roles: tuple[str, ...], inventory_dir: str | None = None) -> Inventory:
     """The inventory for a phase's roles, loaded once per process."""
     path = Path(inventory_dir) if inventory_dir else default_dir()
     return Inventory(path, list(roles), default_vault_password_file(path))
+
+
+def platform_ports(inventory_dir: str | None = None) -> dict[str, Any]:
+    """The platform contract's ports (roles/platform/defaults/main.yml, under the inventory's
+    overrides) as the inventory's first host sees them. ``inventory_dir`` may be a file: the
+    molecule tests pass molecule's inventory, so they check the ports their converge was given."""
+    inventory = load(("platform",), inventory_dir)
+    return dict(inventory.vars(inventory.group("all")[0])["platform_ports"])

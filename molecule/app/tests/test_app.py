@@ -5,9 +5,14 @@ import os
 
 import testinfra.utils.ansible_runner
 
+from grimbots_infra.inventory import platform_ports
+
 testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
     os.environ["MOLECULE_INVENTORY_FILE"]
 ).get_hosts("all")
+
+# The platform contract's ports as the converge got them (molecule's inventory).
+PORTS = platform_ports(os.environ["MOLECULE_INVENTORY_FILE"])
 
 INSTANCES = ["tasks-1", "tasks-2", "gateway-1", "webhook-1"]
 
@@ -36,8 +41,8 @@ def test_environment_file_is_readable_by_the_service_group_only(host):
 
 
 def test_local_redis_listens_on_loopback_with_a_bounded_client_count(host):
-    assert host.socket("tcp://127.0.0.1:6379").is_listening
-    assert not host.socket("tcp://0.0.0.0:6379").is_listening
+    assert host.socket(f"tcp://127.0.0.1:{PORTS['redis']}").is_listening
+    assert not host.socket(f"tcp://0.0.0.0:{PORTS['redis']}").is_listening
     out = host.check_output(
         "REDISCLI_AUTH=molecule-redis-password-0123456789 redis-cli config get maxclients"
     )
@@ -46,7 +51,8 @@ def test_local_redis_listens_on_loopback_with_a_bounded_client_count(host):
 
 def test_health_answers_200_with_every_check_ok(host):
     out = host.check_output(
-        "curl -s -o /tmp/health.json -w '%{http_code}' http://127.0.0.1:5000/health"
+        "curl -s -o /tmp/health.json -w '%{http_code}' "
+        f"http://127.0.0.1:{PORTS['app_web']}/health"
     )
     assert out == "200", host.file("/tmp/health.json").content_string
     body = json.loads(host.file("/tmp/health.json").content_string)

@@ -10,13 +10,20 @@ import time
 
 import testinfra.utils.ansible_runner
 
+from grimbots_infra.inventory import platform_ports
+
 testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
     os.environ["MOLECULE_INVENTORY_FILE"]
 ).get_hosts("lb")
 
+# The platform contract's ports as the converge got them (molecule's inventory).
+PORTS = platform_ports(os.environ["MOLECULE_INVENTORY_FILE"])
+
 CA = "/etc/haproxy/certs/ca.crt"
-BASE = "https://lb.molecule.test"
-CURL = f"curl -s --max-time 10 --cacert {CA} --resolve lb.molecule.test:443:127.0.0.1"
+HTTPS = PORTS["haproxy_https"]
+BASE = f"https://lb.molecule.test:{HTTPS}"
+CURL = f"curl -s --max-time 10 --cacert {CA} --resolve lb.molecule.test:{HTTPS}:127.0.0.1"
+STATS = f"127.0.0.1:{PORTS['haproxy_stats']}"
 SOCKET = "/run/haproxy/admin.sock"
 STATS_AUTH = "stats:molecule-stats-0123456789"
 # haproxy_recovery_seconds (the default) and the derived timings at that value
@@ -64,17 +71,20 @@ def test_https_reaches_every_app_node_in_turn(host):
 
 def test_http_redirects_to_https(host):
     out = host.check_output(
-        "curl -s -o /dev/null -w '%{http_code} %{redirect_url}' http://127.0.0.1/go/x?a=1"
+        "curl -s -o /dev/null -w '%{http_code} %{redirect_url}' "
+        f"http://127.0.0.1:{PORTS['haproxy_http']}/go/x?a=1"
     )
+    # No port in the target: HAProxy keeps the Host header, and https is on its default port.
     assert out == "301 https://127.0.0.1/go/x?a=1"
 
 
 def test_tls_below_1_2_is_refused_and_1_3_is_offered(host):
     old = host.run(
-        "openssl s_client -connect 127.0.0.1:443 -tls1_1 -cipher 'DEFAULT:@SECLEVEL=0' </dev/null"
+        f"openssl s_client -connect 127.0.0.1:{HTTPS} -tls1_1 -cipher 'DEFAULT:@SECLEVEL=0'"
+        " </dev/null"
     )
     assert old.rc != 0
-    new = host.run(f"openssl s_client -connect 127.0.0.1:443 -tls1_3 -CAfile {CA} </dev/null")
+    new = host.run(f"openssl s_client -connect 127.0.0.1:{HTTPS} -tls1_3 -CAfile {CA} </dev/null")
     assert new.rc == 0 and "TLSv1.3" in new.stdout
 
 
@@ -105,12 +115,11 @@ def test_go_is_rate_limited_per_client(host):
 
 
 def test_stats_and_prometheus_need_the_password(host):
-    assert host.check_output("curl -s -o /dev/null -w '%{http_code}' 127.0.0.1:8404/metrics") == (
-        "401"
-    )
-    metrics = host.check_output(f"curl -sf -u {STATS_AUTH} 127.0.0.1:8404/metrics")
+    unauthenticated = f"curl -s -o /dev/null -w '%{{http_code}}' {STATS}/metrics"
+    assert host.check_output(unauthenticated) == "401"
+    metrics = host.check_output(f"curl -sf -u {STATS_AUTH} {STATS}/metrics")
     assert 'haproxy_server_status{proxy="app",server="app1",state="UP"} 1' in metrics
-    stats = host.run(f"curl -sf -u {STATS_AUTH} -o /dev/null 127.0.0.1:8404/stats")
+    stats = host.run(f"curl -sf -u {STATS_AUTH} -o /dev/null {STATS}/stats")
     assert stats.rc == 0
 
 

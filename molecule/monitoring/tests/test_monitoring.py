@@ -9,13 +9,22 @@ from pathlib import Path
 import testinfra.utils.ansible_runner
 import yaml
 
+from grimbots_infra.inventory import platform_ports
+
 testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
     os.environ["MOLECULE_INVENTORY_FILE"]
 ).get_hosts("monitoring")
 
+# The platform contract's ports as the converge got them (molecule's inventory).
+PORTS = platform_ports(os.environ["MOLECULE_INVENTORY_FILE"])
+
 ADDRESS = "10.79.0.41"
 AUTH = "monitoring:molecule-monitoring-0123456789"
 CHAT_ID = -1009000000001
+PROMETHEUS = f"http://{ADDRESS}:{PORTS['prometheus']}"
+ALERTMANAGER = f"http://{ADDRESS}:{PORTS['alertmanager']}"
+# prepare.yml's fake Telegram, on the container's loopback.
+TELEGRAM = f"http://127.0.0.1:{PORTS['fake_telegram']}"
 RULES = Path(__file__).resolve().parents[3] / "roles" / "monitoring" / "files" / "alert_rules.yml"
 
 
@@ -26,7 +35,7 @@ def _status(host, url: str, auth: bool) -> str:
 
 def _api(host, path: str) -> dict:
     return json.loads(
-        host.check_output(f"curl -sf --max-time 5 -u {AUTH} http://{ADDRESS}:9090/api/v1/{path}")
+        host.check_output(f"curl -sf --max-time 5 -u {AUTH} {PROMETHEUS}/api/v1/{path}")
     )
 
 
@@ -38,10 +47,10 @@ def test_prometheus_and_alertmanager_run_and_are_enabled(host):
 
 
 def test_ready_answers_200_with_the_password_and_401_without(host):
-    for port in (9090, 9093):
-        url = f"http://{ADDRESS}:{port}/-/ready"
-        assert _status(host, url, auth=True) == "200", port
-        assert _status(host, url, auth=False) == "401", port
+    for base in (PROMETHEUS, ALERTMANAGER):
+        url = f"{base}/-/ready"
+        assert _status(host, url, auth=True) == "200", base
+        assert _status(host, url, auth=False) == "401", base
 
 
 def test_every_rule_of_the_rule_file_is_loaded(host):
@@ -67,8 +76,8 @@ def test_prometheus_scrapes_itself_alertmanager_and_node_exporter(host):
 
 def test_node_exporter_listens_on_the_hosts_address_only(host):
     assert host.service("prometheus-node-exporter").is_running
-    assert host.socket(f"tcp://{ADDRESS}:9100").is_listening
-    assert not host.socket("tcp://0.0.0.0:9100").is_listening
+    assert host.socket(f"tcp://{ADDRESS}:{PORTS['node_exporter']}").is_listening
+    assert not host.socket(f"tcp://0.0.0.0:{PORTS['node_exporter']}").is_listening
 
 
 def test_prometheus_sends_alerts_to_alertmanager_with_the_password(host):
@@ -76,9 +85,7 @@ def test_prometheus_sends_alerts_to_alertmanager_with_the_password(host):
     names: list[str] = []
     while time.monotonic() < deadline:
         alerts = json.loads(
-            host.check_output(
-                f"curl -sf --max-time 5 -u {AUTH} http://{ADDRESS}:9093/api/v2/alerts"
-            )
+            host.check_output(f"curl -sf --max-time 5 -u {AUTH} {ALERTMANAGER}/api/v2/alerts")
         )
         names = [a["labels"]["alertname"] for a in alerts]
         if "Watchdog" in names:
@@ -94,8 +101,7 @@ def test_the_watchdog_reaches_the_telegram_receiver(host):
     while time.monotonic() < deadline:
         calls = json.loads(
             host.check_output(
-                "curl -sf --max-time 5 'http://127.0.0.1:8081/_calls?method=sendMessage"
-                f"&chat_id={CHAT_ID}'"
+                f"curl -sf --max-time 5 '{TELEGRAM}/_calls?method=sendMessage&chat_id={CHAT_ID}'"
             )
         )
         texts = [str(c.get("params", {}).get("text", "")) for c in calls]
@@ -122,8 +128,8 @@ def test_retention_and_listen_address_come_from_the_defaults(host):
     args = host.file("/etc/default/prometheus").content_string
     assert "--storage.tsdb.retention.time=15d" in args
     assert "--storage.tsdb.retention.size=8GB" in args
-    assert host.socket(f"tcp://{ADDRESS}:9090").is_listening
-    assert not host.socket("tcp://0.0.0.0:9090").is_listening
+    assert host.socket(f"tcp://{ADDRESS}:{PORTS['prometheus']}").is_listening
+    assert not host.socket(f"tcp://0.0.0.0:{PORTS['prometheus']}").is_listening
 
 
 def test_postgres_exporter_logs_in_as_a_pg_monitor_only_role(host):
@@ -136,7 +142,9 @@ def test_postgres_exporter_logs_in_as_a_pg_monitor_only_role(host):
     deadline = time.monotonic() + 30
     up = ""
     while time.monotonic() < deadline:
-        metrics = host.run(f"curl -sf --max-time 5 http://{ADDRESS}:9187/metrics").stdout
+        metrics = host.run(
+            f"curl -sf --max-time 5 http://{ADDRESS}:{PORTS['postgres_exporter']}/metrics"
+        ).stdout
         up = next((line for line in metrics.splitlines() if line.startswith("pg_up ")), "")
         if up == "pg_up 1":
             break

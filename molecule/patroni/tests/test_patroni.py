@@ -6,18 +6,26 @@ import os
 
 import testinfra.utils.ansible_runner
 
+from grimbots_infra.inventory import platform_ports
+
 testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
     os.environ["MOLECULE_INVENTORY_FILE"]
 ).get_hosts("db")
 
+# The platform contract's ports as the converge got them (molecule's inventory).
+PORTS = platform_ports(os.environ["MOLECULE_INVENTORY_FILE"])
+
 ADDRESSES = ["10.78.0.21", "10.78.0.22", "10.78.0.23"]
-ENDPOINTS = ",".join(f"http://{a}:2379" for a in ADDRESSES)
+ENDPOINTS = ",".join(f"http://{a}:{PORTS['etcd_client']}" for a in ADDRESSES)
+
+
+def _url(host, path: str) -> str:
+    """A path of the host's Patroni REST API."""
+    return f"http://{_address(host)}:{PORTS['patroni_rest']}{path}"
 
 
 def _rest(host, path: str) -> dict:
-    return json.loads(
-        host.check_output(f"curl -sf --max-time 5 http://{_address(host)}:8008{path}")
-    )
+    return json.loads(host.check_output(f"curl -sf --max-time 5 {_url(host, path)}"))
 
 
 def _cluster(host) -> dict:
@@ -62,7 +70,7 @@ def test_leader_streams_to_two_replicas_and_replicas_stream_from_it(host):
 
 
 def test_replicas_report_their_timeline_so_metrics_parse(host):
-    metrics = host.check_output(f"curl -sf --max-time 5 http://{_address(host)}:8008/metrics")
+    metrics = host.check_output(f"curl -sf --max-time 5 {_url(host, '/metrics')}")
     timeline = [
         line for line in metrics.splitlines() if line.startswith("patroni_postgres_timeline")
     ]
@@ -86,8 +94,7 @@ def test_app_database_is_owned_by_the_app_role(host):
 
 def test_rest_api_refuses_unsafe_methods_without_credentials(host):
     code = host.check_output(
-        "curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X POST "
-        f"http://{_address(host)}:8008/restart"
+        f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 -X POST {_url(host, '/restart')}"
     )
     assert code == "401"
 

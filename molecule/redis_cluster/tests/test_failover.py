@@ -8,14 +8,24 @@ import time
 
 import testinfra.utils.ansible_runner
 
+from grimbots_infra.inventory import platform_ports
+
 testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
     os.environ["MOLECULE_INVENTORY_FILE"]
 ).get_hosts("redis")[:1]
 
+# The platform contract's ports as the converge got them (molecule's inventory): the two cluster
+# instances (their units are redis-cluster@<port>), the queue Redis and its Sentinel.
+PORTS = platform_ports(os.environ["MOLECULE_INVENTORY_FILE"])
+CLUSTER = PORTS["redis_cluster"]
+QUEUE, SENTINEL = PORTS["redis"], PORTS["redis_sentinel"]
 PASSWORD = "molecule-redis-0123456789"
 AUTH = f"REDISCLI_AUTH={PASSWORD} redis-cli --no-auth-warning"
 ADDRESSES = ["10.83.0.31", "10.83.0.32", "10.83.0.33"]
-HELPER = "/usr/local/lib/grimbots/redis-cluster-create 60 7001 7002 " + " ".join(ADDRESSES)
+HELPER = "/usr/local/lib/grimbots/redis-cluster-create 60 " + " ".join(
+    map(str, CLUSTER + ADDRESSES)
+)
+UNITS = " ".join(f"redis-cluster@{p}" for p in CLUSTER)
 # redis_cluster_recovery_seconds and queue_redis_recovery_seconds (the defaults): the targets
 # each measured time is printed against. The tests assert recovery within twice the target, a
 # bound on a busy 2-core machine; the figure itself is a measurement, not a timed assertion.
@@ -28,7 +38,7 @@ def _verdict(took: float, target: int) -> str:
 
 
 def _nodes(host, address: str = ADDRESSES[1]) -> list[dict]:
-    out = host.check_output(f"{AUTH} -h {address} -p 7001 CLUSTER NODES")
+    out = host.check_output(f"{AUTH} -h {address} -p {CLUSTER[0]} CLUSTER NODES")
     nodes = []
     for line in out.splitlines():
         f = line.split()
@@ -45,7 +55,7 @@ def _nodes(host, address: str = ADDRESSES[1]) -> list[dict]:
     return nodes
 
 
-def _cluster_info(host, address: str, port: int = 7001) -> dict:
+def _cluster_info(host, address: str, port: int = CLUSTER[0]) -> dict:
     out = host.check_output(f"{AUTH} -h {address} -p {port} CLUSTER INFO")
     return dict(line.strip().split(":", 1) for line in out.splitlines() if ":" in line)
 
@@ -53,7 +63,7 @@ def _cluster_info(host, address: str, port: int = 7001) -> dict:
 def _writes_everywhere(host) -> bool:
     """A write to keys of each master's slots ({a}, {b}, {c} hash to the three ranges) works."""
     for tag in ("a", "b", "c"):
-        out = host.run(f"{AUTH} -c -h {ADDRESSES[1]} -p 7001 SET {{{tag}}}:probe 1")
+        out = host.run(f"{AUTH} -c -h {ADDRESSES[1]} -p {CLUSTER[0]} SET {{{tag}}}:probe 1")
         if out.stdout.strip() != "OK":
             return False
     return True
@@ -73,18 +83,18 @@ def test_the_cluster_covers_every_slot_with_one_master_per_host_and_replicas_apa
     assert info["cluster_slots_assigned"] == "16384"
     assert info["cluster_known_nodes"] == "6"
     assert _placement_ok(_nodes(host))
-    assert host.run(f"{AUTH} --cluster check {ADDRESSES[0]}:7001").rc == 0
+    assert host.run(f"{AUTH} --cluster check {ADDRESSES[0]}:{CLUSTER[0]}").rc == 0
     assert host.run(f"{HELPER.replace('create 60', 'create --check 60')}").rc == 0
 
 
 def test_a_masters_host_lost_is_survived_and_the_placement_restored(host):
-    host.check_output("systemctl stop redis-cluster@7001 redis-cluster@7002")
+    host.check_output(f"systemctl stop {UNITS}")
     start = time.monotonic()
     try:
         # Ok again: every remaining instance says so, and a write to each master's slots works.
         while time.monotonic() - start < 30:
             states = {_cluster_info(host, a, p)["cluster_state"] for a in ADDRESSES[1:]
-                      for p in (7001, 7002)}  # fmt: skip
+                      for p in CLUSTER}  # fmt: skip
             if states == {"ok"} and _writes_everywhere(host):
                 break
             time.sleep(0.2)
@@ -95,10 +105,11 @@ def test_a_masters_host_lost_is_survived_and_the_placement_restored(host):
         )
         assert took <= 2 * CLUSTER_RECOVERY_S
         assert (
-            host.check_output(f"{AUTH} -c -h {ADDRESSES[1]} -p 7001 SET {{t}}:after-loss 1") == "OK"
+            host.check_output(f"{AUTH} -c -h {ADDRESSES[1]} -p {CLUSTER[0]} SET {{t}}:after-loss 1")
+            == "OK"
         )
     finally:
-        host.check_output("systemctl start redis-cluster@7001 redis-cluster@7002")
+        host.check_output(f"systemctl start {UNITS}")
     # Back: both old instances are replicas now, the host holds no master.
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -115,7 +126,7 @@ def test_a_masters_host_lost_is_survived_and_the_placement_restored(host):
 
 def _sentinel_primary(host) -> str:
     out = host.check_output(
-        f"{AUTH} -p 26379 SENTINEL get-master-addr-by-name grimbots-queue"
+        f"{AUTH} -p {SENTINEL} SENTINEL get-master-addr-by-name grimbots-queue"
     ).split()
     return out[0]
 
@@ -125,12 +136,12 @@ def test_the_queue_primary_lost_keeps_every_acknowledged_write(host):
     acked = 0
     for i in range(200):
         out = host.check_output(
-            f"{AUTH} -h {ADDRESSES[0]} -p 6379 EVAL "
+            f"{AUTH} -h {ADDRESSES[0]} -p {QUEUE} EVAL "
             f"\"redis.call('RPUSH', 'rq:queue:test', ARGV[1]); return 1\" 0 {i}"
         )
         if out.strip() == "1":
             acked += 1
-    waited = host.check_output(f"{AUTH} -h {ADDRESSES[0]} -p 6379 WAIT 2 2000").strip()
+    waited = host.check_output(f"{AUTH} -h {ADDRESSES[0]} -p {QUEUE} WAIT 2 2000").strip()
     assert acked == 200 and int(waited) >= 1
     host.check_output("systemctl stop redis-server@queue")
     start = time.monotonic()
@@ -147,16 +158,17 @@ def test_the_queue_primary_lost_keeps_every_acknowledged_write(host):
         assert took <= 2 * QUEUE_RECOVERY_S
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            role = host.check_output(f"{AUTH} -h {promoted} -p 6379 ROLE").split()[0]
+            role = host.check_output(f"{AUTH} -h {promoted} -p {QUEUE} ROLE").split()[0]
             if role == "master":
                 break
             time.sleep(0.2)
-        length = host.check_output(f"{AUTH} -h {promoted} -p 6379 LLEN rq:queue:test")
+        length = host.check_output(f"{AUTH} -h {promoted} -p {QUEUE} LLEN rq:queue:test")
         assert int(length) == 200
         # Still one replica: the new primary takes writes (min-replicas-to-write 1).
-        assert host.check_output(f"{AUTH} -h {promoted} -p 6379 RPUSH rq:queue:test x") == "201"
+        assert host.check_output(f"{AUTH} -h {promoted} -p {QUEUE} RPUSH rq:queue:test x") == "201"
     finally:
         host.check_output("systemctl start redis-server@queue")
     # The old primary comes back as a replica of the new one; the setup is whole again.
-    assert host.run("/usr/local/lib/grimbots/queue-redis-wait 60 26379 grimbots-queue 2 2").rc == 0
+    wait = f"/usr/local/lib/grimbots/queue-redis-wait 60 {SENTINEL} grimbots-queue 2 2"
+    assert host.run(wait).rc == 0
     assert "replicaof" in host.file("/etc/redis/redis-queue.conf").content_string
