@@ -43,9 +43,10 @@ ANSWER_DEADLINE = 180.0
 WELCOME_METHODS = {"sendPhoto", "sendVideo", "sendMessage"}
 
 # Runs on app1 with the services' environment files: what a Redis holds. "old" reads the local
-# phase-2 Redis; "new" reads the queue Redis and the cluster the app uses from phase 3.
+# phase-2 Redis; "new" reads the queue Redis and the cluster the app uses from phase 3, and the
+# status of the jobs named (a job whose time came during the deploy ran: "finished").
 SNAPSHOT = lab2.app_script(r"""
-import json, sys
+import json, sys, time
 import redis
 from grimbots.queues import QUEUE_NAMES
 from grimbots.redis_move import EPHEMERAL_KEY, is_queue_key
@@ -73,14 +74,20 @@ if sys.argv[1] == "old":
 else:
     for name in json.loads(sys.argv[2]):
         ttls[name] = state.pttl(name)
-print(json.dumps({"scheduled": scheduled, "ttls": ttls}))
+statuses = {}
+for job in json.loads(sys.argv[3]):
+    status = queue.hget(f"rq:job:{job}", "status")
+    statuses[job] = status.decode() if status else None
+print(json.dumps({"scheduled": scheduled, "ttls": ttls, "statuses": statuses, "now": time.time()}))
 """)
 
 
-def snapshot(app1: dict, which: str, keys: list[str] | None = None) -> dict:
+def snapshot(
+    app1: dict, which: str, keys: list[str] | None = None, jobs: list[str] | None = None
+) -> dict:
     import shlex
 
-    args = f"{which} {shlex.quote(json.dumps(keys or []))}"
+    args = f"{which} {shlex.quote(json.dumps(keys or []))} {shlex.quote(json.dumps(jobs or []))}"
     run = lab2.ssh(app1, f"{lab2.APP_PYTHON} - {args}", stdin=SNAPSHOT, timeout=60)
     assert run.returncode == 0, run.stderr[-2000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
@@ -155,14 +162,23 @@ def main(tool: str) -> int:
     if accepted != len(sent):
         problems.append(f"{len(sent) - accepted} updates never answered 200")
     if before is not None:
-        after = snapshot(app1, "new", sorted(before["ttls"]))
-        lost = [j for j, at in before["scheduled"].items() if after["scheduled"].get(j) != at]
+        after = snapshot(app1, "new", sorted(before["ttls"]), sorted(before["scheduled"]))
+        # Kept: still scheduled at the same time, or its time came during the deploy and it ran.
+        ran = {
+            j for j, at in before["scheduled"].items()
+            if at <= after["now"] and after["statuses"].get(j) == "finished"
+        }  # fmt: skip
+        lost = [
+            j for j, at in before["scheduled"].items()
+            if after["scheduled"].get(j) != at and j not in ran
+        ]  # fmt: skip
         bad_ttl = {
             k: after["ttls"][k] for k, t in before["ttls"].items() if not 0 < after["ttls"][k] <= t
         }
         print(
             f"switch probe: {len(before['scheduled'])} scheduled jobs before, "
-            f"{len(before['scheduled']) - len(lost)} scheduled at the same time after; "
+            f"{len(before['scheduled']) - len(lost) - len(ran)} scheduled at the same time after, "
+            f"{len(ran)} ran when due during the deploy; "
             f"{len(before['ttls'])} long-lived state keys, {len(bad_ttl)} missing or longer"
         )
         problems += [f"scheduled job {j} not kept" for j in lost[:5]]

@@ -1,6 +1,7 @@
 """After side_effect.yml changed etcd's heartbeat: every member runs with it, and the members
 restarted one at a time (each stopped only after the one before was back), so quorum held."""
 
+import itertools
 import os
 
 import testinfra
@@ -30,6 +31,6 @@ def _member(name: str) -> dict:
 def test_etcd_members_restarted_one_at_a_time_with_the_new_setting(host):
     members = sorted((_member(n) for n in NAMES), key=lambda m: m["back"])
     assert [m["heartbeat"] for m in members] == ["150"] * len(NAMES)
-    for before, after in zip(members, members[1:]):
+    for before, after in itertools.pairwise(members):
         assert after["stopped"] >= before["back"], members
     assert host.run("/usr/local/lib/grimbots/wait-etcd 30").rc == 0
