@@ -94,8 +94,8 @@ def app(v) -> None:
     if host.name == v["platform_first_app_host"]:
         host_step(
             name="Set the bots' webhooks to the public URL where Telegram has another one",
-            command="/usr/local/bin/grimbots-manage set-webhooks",
-            check="/usr/local/bin/grimbots-manage set-webhooks --check",
+            command=f"{v['platform_app_cli']} set-webhooks",
+            check=f"{v['platform_app_cli']} set-webhooks --check",
         )
 
 

@@ -18,7 +18,15 @@ from pathlib import Path
 from pyinfra import host, local
 
 from grimbots_infra import apply
-from grimbots_infra.pyinfra_ops import barrier, fact, host_step, host_vars, require_phase, wait
+from grimbots_infra.pyinfra_ops import (
+    barrier,
+    fact,
+    host_step,
+    host_vars,
+    inventory_var,
+    require_phase,
+    wait,
+)
 
 DB_ROLES = ("common", "patroni")
 
@@ -58,7 +66,7 @@ def db(v) -> None:
 
 if "db" in host.groups:
     _states = fact("systemctl is-active etcd patroni").split() + ["", ""]
-    _healthy = fact("/usr/local/lib/grimbots/wait-etcd 1 && echo yes") == "yes"
+    _healthy = fact(f"{inventory_var('patroni_lib_dir')}/wait-etcd 1 && echo yes") == "yes"
     db(
         host_vars(
             DB_ROLES,

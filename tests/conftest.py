@@ -145,7 +145,7 @@ def worker_instances(app_vars) -> list[str]:
 @pytest.fixture(scope="session")
 def demo_bot(app_host) -> dict:
     """The demo seller, funnel and bot, seeded (idempotently) on the deployed host."""
-    out = app_host.check_output("/usr/local/bin/grimbots-manage seed-demo")
+    out = app_host.check_output(f"{lab2.APP_CLI} seed-demo")
     return json.loads(out[out.index("{") :])
 
 

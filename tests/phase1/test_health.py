@@ -3,7 +3,7 @@
 from conftest import http
 
 
-def test_health_answers_200_with_every_check_ok(app_url, app_host):
+def test_health_answers_200_with_every_check_ok(app_url, app_host, app_vars):
     status, body = http("GET", f"{app_url}/health")
     assert status == 200, body
     assert body["status"] == "ok"
@@ -11,7 +11,7 @@ def test_health_answers_200_with_every_check_ok(app_url, app_host):
     assert not failing, failing
     assert set(body["checks"]) >= {"database", "redis", "rq"}
     # SQLite in phase 1; PostgreSQL once phase 2 moved the data (re-running phase 1 keeps it).
-    env = app_host.file("/etc/grimbots/database.env").content_string
+    env = app_host.file(f"{app_vars['grimbots_config_dir']}/database.env").content_string
     backend = "postgresql" if "\nGRIMBOTS_DATABASE_URL=postgresql" in env else "sqlite"
     assert body["checks"]["database"]["backend"] == backend
 

@@ -7,12 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 from conftest import http
 
+from grimbots_infra.lab import APP_ENV_FILES
+
 REQUESTS = 400
 THREADS = 16
 
 # Runs on the host: the password comes from the env file into REDISCLI_AUTH (never argv).
 REDIS = (
-    'REDISCLI_AUTH="$(sed -n "s/^GRIMBOTS_REDIS_PASSWORD=//p" /etc/grimbots/grimbots.env)" '
+    f'REDISCLI_AUTH="$(sed -n "s/^GRIMBOTS_REDIS_PASSWORD=//p" {APP_ENV_FILES[0]})" '
     "redis-cli --no-raw"
 )
 # Bounded sampler: 150 samples, 0.1 s apart.

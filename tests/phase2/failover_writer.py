@@ -3,7 +3,7 @@
 Runs on an app host with the app's virtualenv (the same grimbots.db.Database the app uses, so the
 same multi-host URL, retry and timeouts), started over SSH by test_failover.py:
 
-    /opt/grimbots/venv/bin/python failover_writer.py --env /etc/grimbots/database.env --run RUN
+    <platform_app_home>/venv/bin/python failover_writer.py --env <config dir>/database.env --run RUN
 
 Each line on stdout is JSON: {"ok": n, "t": unix time} once row n is acknowledged (committed on
 the primary and its synchronous standby), {"err": "...", "t": ...} when a commit failed (row n is

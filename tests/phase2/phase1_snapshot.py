@@ -17,11 +17,11 @@ import sys
 import time
 import urllib.request
 
-from grimbots_infra.lab import SNAPSHOT, load_lab, port, ssh, wait_for
+from grimbots_infra.lab import APP_CLI, PG_ENV, SNAPSHOT, load_lab, port, ssh, wait_for
 
 SQLITE_IDS = """
-import json, sqlite3
-db = sqlite3.connect("file:/var/lib/grimbots/grimbots.db?mode=ro", uri=True)
+import json, sqlite3, sys
+db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
 out = {}
 for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'"):
     columns = [c[1] for c in db.execute(f'PRAGMA table_info("{table}")')]
@@ -53,7 +53,7 @@ def callbacks(call: dict) -> list[str]:
 
 def sqlite_ids(app: dict, sql: str) -> list[int]:
     """Ids a query returns from the app host's SQLite file (read with the sqlite3 shell)."""
-    run = ssh(app, f"sqlite3 /var/lib/grimbots/grimbots.db '{sql}'")
+    run = ssh(app, f"sqlite3 {app['grimbots_sqlite_path']} '{sql}'")
     assert run.returncode == 0, run.stderr
     return [int(x) for x in run.stdout.split()]
 
@@ -61,11 +61,11 @@ def sqlite_ids(app: dict, sql: str) -> list[int]:
 def main() -> int:
     lab = load_lab()
     app = lab.hosts[lab.groups["app"][0]]
-    env = ssh(app, "cat /etc/grimbots/database.env 2>/dev/null || true").stdout
+    env = ssh(app, f"cat {PG_ENV} 2>/dev/null || true").stdout
     if "GRIMBOTS_DATABASE_URL=postgres" in env:
         print(f"the app already runs on PostgreSQL: keeping {SNAPSHOT}")
         return 0 if SNAPSHOT.exists() else 1
-    seeded = ssh(app, "/usr/local/bin/grimbots-manage seed-demo")
+    seeded = ssh(app, f"{APP_CLI} seed-demo")
     assert seeded.returncode == 0, seeded.stderr
     demo = json.loads(seeded.stdout[seeded.stdout.index("{") :])
     base = f"http://{app['ansible_host']}:{app['grimbots_web_port']}"
@@ -118,7 +118,7 @@ def main() -> int:
         wait_for(lambda: calls(telegram, chat_id)[sent_before:], 60)
 
     def ids() -> dict:
-        run = ssh(app, "python3 -", stdin=SQLITE_IDS)
+        run = ssh(app, f"python3 - {app['grimbots_sqlite_path']}", stdin=SQLITE_IDS)
         assert run.returncode == 0, run.stderr
         return json.loads(run.stdout)
 

@@ -26,11 +26,11 @@ def test_health_reports_the_database_ok_on_postgresql(app1):
 
 
 def test_database_env_is_private_and_names_every_db_host_read_write(lab_db, app1):
-    stat = lab2.ssh(app1, "stat -c '%U:%G %a' /etc/grimbots/database.env").stdout.strip()
-    assert stat == "root:grimbots 640"
-    env = lab2.ssh(app1, "grep ^GRIMBOTS_DATABASE_URL= /etc/grimbots/database.env").stdout
+    stat = lab2.ssh(app1, f"stat -c '%U:%G %a' {lab2.PG_ENV}").stdout.strip()
+    assert stat == f"root:{app1['grimbots_user']} 640"
+    env = lab2.ssh(app1, f"grep ^GRIMBOTS_DATABASE_URL= {lab2.PG_ENV}").stdout
     url = env.strip().split("=", 1)[1]
-    assert url.startswith("postgresql://grimbots@")
+    assert url.startswith(f"postgresql://{app1['platform_database_user']}@")
     hosts = url.split("@", 1)[1].split("/", 1)[0].split(",")
     pg = lab2.port("postgresql")
     assert hosts == [f"{lab_db.hosts[n]['ansible_host']}:{pg}" for n in lab_db.groups["db"]]
@@ -38,16 +38,16 @@ def test_database_env_is_private_and_names_every_db_host_read_write(lab_db, app1
 
 
 def test_the_move_is_not_repeated_and_the_sqlite_backup_is_kept(app1):
-    check = lab2.ssh(app1, "/usr/local/lib/grimbots/grimbots-switch-database --check")
+    check = lab2.ssh(app1, f"{lab2.LIB_DIR}/grimbots-switch-database --check")
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.startswith("unchanged")
-    backups = lab2.ssh(app1, "ls /var/lib/grimbots/backups").stdout.split()
+    backups = lab2.ssh(app1, f"ls {app1['grimbots_database_backup_dir']}").stdout.split()
     assert any(b.startswith("grimbots-") and b.endswith("Z.db") for b in backups), backups
-    assert lab2.ssh(app1, "test -s /var/lib/grimbots/grimbots.db").returncode == 0
+    assert lab2.ssh(app1, f"test -s {app1['grimbots_sqlite_path']}").returncode == 0
 
 
 def test_a_new_start_on_postgresql_creates_a_lead_and_one_welcome(lab_db, app1):
-    out = lab2.ssh(app1, "/usr/local/bin/grimbots-manage seed-demo").stdout
+    out = lab2.ssh(app1, f"{lab2.APP_CLI} seed-demo").stdout
     demo = json.loads(out[out.index("{") :])
     chat_id = random.randint(10**9, 2 * 10**9)
     update = {

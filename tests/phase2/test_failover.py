@@ -209,7 +209,7 @@ def test_killed_leader_is_replaced_within_the_target_and_no_acknowledged_write_i
     (old,) = lab2.leaders(healthy_cluster)
     knob = lab_db.hosts[old]["patroni_recovery_seconds"]
     target = derive.failover_bound(knob)
-    out = lab2.ssh(app1, "/usr/local/bin/grimbots-manage seed-demo").stdout
+    out = lab2.ssh(app1, f"{lab2.APP_CLI} seed-demo").stdout
     demo = json.loads(out[out.index("{") :])
     intake = Intake(app1, demo)
     assert intake.warm() == 200

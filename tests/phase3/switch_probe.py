@@ -112,7 +112,7 @@ def main(tool: str) -> int:
     app1 = lab.hosts[lab.vars(lab.groups["app"][0])["platform_first_app_host"]]
     tg = lab.hosts[lab.groups["telegram"][0]]
     telegram_url = f"http://{tg['ansible_host']}:{tg['platform_ports']['fake_telegram']}"
-    seeded = lab2.ssh(app1, "/usr/local/bin/grimbots-manage seed-demo")
+    seeded = lab2.ssh(app1, f"{lab2.APP_CLI} seed-demo")
     assert seeded.returncode == 0, seeded.stderr
     bot = json.loads(seeded.stdout[seeded.stdout.index("{") :])
     moved = lab2.ssh(app1, "systemctl is-active --quiet redis-server").returncode != 0

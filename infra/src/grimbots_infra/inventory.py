@@ -206,9 +206,14 @@ def load(roles: tuple[str, ...], inventory_dir: str | None = None) -> Inventory:
     return Inventory(path, list(roles), default_vault_password_file(path))
 
 
-def platform_ports(inventory_dir: str | None = None) -> dict[str, Any]:
-    """The platform contract's ports (roles/platform/defaults/main.yml, under the inventory's
-    overrides) as the inventory's first host sees them. ``inventory_dir`` may be a file: the
-    molecule tests pass molecule's inventory, so they check the ports their converge was given."""
+def platform_contract(inventory_dir: str | None = None) -> HostVars:
+    """The platform contract (roles/platform/defaults/main.yml, under the inventory's overrides)
+    as the inventory's first host sees it: its paths, user and ports. ``inventory_dir`` may be a
+    file: the molecule tests pass molecule's inventory, so they check what their converge got."""
     inventory = load(("platform",), inventory_dir)
-    return dict(inventory.vars(inventory.group("all")[0])["platform_ports"])
+    return inventory.vars(inventory.group("all")[0])
+
+
+def platform_ports(inventory_dir: str | None = None) -> dict[str, Any]:
+    """The platform contract's ports (platform_ports)."""
+    return dict(platform_contract(inventory_dir)["platform_ports"])

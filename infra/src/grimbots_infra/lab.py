@@ -23,13 +23,21 @@ from grimbots_infra.phases import ALL_ROLES
 
 LAB_INVENTORY = ROOT / "inventory" / "lab"
 SNAPSHOT = ROOT / "lab" / ".state" / "phase1-snapshot.json"
-# The app's database settings (the app role's; PostgreSQL from phase 2).
-PG_ENV = "/etc/grimbots/database.env"
-APP_PYTHON = "/opt/grimbots/venv/bin/python"
 
 
 def load_lab() -> Inventory:
     return load(ALL_ROLES, str(LAB_INVENTORY))
+
+
+# The platform contract's paths on the lab's hosts (roles/platform, under the lab inventory).
+_CONTRACT = load_lab().vars(load_lab().group("all")[0])
+APP_CONFIG_DIR = _CONTRACT["platform_app_config_dir"]
+# The app's database settings (the app role's database.env; PostgreSQL from phase 2).
+PG_ENV = f"{APP_CONFIG_DIR}/database.env"
+APP_PYTHON = f"{_CONTRACT['platform_app_home']}/venv/bin/python"
+APP_CLI = _CONTRACT["platform_app_cli"]
+APP_DATA_DIR = _CONTRACT["platform_app_data_dir"]
+LIB_DIR = _CONTRACT["platform_lib_dir"]
 
 
 def ssh(
@@ -102,7 +110,7 @@ def wait_for(check, timeout: float, interval: float = 1.0):
 
 
 # The app role's environment files, which its units and grimbots-manage read (in this order).
-APP_ENV_FILES = ("/etc/grimbots/grimbots.env", "/etc/grimbots/database.env")
+APP_ENV_FILES = (f"{APP_CONFIG_DIR}/grimbots.env", PG_ENV)
 _APP_ENV = f"""
 import os
 for path in {APP_ENV_FILES!r}:

@@ -96,10 +96,15 @@ def host_vars(roles: tuple[str, ...], play_vars: dict[str, Any] | None = None) -
     return v
 
 
+def inventory_var(name: str) -> Any:
+    """One of this host's variables, before host_vars (which also runs the preflight checks)."""
+    return load(ALL_ROLES).vars(host.name)[name]
+
+
 def require_phase(minimum: int) -> None:
     """Refuse (as the playbook's first play does) an inventory below platform_phase ``minimum``:
     every role derives that phase's settings from it."""
-    phase = int(load(ALL_ROLES).vars(host.name)["platform_phase"])
+    phase = int(inventory_var("platform_phase"))
     if phase < minimum:
         raise preflight.PreflightError(
             f"platform_phase is {phase}: set platform_phase: {minimum} in the inventory "

@@ -5,14 +5,16 @@ import os
 
 import testinfra.utils.ansible_runner
 
-from grimbots_infra.inventory import platform_ports
+from grimbots_infra.inventory import platform_contract
 
 testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
     os.environ["MOLECULE_INVENTORY_FILE"]
 ).get_hosts("all")
 
-# The platform contract's ports as the converge got them (molecule's inventory).
-PORTS = platform_ports(os.environ["MOLECULE_INVENTORY_FILE"])
+# The platform contract's ports and paths as the converge got them (molecule's inventory).
+CONTRACT = platform_contract(os.environ["MOLECULE_INVENTORY_FILE"])
+PORTS = CONTRACT["platform_ports"]
+CONFIG_DIR, DATA_DIR = CONTRACT["platform_app_config_dir"], CONTRACT["platform_app_data_dir"]
 
 INSTANCES = ["tasks-1", "tasks-2", "gateway-1", "webhook-1"]
 
@@ -35,7 +37,7 @@ def test_each_worker_serves_its_queue_not_its_instance_name(host):
 
 
 def test_environment_file_is_readable_by_the_service_group_only(host):
-    env = host.file("/etc/grimbots/grimbots.env")
+    env = host.file(f"{CONFIG_DIR}/grimbots.env")
     assert (env.user, env.group, env.mode) == ("root", "grimbots", 0o640)
     assert host.file("/etc/redis/redis.conf").mode == 0o640
 
@@ -60,9 +62,9 @@ def test_health_answers_200_with_every_check_ok(host):
 
 
 def test_database_settings_are_private_and_installed_by_the_switch_helper(host):
-    env = host.file("/etc/grimbots/database.env")
+    env = host.file(f"{CONFIG_DIR}/database.env")
     assert (env.user, env.group, env.mode) == ("root", "grimbots", 0o640)
-    assert "\nGRIMBOTS_DATABASE_URL=sqlite:////var/lib/grimbots/grimbots.db\n" in env.content_string
-    assert host.file("/etc/grimbots/database.env.next").content == env.content
-    check = host.run("/usr/local/lib/grimbots/grimbots-switch-database --check")
+    assert f"\nGRIMBOTS_DATABASE_URL=sqlite:///{DATA_DIR}/grimbots.db\n" in env.content_string
+    assert host.file(f"{CONFIG_DIR}/database.env.next").content == env.content
+    check = host.run(f"{CONTRACT['platform_lib_dir']}/grimbots-switch-database --check")
     assert check.rc == 0 and check.stdout.startswith("unchanged"), check.stdout + check.stderr

@@ -7,6 +7,8 @@ import os
 import testinfra
 import testinfra.utils.ansible_runner
 
+from grimbots_infra.inventory import platform_contract
+
 INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 NAMES = testinfra.utils.ansible_runner.AnsibleRunner(INVENTORY).get_hosts("db")
 testinfra_hosts = NAMES[:1]  # one run: the test reads every member
@@ -33,4 +35,4 @@ def test_etcd_members_restarted_one_at_a_time_with_the_new_setting(host):
     assert [m["heartbeat"] for m in members] == ["150"] * len(NAMES)
     for before, after in itertools.pairwise(members):
         assert after["stopped"] >= before["back"], members
-    assert host.run("/usr/local/lib/grimbots/wait-etcd 30").rc == 0
+    assert host.run(f"{platform_contract(INVENTORY)['platform_lib_dir']}/wait-etcd 30").rc == 0

@@ -8,7 +8,7 @@ import time
 
 import testinfra.utils.ansible_runner
 
-from grimbots_infra.inventory import platform_ports
+from grimbots_infra.inventory import platform_contract
 
 testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
     os.environ["MOLECULE_INVENTORY_FILE"]
@@ -16,15 +16,14 @@ testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(
 
 # The platform contract's ports as the converge got them (molecule's inventory): the two cluster
 # instances (their units are redis-cluster@<port>), the queue Redis and its Sentinel.
-PORTS = platform_ports(os.environ["MOLECULE_INVENTORY_FILE"])
+CONTRACT = platform_contract(os.environ["MOLECULE_INVENTORY_FILE"])
+PORTS, LIB = CONTRACT["platform_ports"], CONTRACT["platform_lib_dir"]
 CLUSTER = PORTS["redis_cluster"]
 QUEUE, SENTINEL = PORTS["redis"], PORTS["redis_sentinel"]
 PASSWORD = "molecule-redis-0123456789"
 AUTH = f"REDISCLI_AUTH={PASSWORD} redis-cli --no-auth-warning"
 ADDRESSES = ["10.83.0.31", "10.83.0.32", "10.83.0.33"]
-HELPER = "/usr/local/lib/grimbots/redis-cluster-create 60 " + " ".join(
-    map(str, CLUSTER + ADDRESSES)
-)
+HELPER = f"{LIB}/redis-cluster-create 60 " + " ".join(map(str, CLUSTER + ADDRESSES))
 UNITS = " ".join(f"redis-cluster@{p}" for p in CLUSTER)
 # redis_cluster_recovery_seconds and queue_redis_recovery_seconds (the defaults): the targets
 # each measured time is printed against. The tests assert recovery within twice the target, a
@@ -169,6 +168,6 @@ def test_the_queue_primary_lost_keeps_every_acknowledged_write(host):
     finally:
         host.check_output("systemctl start redis-server@queue")
     # The old primary comes back as a replica of the new one; the setup is whole again.
-    wait = f"/usr/local/lib/grimbots/queue-redis-wait 60 {SENTINEL} grimbots-queue 2 2"
+    wait = f"{LIB}/queue-redis-wait 60 {SENTINEL} {CONTRACT['platform_queue_redis_master']} 2 2"
     assert host.run(wait).rc == 0
     assert "replicaof" in host.file("/etc/redis/redis-queue.conf").content_string
