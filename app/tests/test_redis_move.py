@@ -153,3 +153,25 @@ def test_a_source_with_a_live_worker_or_a_started_job_is_refused(settings, queue
     with pytest.raises(redis_move.SourceBusy, match="started"):
         redis_move.move(source, dest, dest)
     assert not dest.exists(redis_move.MOVED_MARKER)
+
+
+def test_move_redis_check_says_whether_the_old_redis_is_quiet_and_moves_nothing(
+    settings, queue_redis
+):
+    from click.testing import CliRunner
+
+    from grimbots.cli import main
+
+    source = redis.Redis.from_url(REDIS_URL)
+    worker = Worker([Queue(QUEUE_NAMES[0], connection=source)], connection=source, name="old-2")
+    worker.register_birth()
+    env = {
+        "GRIMBOTS_REDIS_URL": REDIS_URL,
+        "GRIMBOTS_QUEUE_REDIS_URL": f"redis://127.0.0.1:{queue_redis}/0",
+    }
+    busy = CliRunner().invoke(main, ["move-redis", "--from", REDIS_URL, "--check"], env=env)
+    assert busy.exit_code == 3 and "1 worker(s) alive" in busy.output, busy.output
+    worker.register_death()
+    quiet = CliRunner().invoke(main, ["move-redis", "--from", REDIS_URL, "--check"], env=env)
+    assert quiet.exit_code == 0 and quiet.output.strip() == "quiet", quiet.output
+    assert not redis.Redis(port=queue_redis).exists(redis_move.MOVED_MARKER)

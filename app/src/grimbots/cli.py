@@ -130,13 +130,19 @@ def sandbox_pay(txid: str, url: str | None) -> None:
     help="The old single Redis (phase 2), e.g. redis://127.0.0.1:6379/0; its password, if the URL "
     "has none, is GRIMBOTS_REDIS_PASSWORD (read from the environment, never the command line).",
 )
-def move_redis(source_url: str) -> None:
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Move nothing: exit 0 when no worker or job is live on the old Redis, 3 (with the "
+    "reasons) while one is (a stopped worker's liveness mark lasts up to 10 s).",
+)
+def move_redis(source_url: str, check: bool) -> None:
     """Copy the app's keys from the old Redis to the configured ones (state to the cluster, queues
     to the queue Redis) with their time to live; refused while a worker or job is running; a
     second run does nothing."""
     import redis
 
-    from grimbots.redis_move import SourceBusy, move
+    from grimbots.redis_move import SourceBusy, busy, move
     from grimbots.redis_pool import RedisPools
 
     settings = _settings()
@@ -145,6 +151,15 @@ def move_redis(source_url: str) -> None:
         password=settings.redis_password or None,
         socket_timeout=settings.redis_socket_timeout * 5,
     )
+    if check:
+        try:
+            reasons = busy(source)
+        except redis.RedisError as exc:
+            raise click.ClickException(f"redis: {exc}") from exc
+        finally:
+            source.close()
+        click.echo("busy: " + "; ".join(reasons) if reasons else "quiet")
+        sys.exit(3 if reasons else 0)
     pools = RedisPools(settings)
     try:
         report = move(source, pools.state(), pools.queue())
