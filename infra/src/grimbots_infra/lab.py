@@ -30,13 +30,12 @@ def load_lab() -> Inventory:
 
 
 # The platform contract's paths on the lab's hosts (roles/platform, under the lab inventory).
-_CONTRACT = load_lab().vars(load_lab().group("all")[0])
+_CONTRACT = load_lab().vars(load_lab().group("all")[0])  # lazy: templated on access
 APP_CONFIG_DIR = _CONTRACT["platform_app_config_dir"]
 # The app's database settings (the app role's database.env; PostgreSQL from phase 2).
 PG_ENV = f"{APP_CONFIG_DIR}/database.env"
 APP_PYTHON = f"{_CONTRACT['platform_app_home']}/venv/bin/python"
 APP_CLI = _CONTRACT["platform_app_cli"]
-APP_DATA_DIR = _CONTRACT["platform_app_data_dir"]
 LIB_DIR = _CONTRACT["platform_lib_dir"]
 
 
@@ -71,8 +70,7 @@ def ssh(
 
 def port(name: str) -> int:
     """A port of the platform contract (roles/platform/defaults/main.yml), by service."""
-    lab = load_lab()
-    return int(lab.vars(lab.group("all")[0])["platform_ports"][name])
+    return int(_CONTRACT["platform_ports"][name])
 
 
 def rest(address: str, path: str, port: int | None = None, timeout: float = 3) -> Any:
