@@ -4,14 +4,18 @@
 # (Debian's prometheus package: only the tool is used, the daemon is not started).
 # Idempotent: each step is skipped when already done. No systemd here, so daemons start directly.
 #
-# usage: services.sh [redis|all]   (default all). `make run` needs only Redis: `services.sh redis`
+# usage: services.sh [base|redis|all]   (default all). `base`: what a minimal Debian 12 image
+# lacks before the venv can be made (Python's venv module, curl, git, the ssh client); the
+# Makefile runs it before creating .venv. `make run` needs only Redis: `services.sh redis`
 # installs and starts nothing else (no PostgreSQL, no Docker).
 set -euo pipefail
 WHAT=${1:-all}
+BASE=(python3-venv curl git openssh-client ca-certificates)
 case $WHAT in
-  redis) PKGS=(redis-server) ;;
-  all) PKGS=(redis-server postgresql docker.io wrk debootstrap prometheus) ;;
-  *) echo "usage: $0 [redis|all]" >&2; exit 2 ;;
+  base) PKGS=("${BASE[@]}") ;;
+  redis) PKGS=("${BASE[@]}" redis-server) ;;
+  all) PKGS=("${BASE[@]}" redis-server postgresql docker.io wrk debootstrap prometheus) ;;
+  *) echo "usage: $0 [base|redis|all]" >&2; exit 2 ;;
 esac
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -19,6 +23,10 @@ if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [[ $WHAT == base ]]; then
+  echo "services: base tools ready"
+  exit 0
 fi
 
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
