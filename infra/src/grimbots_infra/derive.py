@@ -164,19 +164,6 @@ def redis_cluster_node_timeout_ms(recovery_seconds: int | str) -> int:
     return max(1000, budget)
 
 
-def redis_cluster_recovery_bound(recovery_seconds: int | str) -> int:
-    """Seconds within which the cluster must be ok again after a master's host died."""
-    return redis_cluster_node_timeout_ms(recovery_seconds) // 1000 + (
-        REDIS_CLUSTER_ELECTION_SECONDS + 1
-    )
-
-
-def redis_nodes(addresses: Iterable[str], port: int | str) -> str:
-    """host:port of every instance on ``port``, comma-separated (GRIMBOTS_REDIS_CLUSTER_NODES,
-    GRIMBOTS_SENTINELS)."""
-    return ",".join(f"{a}:{int(port)}" for a in addresses)
-
-
 # Seconds Sentinel spends between agreeing that the primary is down (ODOWN) and a promoted
 # replica: the quorum's reports (about 1 s), the leader election and SLAVEOF NO ONE (about 1 s),
 # and the app's Sentinel client asking again for the primary (about 1 s).

@@ -1,5 +1,6 @@
-"""Which roles each phase applies, to which inventory group: read by both deploy tools' glue
-(the playbooks list the same roles; tests/phaseN check what they deploy)."""
+"""The platform's roles, in one tuple: whose defaults the inventory loader layers under every
+host's variables (lowest precedence) for both deploy tools and the lab tests. Which role a phase
+applies to which group is said by each phase's playbook and pyinfra deploy."""
 
 from __future__ import annotations
 

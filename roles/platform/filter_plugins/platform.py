@@ -14,7 +14,6 @@ class FilterModule:
             "grimbots_patroni_timings": derive.patroni_timings,
             "grimbots_failover_bound": derive.failover_bound,
             "grimbots_worker_instances": derive.worker_instances,
-            "grimbots_redis_clients_needed": derive.redis_clients_needed,
             "grimbots_postgres_url": derive.postgres_url,
             "grimbots_etcd_endpoints": derive.etcd_endpoints,
             "grimbots_schema_stamp": derive.schema_stamp,
@@ -22,6 +21,5 @@ class FilterModule:
             "grimbots_bcrypt": derive.bcrypt_hash,
             "grimbots_haproxy_check_timings": derive.haproxy_check_timings,
             "grimbots_redis_cluster_node_timeout_ms": derive.redis_cluster_node_timeout_ms,
-            "grimbots_redis_nodes": derive.redis_nodes,
             "grimbots_sentinel_timings": derive.sentinel_timings,
         }
