@@ -445,7 +445,7 @@ def lab_defaults(args, work: Path) -> dict:
     """Whatever was not given on the command line, from the lab inventory: the lb host and its
     HTTPS port, the first app node, the lab CA (read over SSH from the lb) and the demo bot
     (seeded, idempotently, over SSH on the first app node)."""
-    from grimbots_infra import lab as lab2
+    import grimbots_lab as lab2
 
     lab = lab2.load_lab()
     lb = lab.hosts[lab.groups["lb"][0]]

@@ -19,9 +19,9 @@ case $tool in
 esac
 PYTEST=(pytest -p no:cacheprovider -p no:randomly)
 
-deploy() { # PHASE: the command grimbots_infra.lab gives for this tool and phase, output shown
+deploy() { # PHASE: the command grimbots_lab gives for this tool and phase, output shown
   local cmd
-  mapfile -t cmd < <(python -c 'import sys; from grimbots_infra.lab import deploy_command
+  mapfile -t cmd < <(python -c 'import sys; from grimbots_lab import deploy_command
 print("\n".join(deploy_command(sys.argv[1], int(sys.argv[2]))))' "$tool" "$1")
   "${cmd[@]}"
 }

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import testinfra
 
-from grimbots_infra import lab as lab2
+import grimbots_lab as lab2
 from grimbots_infra.inventory import ROOT, Inventory, load
-from grimbots_infra.lab import Public
 from grimbots_infra.phases import ALL_ROLES
+from grimbots_lab import Public
 
 LAB_INVENTORY = ROOT / "inventory" / "lab"
 VAULT_PASSWORD_FILE = LAB_INVENTORY / "vault-password.txt"

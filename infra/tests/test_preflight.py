@@ -100,7 +100,7 @@ def test_cluster_mode_without_redis_hosts_is_refused(tmp_path):
 def test_every_role_of_the_lab_inventory_passes_preflight_on_its_hosts():
     """The checks read only variables the roles define (a renamed knob fails here, not in CI's
     lab stage): each role on a host of its group, as each phase's first play runs them."""
-    from grimbots_infra.lab import load_lab
+    from grimbots_lab import load_lab
 
     lab = load_lab()
     for role, host in [
@@ -118,7 +118,7 @@ def test_every_role_of_the_lab_inventory_passes_preflight_on_its_hosts():
 
 
 def test_the_app_on_postgresql_needs_the_db_groups_password():
-    from grimbots_infra.lab import load_lab
+    from grimbots_lab import load_lab
 
     lab = load_lab()
     assert preflight.check(["app"], preflight.from_host_vars(lab.vars("app1"))) == []  # SQLite

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from conftest import http, wait_for
 
-from grimbots_infra.lab import Redelivering, start_update
+from grimbots_lab import Redelivering, start_update
 
 RATE = float(os.environ.get("GRIMBOTS_CHAOS_RATE", "30"))  # updates/s offered
 DURATION = float(os.environ.get("GRIMBOTS_CHAOS_SECONDS", "20"))

@@ -5,7 +5,7 @@ import time
 
 from conftest import http, wait_for
 
-from grimbots_infra.lab import start_update
+from grimbots_lab import start_update
 
 SEND_METHODS = {"sendMessage", "sendPhoto", "sendVideo"}
 

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from conftest import http
 
-from grimbots_infra.lab import APP_ENV_FILES
+from grimbots_lab import APP_ENV_FILES
 
 REQUESTS = 400
 THREADS = 16

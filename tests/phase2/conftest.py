@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from grimbots_infra import lab as lab2
+import grimbots_lab as lab2
 
 
 @pytest.fixture(scope="session")

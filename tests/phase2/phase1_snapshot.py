@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.request
 
-from grimbots_infra.lab import APP_CLI, PG_ENV, SNAPSHOT, load_lab, port, ssh, wait_for
+from grimbots_lab import APP_CLI, PG_ENV, SNAPSHOT, load_lab, port, ssh, wait_for
 
 SQLITE_IDS = """
 import json, sqlite3, sys

@@ -6,7 +6,7 @@ import random
 import time
 import urllib.request
 
-from grimbots_infra import lab as lab2
+import grimbots_lab as lab2
 
 
 def _health(app1) -> tuple[int, dict]:

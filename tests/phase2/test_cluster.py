@@ -2,7 +2,7 @@
 
 import json
 
-from grimbots_infra import lab as lab2
+import grimbots_lab as lab2
 
 
 def test_etcd_has_three_healthy_members(lab_db, db_names):

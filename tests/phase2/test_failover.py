@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
+import grimbots_lab as lab2
 from grimbots_infra import derive
-from grimbots_infra import lab as lab2
 
 WRITER = Path(__file__).resolve().parent / "failover_writer.py"
 REMOTE_WRITER = "/root/grimbots-failover-writer.py"

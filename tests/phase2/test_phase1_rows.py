@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from grimbots_infra import lab as lab2
+import grimbots_lab as lab2
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from grimbots_infra import lab as lab2
-from grimbots_infra.lab import Answer, Public, start_update
+import grimbots_lab as lab2
+from grimbots_lab import Answer, Public, start_update
 
 # lab/lab.sh names each host's container after its inventory name.
 CONTAINER_PREFIX = "grimbots-lab-"
@@ -68,7 +68,7 @@ class Telegram:
         self._lock = threading.Lock()
         self._attempts: list[Attempt] = []
 
-    start_update = staticmethod(start_update)  # grimbots_infra.lab's
+    start_update = staticmethod(start_update)  # grimbots_lab's
 
     def deliver(self, update: dict) -> bool:
         """True once the update was answered 200; False if the deadline came first."""

@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/conftes
 
 from conftest import http  # noqa: E402
 
-from grimbots_infra import lab as lab2  # noqa: E402
-from grimbots_infra.lab import Redelivering, start_update  # noqa: E402
+import grimbots_lab as lab2  # noqa: E402
+from grimbots_lab import Redelivering, start_update  # noqa: E402
 
 RATE = float(os.environ.get("PROBE_RATE", "5"))  # updates/s offered during the deploy
 PAUSE_GOAL = 10.0

@@ -8,7 +8,7 @@ import json
 import random
 import time
 
-from grimbots_infra import lab as lab2
+import grimbots_lab as lab2
 
 REQUESTS = 60
 WELCOME_TIMEOUT = 60  # seconds for the welcome to reach the fake Telegram

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import redis
 from redis.crc import key_slot
 
-from grimbots_infra import lab as lab2
+import grimbots_lab as lab2
 
 RATE = float(os.environ.get("GRIMBOTS_CHAOS_RATE", "20"))  # updates/s offered
 # The load runs until the faults are done; this bounds it whatever happens.

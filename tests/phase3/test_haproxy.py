@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from grimbots_infra import lab as lab2
+import grimbots_lab as lab2
 
 
 @pytest.fixture(scope="module")

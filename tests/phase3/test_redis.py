@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from grimbots_infra import lab as lab2
+import grimbots_lab as lab2
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from grimbots_infra import lab as lab2
+import grimbots_lab as lab2
 
 RULES = lab2.ROOT / "roles" / "monitoring" / "files" / "alert_rules.yml"
 

@@ -10,7 +10,7 @@ import re
 import time
 from datetime import datetime
 
-from grimbots_infra import lab as lab2
+import grimbots_lab as lab2
 
 
 def _seconds(duration: str) -> int:

@@ -31,9 +31,9 @@ from typing import Any
 
 import pytest
 
+import grimbots_lab as lab2
 from grimbots.settings import Settings
-from grimbots_infra import lab as lab2
-from grimbots_infra.lab import start_update
+from grimbots_lab import start_update
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 # Fresh chats with a /start each: a few dozen requests, enough for every rate and quantile.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from grimbots_infra import lab as lab2
+import grimbots_lab as lab2
 
 # Jobs whose targets must all be up once phases 1 to 4 ran: every host's node_exporter, the
 # database hosts' services, HAProxy, every Redis instance (through its host's redis_exporter)

@@ -1,4 +1,4 @@
-"""grimbots_infra.lab.Redelivering against a local webhook that refuses twice, then accepts."""
+"""grimbots_lab.Redelivering against a local webhook that refuses twice, then accepts."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from grimbots_infra.lab import Redelivering
+from grimbots_lab import Redelivering
 
 
 class _Webhook(BaseHTTPRequestHandler):
