@@ -16,19 +16,19 @@ from grimbots_infra.inventory import load as _load
 from grimbots_infra.phases import ALL_ROLES as _ROLES
 
 
-def _connection(v) -> dict:
+def _connection(variables) -> dict:
     data = {
         # Plain str: ansible-core tags its values (str subclasses); keep them out of pyinfra.
-        "ssh_hostname": str(v.get("ansible_host", v["inventory_hostname"])),
-        "ssh_user": str(v.get("ansible_user", "root")),
-        "ssh_port": int(v.get("ansible_port", 22)),
+        "ssh_hostname": str(variables.get("ansible_host", variables["inventory_hostname"])),
+        "ssh_user": str(variables.get("ansible_user", "root")),
+        "ssh_port": int(variables.get("ansible_port", 22)),
         "ssh_known_hosts_file": "/dev/null",
         "ssh_strict_host_key_checking": "off",
     }
-    key = v.get("ansible_ssh_private_key_file") or v.get("ansible_private_key_file")
+    key = variables.get("ansible_ssh_private_key_file") or variables.get("ansible_private_key_file")
     if key:
         data["ssh_key"] = str(key if _Path(key).is_absolute() else _ROOT / key)
-    if v.get("ansible_become") and data["ssh_user"] != "root":
+    if variables.get("ansible_become") and data["ssh_user"] != "root":
         data["_sudo"] = True
     return data
 

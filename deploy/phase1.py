@@ -22,16 +22,20 @@ from grimbots_infra.pyinfra_ops import fact, host_step, host_vars, wait
 ROLES = ("common", "app")
 
 
-def common(v) -> None:
-    apply.install("common", v)
-    apply.service("common", v, apply.configure("common", v))
+def common(variables) -> None:
+    apply.install("common", variables)
+    apply.service("common", variables, apply.configure("common", variables))
 
 
-def app(v) -> None:
-    lib, venv, wheels_dir = v["platform_lib_dir"], v["grimbots_venv"], v["grimbots_wheels_dir"]
-    src = Path(v["grimbots_wheels_src"])
+def app(variables) -> None:
+    lib, venv, wheels_dir = (
+        variables["platform_lib_dir"],
+        variables["grimbots_venv"],
+        variables["grimbots_wheels_dir"],
+    )
+    src = Path(variables["grimbots_wheels_src"])
     stamp = (src / ".stamp").read_text().strip()
-    apply.install("app", v)
+    apply.install("app", variables)
     if fact(f"cat {venv}/.wheel-stamp") != stamp:  # the wheels travel only for a new set
         files.directory(
             name="Create the wheel set's directory",
@@ -55,31 +59,33 @@ def app(v) -> None:
         command=install,
         check=install.replace(" ", " --check ", 1),
     )
-    triggers = apply.configure("app", v)
+    triggers = apply.configure("app", variables)
     switch_db = f"{lib}/grimbots-switch-database"
     host_step(
         name="Install the database settings, moving the SQLite data to PostgreSQL first when due",
         command=switch_db,
         check=f"{switch_db} --check",
     )
-    migrate = f"{lib}/grimbots-migrate {v['grimbots_data_dir']} " + derive.schema_stamp(
-        stamp, v["grimbots_database_url"]
+    migrate = f"{lib}/grimbots-migrate {variables['grimbots_data_dir']} " + derive.schema_stamp(
+        stamp, variables["grimbots_database_url"]
     )
     host_step(
         name="Apply the database migrations (once per code and database URL)",
         command=migrate,
         check=migrate.replace(" ", " --check ", 1),
     )
-    if not v["grimbots_local_redis"]:
-        switch = f"{lib}/grimbots-switch-redis {v['grimbots_redis_url']}"
+    if not variables["grimbots_local_redis"]:
+        switch = f"{lib}/grimbots-switch-redis {variables['grimbots_redis_url']}"
         host_step(
             name="Move the local Redis' data to the phase-3 Redis and retire it (once)",
             command=switch,
             check=switch.replace(" ", " --check ", 1),
         )
-    apply.service("app", v, triggers, {"reload-web": [installed], "restart-workers": [installed]})
+    apply.service(
+        "app", variables, triggers, {"reload-web": [installed], "restart-workers": [installed]}
+    )
     retire = f"{lib}/grimbots-retire-workers " + " ".join(
-        derive.worker_instances(v["grimbots_workers"])
+        derive.worker_instances(variables["grimbots_workers"])
     )
     host_step(
         name="Stop and disable worker instances the inventory no longer lists",
@@ -88,19 +94,20 @@ def app(v) -> None:
     )
     wait(
         name="Wait until /health answers 200 on the database database.env names",
-        command=f"{lib}/grimbots-wait-health {v['grimbots_health_timeout']} "
-        f"http://127.0.0.1:{v['grimbots_web_port']}/health {v['app_database_backend']}",
+        command=f"{lib}/grimbots-wait-health {variables['grimbots_health_timeout']} "
+        f"http://127.0.0.1:{variables['grimbots_web_port']}/health "
+        f"{variables['app_database_backend']}",
     )
-    if host.name == v["platform_first_app_host"]:
+    if host.name == variables["platform_first_app_host"]:
         host_step(
             name="Set the bots' webhooks to the public URL where Telegram has another one",
-            command=f"{v['platform_app_cli']} set-webhooks",
-            check=f"{v['platform_app_cli']} set-webhooks --check",
+            command=f"{variables['platform_app_cli']} set-webhooks",
+            check=f"{variables['platform_app_cli']} set-webhooks --check",
         )
 
 
 if "app" in host.groups:
-    _v = host_vars(ROLES)
-    if int(_v["platform_phase"]) >= 3 or host.name == _v["platform_first_app_host"]:
-        common(_v)
-        app(_v)
+    variables = host_vars(ROLES)
+    if int(variables["platform_phase"]) >= 3 or host.name == variables["platform_first_app_host"]:
+        common(variables)
+        app(variables)

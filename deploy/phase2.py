@@ -36,31 +36,31 @@ def step(name: str, command: str) -> None:
     host_step(name=name, command=command, check=command.replace(" ", " --check ", 1))
 
 
-def db(v) -> None:
-    lib, timeout = v["patroni_lib_dir"], v["patroni_wait_timeout"]
-    apply.install("common", v)
-    apply.service("common", v, apply.configure("common", v))
-    apply.install("patroni", v)
-    apply.service("patroni", v, apply.configure("patroni", v))
+def db(variables) -> None:
+    lib, timeout = variables["patroni_lib_dir"], variables["patroni_wait_timeout"]
+    apply.install("common", variables)
+    apply.service("common", variables, apply.configure("common", variables))
+    apply.install("patroni", variables)
+    apply.service("patroni", variables, apply.configure("patroni", variables))
     wait(
         name="Wait until every etcd member is healthy (quorum)",
-        command=f"{lib}/wait-etcd {timeout} {v['patroni_etcd_endpoints']}",
+        command=f"{lib}/wait-etcd {timeout} {variables['patroni_etcd_endpoints']}",
     )
     wait(
         name="Wait until the cluster has one leader, every member running and a sync standby",
         command=f"{lib}/patroni-wait-cluster {timeout} "
-        f"http://{v['patroni_address']}:{v['patroni_restapi_port']} "
-        f"{len(v['patroni_members'])} {v['patroni_synchronous_node_count']}",
+        f"http://{variables['patroni_address']}:{variables['patroni_restapi_port']} "
+        f"{len(variables['patroni_members'])} {variables['patroni_synchronous_node_count']}",
     )
-    ensure = f"{lib}/patroni-ensure-database {v['patroni_config_dir']}/app-database.json"
+    ensure = f"{lib}/patroni-ensure-database {variables['patroni_config_dir']}/app-database.json"
     host_step(
         name="Create the app's role and database on the leader, or fix the password or owner",
         command=f"runuser -u postgres -- {ensure}",
         check=f"runuser -u postgres -- {ensure} --check",
     )
-    if host.name == v["patroni_members"][0]:  # Ansible: run_once
+    if host.name == variables["patroni_members"][0]:  # Ansible: run_once
         step("Apply the cluster-wide settings", f"{lib}/patroni-apply-dynamic "
-             f"{v['patroni_config_dir']}/dynamic.yml")  # fmt: skip
+             f"{variables['patroni_config_dir']}/dynamic.yml")  # fmt: skip
     step("Keep etcd's leadership off the PostgreSQL leader", f"{lib}/patroni-etcd-leader-away")
 
 

@@ -23,44 +23,48 @@ LB_ROLES = ("common", "haproxy")
 REDIS_ROLES = ("common", "redis_cluster", "queue_redis")
 
 
-def common(v) -> None:
-    apply.install("common", v)
-    apply.service("common", v, apply.configure("common", v))
+def common(variables) -> None:
+    apply.install("common", variables)
+    apply.service("common", variables, apply.configure("common", variables))
 
 
-def haproxy(v) -> None:
-    apply.install("haproxy", v)
+def haproxy(variables) -> None:
+    apply.install("haproxy", variables)
     extra = {}
-    if v["haproxy_tls_selfsigned"]:
+    if variables["haproxy_tls_selfsigned"]:
         args = shlex.join(
-            [v["haproxy_tls_dir"], str(v["haproxy_tls_selfsigned_days"]), *v["haproxy_tls_names"]]
+            [
+                variables["haproxy_tls_dir"],
+                str(variables["haproxy_tls_selfsigned_days"]),
+                *variables["haproxy_tls_names"],
+            ]
         )
-        helper = f"{v['haproxy_lib_dir']}/haproxy-selfsigned-cert"
+        helper = f"{variables['haproxy_lib_dir']}/haproxy-selfsigned-cert"
         op = host_step(
             name="Make the lab CA and a certificate signed by it, when none is valid for the names",
             command=f"{helper} {args}",
             check=f"{helper} --check {args}",
         )
         extra["reload-haproxy"] = [op]
-    apply.service("haproxy", v, apply.configure("haproxy", v), extra)
+    apply.service("haproxy", variables, apply.configure("haproxy", variables), extra)
 
 
-def redis_cluster(v) -> None:
-    apply.install("redis_cluster", v)
-    apply.service("redis_cluster", v, apply.configure("redis_cluster", v))
+def redis_cluster(variables) -> None:
+    apply.install("redis_cluster", variables)
+    apply.service("redis_cluster", variables, apply.configure("redis_cluster", variables))
 
 
-def redis_cluster_create(v) -> None:
+def redis_cluster_create(variables) -> None:
     """Once, from the first Redis host (Ansible: run_once), after every host's instances run."""
-    if host.name != v["redis_cluster_members"][0]:
+    if host.name != variables["redis_cluster_members"][0]:
         return
     args = shlex.join(
-        ([] if v["redis_cluster_anti_affinity"] else ["--no-anti-affinity"])
-        + [str(v["redis_cluster_wait_timeout"])]
-        + [str(p) for p in v["redis_cluster_ports"]]
-        + list(v["redis_cluster_addresses"])
+        ([] if variables["redis_cluster_anti_affinity"] else ["--no-anti-affinity"])
+        + [str(variables["redis_cluster_wait_timeout"])]
+        + [str(p) for p in variables["redis_cluster_ports"]]
+        + list(variables["redis_cluster_addresses"])
     )
-    helper = f"{v['redis_cluster_lib_dir']}/redis-cluster-create"
+    helper = f"{variables['redis_cluster_lib_dir']}/redis-cluster-create"
     host_step(
         name="Create the cluster if none exists, keep replicas off their masters' hosts",
         command=f"{helper} {args}",
@@ -68,25 +72,26 @@ def redis_cluster_create(v) -> None:
     )
 
 
-def queue_redis(v) -> None:
-    apply.install("queue_redis", v)
-    apply.service("queue_redis", v, apply.configure("queue_redis", v))
-    others = len(v["queue_redis_members"]) - 1
+def queue_redis(variables) -> None:
+    apply.install("queue_redis", variables)
+    apply.service("queue_redis", variables, apply.configure("queue_redis", variables))
+    others = len(variables["queue_redis_members"]) - 1
     wait(
         name="Wait until the primary has its replicas and every Sentinel sees the others",
-        command=f"{v['queue_redis_lib_dir']}/queue-redis-wait {v['queue_redis_wait_timeout']} "
-        f"{v['queue_redis_sentinel_port']} {v['queue_redis_master_name']} {others} {others}",
+        command=f"{variables['queue_redis_lib_dir']}/queue-redis-wait "
+        f"{variables['queue_redis_wait_timeout']} {variables['queue_redis_sentinel_port']} "
+        f"{variables['queue_redis_master_name']} {others} {others}",
     )
 
 
 if "redis" in host.groups:
-    _rv = host_vars(REDIS_ROLES)
-    common(_rv)
-    redis_cluster(_rv)
+    redis_variables = host_vars(REDIS_ROLES)
+    common(redis_variables)
+    redis_cluster(redis_variables)
 barrier(name="Every Redis host runs its cluster instances before the cluster is created")
 if "redis" in host.groups:
-    redis_cluster_create(_rv)
-    queue_redis(_rv)
+    redis_cluster_create(redis_variables)
+    queue_redis(redis_variables)
 if "lb" in host.groups:
     _v = host_vars(LB_ROLES)
     common(_v)

@@ -20,33 +20,34 @@ from grimbots_infra.pyinfra_ops import fact, host_step, host_vars, put_template
 MONITORED = ("app", "db", "lb", "redis", "monitoring")
 
 
-def common(v) -> None:
-    apply.install("common", v)
-    apply.service("common", v, apply.configure("common", v))
+def common(variables) -> None:
+    apply.install("common", variables)
+    apply.service("common", variables, apply.configure("common", variables))
 
 
-def exporters(v) -> None:
-    changed_files = apply.install("exporters", v)
-    triggers = apply.configure("exporters", v)
-    if v["exporters_postgres"]:
+def exporters(variables) -> None:
+    changed_files = apply.install("exporters", variables)
+    triggers = apply.configure("exporters", variables)
+    if variables["exporters_postgres"]:
         ensure = (
-            f"{v['platform_lib_dir']}/postgres-exporter-ensure-role "
-            f"{v['exporters_postgres_password_file']} {v['exporters_postgres_username']} "
-            f"{v['exporters_postgres_db_port']}"
+            f"{variables['platform_lib_dir']}/postgres-exporter-ensure-role "
+            f"{variables['exporters_postgres_password_file']} "
+            f"{variables['exporters_postgres_username']} "
+            f"{variables['exporters_postgres_db_port']}"
         )
         host_step(
             name="Create postgres_exporter's pg_monitor role on the Patroni leader, or fix it",
             command=ensure,
             check=ensure.replace(" ", " --check ", 1),
         )
-    apply.service("exporters", v, triggers, changed_files)
+    apply.service("exporters", variables, triggers, changed_files)
 
 
-def monitoring(v) -> None:
-    if v["monitoring_grafana"]:  # roles/monitoring/tasks/grafana_repo.yml
+def monitoring(variables) -> None:
+    if variables["monitoring_grafana"]:  # roles/monitoring/tasks/grafana_repo.yml
         files.download(
             name="Fetch the signing key of Grafana's apt repository",
-            src=v["monitoring_grafana_apt_key_url"],
+            src=variables["monitoring_grafana_apt_key_url"],
             dest="/etc/apt/keyrings/grafana.asc",
             user="root",
             group="root",
@@ -55,13 +56,13 @@ def monitoring(v) -> None:
         put_template(
             "monitoring/templates/grafana.sources.j2",
             "/etc/apt/sources.list.d/grafana.sources",
-            v,
+            variables,
             "root",
             "root",
             "0644",
         )
-    changed_files = apply.install("monitoring", v)
-    apply.service("monitoring", v, apply.configure("monitoring", v), changed_files)
+    changed_files = apply.install("monitoring", variables)
+    apply.service("monitoring", variables, apply.configure("monitoring", variables), changed_files)
 
 
 if any(g in host.groups for g in MONITORED):
@@ -69,7 +70,7 @@ if any(g in host.groups for g in MONITORED):
         _states = fact(
             "systemctl is-active prometheus prometheus-alertmanager grafana-server"
         ).split() + ["", "", ""]
-        _v = host_vars(
+        variables = host_vars(
             ("common", "exporters", "monitoring"),
             {
                 "monitoring_prometheus_active_before": _states[0] == "active",
@@ -77,8 +78,8 @@ if any(g in host.groups for g in MONITORED):
                 "monitoring_grafana_active_before": _states[2] == "active",
             },
         )
-        common(_v)
-        exporters(_v)
-        monitoring(_v)
+        common(variables)
+        exporters(variables)
+        monitoring(variables)
     else:
         exporters(host_vars(("exporters",)))

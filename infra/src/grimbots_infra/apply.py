@@ -28,8 +28,8 @@ from grimbots_infra.render import render, sha1
 Triggers = dict[str, list[OperationMeta]]
 
 
-def manifest(role: str, v: Any) -> dict[str, Any]:
-    return v[f"{role}_manifest"]
+def manifest(role: str, variables: Any) -> dict[str, Any]:
+    return variables[f"{role}_manifest"]
 
 
 def _on(item: dict[str, Any]) -> bool:
@@ -77,12 +77,12 @@ def _put_role_file(role: str, f: dict, verb: str):
     )
 
 
-def install(role: str, v: Any) -> Triggers:
+def install(role: str, variables: Any) -> Triggers:
     """Preseeded files, packages, kernel settings, system users, directories, helper files;
     returns action name -> the helper files whose change triggers it (pass it to ``service``
     as ``extra``)."""
     triggers: Triggers = defaultdict(list)
-    m = manifest(role, v)
+    m = manifest(role, variables)
     for f in m.get("preseed", []):
         files.directory(
             name=f"Create {Path(f['dest']).parent}",
@@ -132,12 +132,12 @@ def install(role: str, v: Any) -> Triggers:
     return triggers
 
 
-def configure(role: str, v: Any) -> Triggers:
+def configure(role: str, variables: Any) -> Triggers:
     """Every template, rendered by Ansible's Templar; returns action name -> the operations whose
     change triggers it."""
     triggers: Triggers = defaultdict(list)
-    for t in filter(_on, manifest(role, v).get("templates", [])):
-        text = render(role, t["src"], v)
+    for t in filter(_on, manifest(role, variables).get("templates", [])):
+        text = render(role, t["src"], variables)
         common = {"user": t["owner"], "group": t["group"], "mode": t["mode"]}
         if not t.get("force", True):
             op = put_if_absent(
@@ -166,10 +166,10 @@ def configure(role: str, v: Any) -> Triggers:
     return triggers
 
 
-def service(role: str, v: Any, triggers: Triggers, extra: Triggers | None = None) -> None:
+def service(role: str, variables: Any, triggers: Triggers, extra: Triggers | None = None) -> None:
     """What the changes triggered (daemon reload, unit restarts and reloads, commands, in the
     manifest's order), then every unit in its state."""
-    m = manifest(role, v)
+    m = manifest(role, variables)
     merged: Triggers = defaultdict(list)
     for source in (triggers, extra or {}):
         for action, ops in source.items():

@@ -159,7 +159,8 @@ class Inventory:
 
             base = self.vars(host)._raw
             extra = {
-                k: trust_as_template(v) if isinstance(v, str) else v for k, v in play_vars.items()
+                name: trust_as_template(value) if isinstance(value, str) else value
+                for name, value in play_vars.items()
             }
             raw = {**base, **extra}
             return HostVars(host, raw, Templar(loader=self.loader, variables=raw))

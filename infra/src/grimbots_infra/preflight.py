@@ -58,39 +58,43 @@ class Inputs:
         return f"{self.host}: {name}={value}: {text}; set it in {self.where(name)}"
 
 
-def _vault_password(v: Inputs, name: str, source: str = "from the vault") -> list[str]:
+def _vault_password(inputs: Inputs, name: str, source: str = "from the vault") -> list[str]:
     """The problem of a password that a URL, a config file or libpq could mangle, if any."""
-    password = str(v.get(name, ""))
+    password = str(inputs.get(name, ""))
     if len(password) < 16 or not PASSWORD_CHARS.match(password):
-        return [v.problem(name, f"needs 16+ characters among A-Z a-z 0-9 + / = _ . ~ - {source}")]
+        return [
+            inputs.problem(name, f"needs 16+ characters among A-Z a-z 0-9 + / = _ . ~ - {source}")
+        ]
     return []
 
 
-def common(v: Inputs) -> list[str]:
+def common(inputs: Inputs) -> list[str]:
     out = []
-    for item in v.get("common_sysctl", []):
+    for item in inputs.get("common_sysctl", []):
         if not str(item.get("name", "")) or not str(item.get("value", "")):
-            out.append(v.problem("common_sysctl", f"each entry needs a name and a value: {item}"))
-    if int(v["common_nofile_limit"]) < 4096:
-        out.append(v.problem("common_nofile_limit", "must be at least 4096"))
+            out.append(
+                inputs.problem("common_sysctl", f"each entry needs a name and a value: {item}")
+            )
+    if int(inputs["common_nofile_limit"]) < 4096:
+        out.append(inputs.problem("common_nofile_limit", "must be at least 4096"))
     return out
 
 
-def app(v: Inputs) -> list[str]:
+def app(inputs: Inputs) -> list[str]:
     out = []
-    src = Path(str(v["grimbots_wheels_src"]))
+    src = Path(str(inputs["grimbots_wheels_src"]))
     if not (src / ".stamp").is_file():
         out.append(
-            f"{v.host}: no wheels in {src}: run `make wheels` first "
-            f"(grimbots_wheels_src, set in {v.where('grimbots_wheels_src')})"
+            f"{inputs.host}: no wheels in {src}: run `make wheels` first "
+            f"(grimbots_wheels_src, set in {inputs.where('grimbots_wheels_src')})"
         )
     elif len(list(src.glob("grimbots-*.whl"))) != 1:
-        out.append(f"{v.host}: {src} must hold exactly one grimbots-*.whl: run `make wheels`")
-    workers = v["grimbots_workers"]
+        out.append(f"{inputs.host}: {src} must hold exactly one grimbots-*.whl: run `make wheels`")
+    workers = inputs["grimbots_workers"]
     for w in workers:
         if w.get("queue") not in derive.KNOWN_QUEUES or int(w.get("count", 0)) <= 0:
             out.append(
-                v.problem(
+                inputs.problem(
                     "grimbots_workers",
                     f"entry {w} needs a queue among {', '.join(derive.KNOWN_QUEUES)} "
                     "and a count > 0",
@@ -98,74 +102,86 @@ def app(v: Inputs) -> list[str]:
             )
     missing = [q for q in derive.REQUIRED_QUEUES if q not in {w.get("queue") for w in workers}]
     if missing:
-        out.append(v.problem("grimbots_workers", f"no worker serves {', '.join(missing)}"))
-    if not 1 <= int(v["grimbots_restart_sec"]) <= 5:
-        out.append(v.problem("grimbots_restart_sec", "must be 1 to 5 s (recovery under 15 s)"))
-    local_redis = bool(v["grimbots_local_redis"])
+        out.append(inputs.problem("grimbots_workers", f"no worker serves {', '.join(missing)}"))
+    if not 1 <= int(inputs["grimbots_restart_sec"]) <= 5:
+        out.append(inputs.problem("grimbots_restart_sec", "must be 1 to 5 s (recovery under 15 s)"))
+    local_redis = bool(inputs["grimbots_local_redis"])
     if local_redis:
         needed = derive.redis_clients_needed(
-            v["grimbots_web_workers"], workers, v["grimbots_redis_max_connections"]
+            inputs["grimbots_web_workers"], workers, inputs["grimbots_redis_max_connections"]
         )
-        if int(v["grimbots_redis_maxclients"]) < needed:
+        if int(inputs["grimbots_redis_maxclients"]) < needed:
             out.append(
-                v.problem(
+                inputs.problem(
                     "grimbots_redis_maxclients",
                     f"below what the processes may open ({needed}: web and RQ workers x 2 "
                     "pools x grimbots_redis_max_connections)",
                 )
             )
-        if len(str(v.get("grimbots_redis_password", ""))) < 16:
-            out.append(v.problem("grimbots_redis_password", "needs 16+ characters from the vault"))
-    if v["grimbots_redis_mode"] not in ("single", "cluster"):
-        out.append(v.problem("grimbots_redis_mode", "must be single or cluster"))
-    elif v["grimbots_redis_mode"] == "cluster" and not v["grimbots_redis_cluster_nodes"]:
-        out.append(v.problem("grimbots_redis_cluster_nodes", "cluster mode needs the redis hosts"))
-    if v["grimbots_queue_redis_mode"] not in ("single", "sentinel"):
-        out.append(v.problem("grimbots_queue_redis_mode", "must be single or sentinel"))
-    elif v["grimbots_queue_redis_mode"] == "sentinel":
-        if len(str(v["grimbots_sentinels"]).split(",")) < 3:
-            out.append(v.problem("grimbots_sentinels", "sentinel mode needs 3 or more Sentinels"))
-        if int(v["grimbots_queue_min_replicas"]) < 1:
+        if len(str(inputs.get("grimbots_redis_password", ""))) < 16:
             out.append(
-                v.problem(
+                inputs.problem("grimbots_redis_password", "needs 16+ characters from the vault")
+            )
+    if inputs["grimbots_redis_mode"] not in ("single", "cluster"):
+        out.append(inputs.problem("grimbots_redis_mode", "must be single or cluster"))
+    elif inputs["grimbots_redis_mode"] == "cluster" and not inputs["grimbots_redis_cluster_nodes"]:
+        out.append(
+            inputs.problem("grimbots_redis_cluster_nodes", "cluster mode needs the redis hosts")
+        )
+    if inputs["grimbots_queue_redis_mode"] not in ("single", "sentinel"):
+        out.append(inputs.problem("grimbots_queue_redis_mode", "must be single or sentinel"))
+    elif inputs["grimbots_queue_redis_mode"] == "sentinel":
+        if len(str(inputs["grimbots_sentinels"]).split(",")) < 3:
+            out.append(
+                inputs.problem("grimbots_sentinels", "sentinel mode needs 3 or more Sentinels")
+            )
+        if int(inputs["grimbots_queue_min_replicas"]) < 1:
+            out.append(
+                inputs.problem(
                     "grimbots_queue_min_replicas",
                     "must be 1 or more with replicas: an update acknowledged to Telegram has to "
                     "survive the loss of the queue primary",
                 )
             )
-    url = str(v["grimbots_database_url"])
+    url = str(inputs["grimbots_database_url"])
     if not url.startswith(("sqlite:", "postgresql:", "postgresql+")):
-        out.append(v.problem("grimbots_database_url", "must be a sqlite:// or postgresql:// URL"))
-    elif url.startswith("postgresql"):
-        if not v["groups"].get(v["platform_groups"]["db"]):
-            out.append(v.problem("platform_groups", "the db group lists no database hosts"))
-        out += _vault_password(
-            v, "grimbots_database_password", "(the db group's patroni_app_password, from the vault)"
+        out.append(
+            inputs.problem("grimbots_database_url", "must be a sqlite:// or postgresql:// URL")
         )
-    secrets = v.get("grimbots_gateway_secrets", {}) or {}
+    elif url.startswith("postgresql"):
+        if not inputs["groups"].get(inputs["platform_groups"]["db"]):
+            out.append(inputs.problem("platform_groups", "the db group lists no database hosts"))
+        out += _vault_password(
+            inputs,
+            "grimbots_database_password",
+            "(the db group's patroni_app_password, from the vault)",
+        )
+    secrets = inputs.get("grimbots_gateway_secrets", {}) or {}
     if not secrets or any(len(str(s)) < 16 for s in secrets.values()):
         out.append(
-            v.problem("grimbots_gateway_secrets", "needs one secret per gateway, 16+ characters")
+            inputs.problem(
+                "grimbots_gateway_secrets", "needs one secret per gateway, 16+ characters"
+            )
         )
     return out
 
 
-def patroni(v: Inputs) -> list[str]:
+def patroni(inputs: Inputs) -> list[str]:
     out = []
-    group = v["patroni_group"]
-    members = list(v["groups"].get(group, []))
-    if len(members) < 3 or len(members) % 2 == 0 or v.host not in members:
+    group = inputs["patroni_group"]
+    members = list(inputs["groups"].get(group, []))
+    if len(members) < 3 or len(members) % 2 == 0 or inputs.host not in members:
         out.append(
-            v.problem(
+            inputs.problem(
                 "patroni_group",
-                f"etcd needs an odd number (3+) of members including {v.host}; "
+                f"etcd needs an odd number (3+) of members including {inputs.host}; "
                 f"'{group}' has {members}",
             )
         )
-    t = derive.patroni_timings(v["patroni_recovery_seconds"])
+    t = derive.patroni_timings(inputs["patroni_recovery_seconds"])
     if t["ttl"] < derive.PATRONI_MIN_TTL or t["loop_wait"] + 2 * t["retry_timeout"] > t["ttl"]:
         out.append(
-            v.problem(
+            inputs.problem(
                 "patroni_recovery_seconds",
                 f"Patroni's ttl must be at least {derive.PATRONI_MIN_TTL} s (its documented "
                 f"bound); gives {t}",
@@ -178,12 +194,12 @@ def patroni(v: Inputs) -> list[str]:
         "patroni_restapi_password",
         "patroni_app_password",
     ):
-        if len(str(v.get(key, ""))) < 16:
-            out.append(v.problem(key, "needs 16+ characters from the vault"))
-    hostvars = v["hostvars"]
+        if len(str(inputs.get(key, ""))) < 16:
+            out.append(inputs.problem(key, "needs 16+ characters from the vault"))
+    hostvars = inputs["hostvars"]
     addresses = [derive.address(hostvars, m) for m in members]
     if len(set(addresses)) != len(addresses):
-        out.append(v.problem("patroni_address", f"each member needs its own; got {addresses}"))
+        out.append(inputs.problem("patroni_address", f"each member needs its own; got {addresses}"))
     return out
 
 
@@ -198,145 +214,160 @@ def rule_jobs() -> set[str]:
     return set(re.findall(r'job="([a-z_]+)"', RULES.read_text()))
 
 
-def monitoring(v: Inputs) -> list[str]:
+def monitoring(inputs: Inputs) -> list[str]:
     out = []
-    if not v["groups"].get(v["monitoring_group"]):
-        out.append(v.problem("monitoring_group", "the group lists no monitoring host"))
-    out += _vault_password(v, "monitoring_web_password")
-    if not TELEGRAM_TOKEN.match(str(v.get("monitoring_telegram_bot_token", ""))):
+    if not inputs["groups"].get(inputs["monitoring_group"]):
+        out.append(inputs.problem("monitoring_group", "the group lists no monitoring host"))
+    out += _vault_password(inputs, "monitoring_web_password")
+    if not TELEGRAM_TOKEN.match(str(inputs.get("monitoring_telegram_bot_token", ""))):
         out.append(
-            v.problem("monitoring_telegram_bot_token", "needs a bot token <id>:<secret> (vault)")
+            inputs.problem(
+                "monitoring_telegram_bot_token", "needs a bot token <id>:<secret> (vault)"
+            )
         )
     try:
-        chat = int(v.get("monitoring_telegram_chat_id", 0))
+        chat = int(inputs.get("monitoring_telegram_chat_id", 0))
     except (TypeError, ValueError):
         chat = 0
     if chat == 0:
-        out.append(v.problem("monitoring_telegram_chat_id", "needs the alert chat's id (vault)"))
+        out.append(
+            inputs.problem("monitoring_telegram_chat_id", "needs the alert chat's id (vault)")
+        )
     for key in ("monitoring_retention_time", "monitoring_scrape_interval"):
-        if not DURATION.match(str(v.get(key, ""))):
-            out.append(v.problem(key, "must be a Prometheus duration such as 15s or 15d"))
-    if not SIZE.match(str(v.get("monitoring_retention_size", ""))):
-        out.append(v.problem("monitoring_retention_size", "must be a size such as 8GB"))
-    jobs = {str(j.get("name")) for j in v.get("monitoring_scrape_jobs", [])}
+        if not DURATION.match(str(inputs.get(key, ""))):
+            out.append(inputs.problem(key, "must be a Prometheus duration such as 15s or 15d"))
+    if not SIZE.match(str(inputs.get("monitoring_retention_size", ""))):
+        out.append(inputs.problem("monitoring_retention_size", "must be a size such as 8GB"))
+    jobs = {str(j.get("name")) for j in inputs.get("monitoring_scrape_jobs", [])}
     missing = sorted(rule_jobs() - jobs)
     if missing:
         out.append(
-            v.problem(
+            inputs.problem(
                 "monitoring_scrape_jobs",
                 f"the alert rules select job(s) {', '.join(missing)} that no entry scrapes",
             )
         )
-    if v.get("monitoring_email_to") and not v.get("monitoring_email_smarthost"):
-        out.append(v.problem("monitoring_email_smarthost", "e-mail alerts need an SMTP relay"))
-    grafana = bool(v.get("monitoring_grafana_enabled", False))
-    if grafana and len(str(v.get("monitoring_grafana_admin_password", ""))) < 16:
+    if inputs.get("monitoring_email_to") and not inputs.get("monitoring_email_smarthost"):
+        out.append(inputs.problem("monitoring_email_smarthost", "e-mail alerts need an SMTP relay"))
+    grafana = bool(inputs.get("monitoring_grafana_enabled", False))
+    if grafana and len(str(inputs.get("monitoring_grafana_admin_password", ""))) < 16:
         out.append(
-            v.problem("monitoring_grafana_admin_password", "needs 16+ characters from the vault")
+            inputs.problem(
+                "monitoring_grafana_admin_password", "needs 16+ characters from the vault"
+            )
         )
     return out
 
 
-def exporters(v: Inputs) -> list[str]:
+def exporters(inputs: Inputs) -> list[str]:
     out = []
-    if v.host in v["groups"].get(v["exporters_postgres_group"], []):
-        out += _vault_password(v, "exporters_postgres_password")
+    if inputs.host in inputs["groups"].get(inputs["exporters_postgres_group"], []):
+        out += _vault_password(inputs, "exporters_postgres_password")
     return out
 
 
-def haproxy(v: Inputs) -> list[str]:
+def haproxy(inputs: Inputs) -> list[str]:
     out = []
-    group = v["haproxy_backend_group"]
-    servers = list(v["groups"].get(group, []))
+    group = inputs["haproxy_backend_group"]
+    servers = list(inputs["groups"].get(group, []))
     if not servers:
-        out.append(v.problem("haproxy_backend_group", f"the group '{group}' lists no app node"))
-    addresses = derive.addresses(servers, v["hostvars"], "haproxy_backend_address")
+        out.append(
+            inputs.problem("haproxy_backend_group", f"the group '{group}' lists no app node")
+        )
+    addresses = derive.addresses(servers, inputs["hostvars"], "haproxy_backend_address")
     if len(set(addresses)) != len(addresses):
         out.append(
-            v.problem("haproxy_backend_group", f"each app node needs its own address: {addresses}")
+            inputs.problem(
+                "haproxy_backend_group", f"each app node needs its own address: {addresses}"
+            )
         )
-    recovery = int(v["haproxy_recovery_seconds"])
+    recovery = int(inputs["haproxy_recovery_seconds"])
     if not 1 <= recovery <= 30:
-        out.append(v.problem("haproxy_recovery_seconds", "must be 1 to 30 s"))
-    out += _vault_password(v, "haproxy_stats_password")
-    if not bool(v["haproxy_tls_selfsigned"]):
-        cert, key = str(v.get("haproxy_tls_certificate", "")), str(v.get("haproxy_tls_key", ""))
+        out.append(inputs.problem("haproxy_recovery_seconds", "must be 1 to 30 s"))
+    out += _vault_password(inputs, "haproxy_stats_password")
+    if not bool(inputs["haproxy_tls_selfsigned"]):
+        cert, key = (
+            str(inputs.get("haproxy_tls_certificate", "")),
+            str(inputs.get("haproxy_tls_key", "")),
+        )
         if "-----BEGIN CERTIFICATE-----" not in cert:
             out.append(
-                v.problem(
+                inputs.problem(
                     "haproxy_tls_certificate",
                     "needs the PEM certificate chain (or haproxy_tls_selfsigned: true in a lab)",
                 )
             )
         if "PRIVATE KEY-----" not in key:
-            out.append(v.problem("haproxy_tls_key", "needs the PEM private key from the vault"))
+            out.append(
+                inputs.problem("haproxy_tls_key", "needs the PEM private key from the vault")
+            )
     for name in ("haproxy_go_rate_limit", "haproxy_go_rate_period_s", "haproxy_body_limit_bytes"):
-        if int(v[name]) <= 0:
-            out.append(v.problem(name, "must be above 0"))
+        if int(inputs[name]) <= 0:
+            out.append(inputs.problem(name, "must be above 0"))
     return out
 
 
-def redis_cluster(v: Inputs) -> list[str]:
+def redis_cluster(inputs: Inputs) -> list[str]:
     out = []
-    group = v["redis_cluster_group"]
-    members = list(v["groups"].get(group, []))
-    anti_affinity = bool(v["redis_cluster_anti_affinity"])
-    if v.host not in members or (anti_affinity and len(members) < 3):
+    group = inputs["redis_cluster_group"]
+    members = list(inputs["groups"].get(group, []))
+    anti_affinity = bool(inputs["redis_cluster_anti_affinity"])
+    if inputs.host not in members or (anti_affinity and len(members) < 3):
         out.append(
-            v.problem(
+            inputs.problem(
                 "redis_cluster_group",
                 f"a cluster of 3 masters with replicas on other hosts needs 3+ hosts including "
-                f"{v.host}; '{group}' has {members}",
+                f"{inputs.host}; '{group}' has {members}",
             )
         )
-    ports = [int(p) for p in v["redis_cluster_ports"]]
+    ports = [int(p) for p in inputs["redis_cluster_ports"]]
     if len(ports) != 2 or ports[0] == ports[1]:
-        out.append(v.problem("redis_cluster_ports", "needs two ports: masters', replicas'"))
-    addresses = derive.addresses(members, v["hostvars"], "redis_cluster_address")
+        out.append(inputs.problem("redis_cluster_ports", "needs two ports: masters', replicas'"))
+    addresses = derive.addresses(members, inputs["hostvars"], "redis_cluster_address")
     if anti_affinity and len(set(addresses)) != len(addresses):
-        out.append(v.problem("redis_cluster_address", f"each host needs its own: {addresses}"))
-    if int(v["redis_cluster_recovery_seconds"]) < 5:
+        out.append(inputs.problem("redis_cluster_address", f"each host needs its own: {addresses}"))
+    if int(inputs["redis_cluster_recovery_seconds"]) < 5:
         out.append(
-            v.problem(
+            inputs.problem(
                 "redis_cluster_recovery_seconds",
                 "must be at least 5 s (a 1 s node timeout, the replica's election, the client)",
             )
         )
-    return out + _vault_password(v, "redis_cluster_password")
+    return out + _vault_password(inputs, "redis_cluster_password")
 
 
-def queue_redis(v: Inputs) -> list[str]:
+def queue_redis(inputs: Inputs) -> list[str]:
     out = []
-    group = v["queue_redis_group"]
-    members = list(v["groups"].get(group, []))
-    quorum = int(v["queue_redis_quorum"])
-    if v.host not in members or len(members) < 3:
+    group = inputs["queue_redis_group"]
+    members = list(inputs["groups"].get(group, []))
+    quorum = int(inputs["queue_redis_quorum"])
+    if inputs.host not in members or len(members) < 3:
         out.append(
-            v.problem(
+            inputs.problem(
                 "queue_redis_group",
-                f"a primary, 2+ replicas and 3+ Sentinels need 3+ hosts including {v.host}; "
+                f"a primary, 2+ replicas and 3+ Sentinels need 3+ hosts including {inputs.host}; "
                 f"'{group}' has {members}",
             )
         )
     elif not len(members) // 2 < quorum <= len(members):
         out.append(
-            v.problem(
+            inputs.problem(
                 "queue_redis_quorum",
                 f"must be a majority of the {len(members)} Sentinels (two sides of a split "
                 "must never both fail over)",
             )
         )
-    if not 0 < int(v["queue_redis_min_replicas_to_write"]) < max(len(members), 2):
+    if not 0 < int(inputs["queue_redis_min_replicas_to_write"]) < max(len(members), 2):
         out.append(
-            v.problem(
+            inputs.problem(
                 "queue_redis_min_replicas_to_write",
                 "must be 1+ (an acknowledged job on two hosts) and below the host count "
                 "(writes go on while one replica is down)",
             )
         )
-    if int(v["queue_redis_recovery_seconds"]) < 4:
-        out.append(v.problem("queue_redis_recovery_seconds", "must be at least 4 s"))
-    return out + _vault_password(v, "queue_redis_password")
+    if int(inputs["queue_redis_recovery_seconds"]) < 4:
+        out.append(inputs.problem("queue_redis_recovery_seconds", "must be at least 4 s"))
+    return out + _vault_password(inputs, "queue_redis_password")
 
 
 CHECKS: dict[str, Callable[[Inputs], list[str]]] = {
@@ -351,9 +382,9 @@ CHECKS: dict[str, Callable[[Inputs], list[str]]] = {
 }
 
 
-def check(roles: list[str] | tuple[str, ...], v: Inputs) -> list[str]:
+def check(roles: list[str] | tuple[str, ...], inputs: Inputs) -> list[str]:
     """Every problem the roles' inputs have on one host (empty when it may be deployed)."""
-    return [p for role in roles if role in CHECKS for p in CHECKS[role](v)]
+    return [p for role in roles if role in CHECKS for p in CHECKS[role](inputs)]
 
 
 def from_host_vars(host_vars: Mapping[str, Any]) -> Inputs:

@@ -17,11 +17,11 @@ from grimbots_infra.phases import ALL_ROLES
 from grimbots_infra.render import render
 
 
-def put_template(template: str, dest: str, v: dict, user: str, group: str, mode: str):
+def put_template(template: str, dest: str, variables: dict, user: str, group: str, mode: str):
     """files.put of roles/<role>/templates/<name>.j2, rendered as Ansible's template would."""
     return files.put(
         name=f"Render {template} to {dest}",
-        src=io.StringIO(render(*template.split("/templates/"), v)),
+        src=io.StringIO(render(*template.split("/templates/"), variables)),
         dest=dest,
         user=user,
         group=group,
@@ -29,7 +29,7 @@ def put_template(template: str, dest: str, v: dict, user: str, group: str, mode:
     )
 
 
-def put_drop_in(template: str, directory: str, filename: str, v: dict):
+def put_drop_in(template: str, directory: str, filename: str, variables: dict):
     """A root-owned drop-in directory and a root 0644 file rendered into it (systemd, journald,
     postgresql-common read such directories)."""
     files.directory(
@@ -39,7 +39,7 @@ def put_drop_in(template: str, directory: str, filename: str, v: dict):
         group="root",
         mode="0755",
     )
-    return put_template(template, f"{directory}/{filename}", v, "root", "root", "0644")
+    return put_template(template, f"{directory}/{filename}", variables, "root", "root", "0644")
 
 
 def fact(command: str) -> str:
@@ -89,11 +89,11 @@ def host_vars(roles: tuple[str, ...], play_vars: dict[str, Any] | None = None) -
     the manifests read, after the shared preflight checks passed (else nothing runs anywhere)."""
     virt = fact("systemd-detect-virt --container")
     extra = {"platform_in_container": virt in CONTAINERS, **(play_vars or {})}
-    v = load(ALL_ROLES).vars(host.name, extra)
-    problems = preflight.check(roles, preflight.from_host_vars(v))
+    variables = load(ALL_ROLES).vars(host.name, extra)
+    problems = preflight.check(roles, preflight.from_host_vars(variables))
     if problems:
         raise preflight.PreflightError("\n".join(problems))
-    return v
+    return variables
 
 
 def inventory_var(name: str) -> Any:
