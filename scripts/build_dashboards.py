@@ -53,7 +53,7 @@ def stat(title: str, unit: str, expr: str, width: int = 6) -> Stat:
 
 
 def latency(job: str, route_filter: str) -> list[tuple[str, str]]:
-    bucket = f'http_request_duration_seconds_bucket{{job="{job}"{route_filter}}}'
+    bucket = f'grimbots_http_request_duration_seconds_bucket{{job="{job}"{route_filter}}}'
     return [
         (f"histogram_quantile({q}, sum by (le) (rate({bucket}[{RATE}])))", f"p{int(q * 100)}")
         for q in (0.5, 0.95, 0.99)
@@ -78,30 +78,35 @@ def overview() -> Dashboard:
     return dashboard(
         "grimbots-overview",
         "GrimBots: overview",
-        stat("Requests/s", "reqps", f'sum(rate(http_requests_total{{job="app"}}[{RATE}]))'),
+        stat(
+            "Requests/s", "reqps", f'sum(rate(grimbots_http_requests_total{{job="app"}}[{RATE}]))'
+        ),
         stat(
             "5xx ratio",
             "percentunit",
-            f'sum(rate(http_requests_total{{job="app",status=~"5.."}}[{RATE}]))'
-            f' / clamp_min(sum(rate(http_requests_total{{job="app"}}[{RATE}])), 1e-9)',
+            f'sum(rate(grimbots_http_requests_total{{job="app",status=~"5.."}}[{RATE}]))'
+            f' / clamp_min(sum(rate(grimbots_http_requests_total{{job="app"}}[{RATE}])), 1e-9)',
         ),
-        stat("Jobs waiting", "short", 'sum(rq_queue_depth{job="app"})'),
+        stat("Jobs waiting", "short", 'sum(grimbots_rq_queue_jobs{job="app"})'),
         stat("Targets down", "short", "count(up == 0) or vector(0)"),
         series(
             "Requests/s by route",
             "reqps",
-            (f'sum by (route) (rate(http_requests_total{{job="app"}}[{RATE}]))', "{{route}}"),
+            (
+                f'sum by (route) (rate(grimbots_http_requests_total{{job="app"}}[{RATE}]))',
+                "{{route}}",
+            ),
         ),
         series("Latency (all routes)", "s", *latency("app", "")),
         series(
             "Errors/s",
             "reqps",
             (
-                f'sum(rate(http_requests_total{{job="app",status=~"5.."}}[{RATE}]))',
+                f'sum(rate(grimbots_http_requests_total{{job="app",status=~"5.."}}[{RATE}]))',
                 "HTTP 5xx",
             ),
             (
-                f'sum by (error_type) (rate(telegram_errors_total{{job="app"}}[{RATE}]))',
+                f'sum by (error_type) (rate(grimbots_telegram_errors_total{{job="app"}}[{RATE}]))',
                 "Telegram {{error_type}}",
             ),
         ),
@@ -115,15 +120,23 @@ def overview() -> Dashboard:
             "Updates accepted/s",
             "reqps",
             (
-                f'sum by (kind) (rate(telegram_messages_received_total{{job="app"}}[{RATE}]))',
+                "sum by (kind) "
+                f'(rate(grimbots_telegram_updates_received_total{{job="app"}}[{RATE}]))',
                 "{{kind}}",
             ),
         ),
-        series("Queue sizes", "short", ('sum by (queue) (rq_queue_depth{job="app"})', "{{queue}}")),
+        series(
+            "Queue sizes",
+            "short",
+            ('sum by (queue) (grimbots_rq_queue_jobs{job="app"})', "{{queue}}"),
+        ),
         series(
             "Database connections",
             "short",
-            ('sum by (instance) (db_pool_in_use{job="app"})', "pool in use {{instance}}"),
+            (
+                'sum by (instance) (grimbots_db_pool_connections_in_use{job="app"})',
+                "pool in use {{instance}}",
+            ),
             ('sum by (instance) (pg_stat_database_numbackends{job="postgres"})', "{{instance}}"),
         ),
         series(
@@ -143,30 +156,42 @@ def app() -> Dashboard:
         series(
             "Responses/s by status",
             "reqps",
-            (f'sum by (status) (rate(http_requests_total{{job="app"}}[{RATE}]))', "{{status}}"),
+            (
+                f'sum by (status) (rate(grimbots_http_requests_total{{job="app"}}[{RATE}]))',
+                "{{status}}",
+            ),
         ),
         series(
             "Duplicates stopped/s by layer",
             "reqps",
             (
-                f'sum by (layer) (rate(duplicates_suppressed_total{{job="app"}}[{RATE}]))',
+                f'sum by (layer) (rate(grimbots_duplicates_suppressed_total{{job="app"}}[{RATE}]))',
                 "{{layer}}",
             ),
         ),
         series(
             "Redis pool in use",
             "short",
-            ('sum by (instance, pool) (redis_pool_in_use{job="app"})', "{{instance}} {{pool}}"),
+            (
+                'sum by (instance, pool) (grimbots_redis_pool_connections_in_use{job="app"})',
+                "{{instance}} {{pool}}",
+            ),
         ),
         Row("Workers"),
-        series("Jobs waiting", "short", (f"sum by (queue) (rq_queue_depth{APP})", "{{queue}}")),
-        series("Workers per queue", "short", (f"max by (queue) (rq_workers{APP})", "{{queue}}")),
+        series(
+            "Jobs waiting", "short", (f"sum by (queue) (grimbots_rq_queue_jobs{APP})", "{{queue}}")
+        ),
+        series(
+            "Workers per queue",
+            "short",
+            (f"max by (queue) (grimbots_rq_workers{APP})", "{{queue}}"),
+        ),
         series(
             "Update processing p95",
             "s",
             (
                 "histogram_quantile(0.95, sum by (le) "
-                f'(rate(update_processing_seconds_bucket{{job="app"}}[{RATE}])))',
+                f'(rate(grimbots_update_processing_seconds_bucket{{job="app"}}[{RATE}])))',
                 "p95",
             ),
         ),
@@ -174,7 +199,7 @@ def app() -> Dashboard:
             "Failed jobs/s",
             "reqps",
             (
-                f'sum by (queue, function) (rate(jobs_failed_total{{job="app"}}[{RATE}]))',
+                f'sum by (queue, function) (rate(grimbots_jobs_failed_total{{job="app"}}[{RATE}]))',
                 "{{queue}} {{function}}",
             ),
         ),
@@ -182,7 +207,8 @@ def app() -> Dashboard:
             "Telegram messages sent/s",
             "reqps",
             (
-                f'sum by (method) (rate(telegram_messages_sent_total{{job="app"}}[{RATE}]))',
+                "sum by (method) "
+                f'(rate(grimbots_telegram_messages_sent_total{{job="app"}}[{RATE}]))',
                 "{{method}}",
             ),
         ),

@@ -1,6 +1,6 @@
 """Check the alert rules beyond what promtool checks.
 
-Every rule in roles/monitoring/files/alert_rules.yml must have a severity and a runbook anchor
+Every rule in roles/monitoring/files/alert_rules.yml must have a severity and a runbook_url anchor
 that exists in docs/phase4.md, and alert_rules_test.yml must hold, for every rule, a case in
 which it fires and one in which it stays silent (Watchdog excepted: it cannot be silent).
 Run after `promtool test rules`, which proves the cases themselves.
@@ -50,9 +50,9 @@ def main() -> int:
         severity = rule.get("labels", {}).get("severity")
         if severity not in SEVERITIES:
             errors.append(f"{name}: severity {severity!r} is not one of {sorted(SEVERITIES)}")
-        runbook = rule.get("annotations", {}).get("runbook", "")
+        runbook = rule.get("annotations", {}).get("runbook_url", "")
         if not runbook.startswith("docs/phase4.md#"):
-            errors.append(f"{name}: runbook annotation must be docs/phase4.md#<anchor>")
+            errors.append(f"{name}: runbook_url annotation must be docs/phase4.md#<anchor>")
         elif runbook.split("#", 1)[1] not in anchors:
             errors.append(f"{name}: docs/phase4.md has no heading for #{runbook.split('#', 1)[1]}")
         if name not in fires:

@@ -442,7 +442,7 @@ def test_metrics_stay_readable_and_bounded_after_hostile_update_types(world):
         body = json.dumps({"update_id": 900 + n, kind: {}}).encode()
         assert _send(world, "POST", path, body, _credentials(world, path, body)).status_code == 200
     text = world["app"].test_client().get("/metrics").get_data(as_text=True)
-    received = re.findall(r'telegram_messages_received_total\{kind="([^"]*)"\}', text)
+    received = re.findall(r'grimbots_telegram_updates_received_total\{kind="([^"]*)"\}', text)
     assert "other" in received and "brand_new" not in received, received
     assert set(received) <= {*webhook.UPDATE_KINDS, "other"}
     assert time.monotonic() - started < 60

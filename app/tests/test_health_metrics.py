@@ -69,20 +69,40 @@ def test_metrics_expose_the_platform_counters(client, db):
     client.post(f"/webhook/telegram/{bot.id}", json=update, headers=headers)
     body = client.get("/metrics").get_data(as_text=True)
     for name in (
-        "http_requests_total",
-        "http_request_duration_seconds_bucket",
-        "telegram_messages_received_total",
-        "telegram_messages_sent_total",
-        "telegram_errors_total",
-        "update_processing_seconds",
-        "db_pool_in_use",
-        "rq_queue_depth",
-        "rq_workers",
-        "redis_pool_in_use",
+        "grimbots_http_requests_total",
+        "grimbots_http_request_duration_seconds_bucket",
+        "grimbots_telegram_updates_received_total",
+        "grimbots_telegram_messages_sent_total",
+        "grimbots_telegram_errors_total",
+        "grimbots_update_processing_seconds",
+        "grimbots_db_pool_connections_in_use",
+        "grimbots_rq_queue_jobs",
+        "grimbots_rq_workers",
+        "grimbots_redis_pool_connections_in_use",
     ):
         assert name in body, name
-    assert 'duplicates_suppressed_total{layer="update_id"}' in body
-    assert 'rq_queue_depth{queue="webhook"}' in body
+    assert 'grimbots_duplicates_suppressed_total{layer="update_id"}' in body
+    assert 'grimbots_rq_queue_jobs{queue="webhook"}' in body
+
+
+def test_every_app_metric_is_in_the_grimbots_namespace_with_its_unit(client, db):
+    """One namespace, so no name collides with an exporter's (redis_, rq_, pg_, node_ ...)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = client.get("/metrics").get_data(as_text=True)
+    # python_ and process_: the client library's own collectors, the same in every exporter.
+    families = [
+        f
+        for f in text_string_to_metric_families(body)
+        if not f.name.startswith(("python_", "process_"))
+    ]
+    assert len(families) > 10
+    for family in families:
+        assert family.name.startswith("grimbots_"), family.name
+        if family.type == "counter":  # the parser strips _total; the samples carry it
+            assert all(s.name.endswith(("_total", "_created")) for s in family.samples), family.name
+        if family.type == "histogram":
+            assert family.name.endswith("_seconds"), family.name
 
 
 def test_unknown_routes_and_methods_answer_json(client):
@@ -134,7 +154,7 @@ def test_metric_labels_come_from_fixed_sets(client, db):
     )
     client.open("/health", method="BREW")
     body = client.get("/metrics").get_data(as_text=True)
-    assert 'telegram_messages_received_total{kind="other"}' in body
+    assert 'grimbots_telegram_updates_received_total{kind="other"}' in body
     assert "zz_new_kind" not in body and "BREW" not in body
     assert 'method="OTHER"' in body
     assert 'route="webhook"' in body and 'route="health"' in body
@@ -201,5 +221,7 @@ def test_the_database_pool_bound_is_exported_beside_its_use(client, db, settings
     expected = settings.database_pool_size + settings.database_max_overflow
     if db.is_sqlite:
         expected = db.pool_bound
-    assert _metric(body, "db_pool_max_connections") == expected
-    assert _metric(body, "db_pool_in_use") <= _metric(body, "db_pool_max_connections")
+    assert _metric(body, "grimbots_db_pool_max_connections") == expected
+    assert _metric(body, "grimbots_db_pool_connections_in_use") <= _metric(
+        body, "grimbots_db_pool_max_connections"
+    )

@@ -90,7 +90,8 @@ def make_engine(url: str, pool_size: int = 10, max_overflow: int = 5) -> Engine:
 
 
 def _track_pool_use(engine: Engine) -> None:
-    """Keep the db_pool_in_use gauge in step with checkouts (every process, web and workers)."""
+    """Keep the grimbots_db_pool_connections_in_use gauge in step with checkouts (every
+    process, web and workers)."""
     from grimbots.metrics import DB_POOL_IN_USE
 
     event.listen(engine, "checkout", lambda *_: DB_POOL_IN_USE.inc())
@@ -241,7 +242,7 @@ def get_db(settings=None) -> Database:
                     settings.database_pool_size,
                     settings.database_max_overflow,
                 )
-                # Per process; /metrics sums the processes, as it does db_pool_in_use.
+                # Per process; /metrics sums the processes, as it does the in-use gauge.
                 from grimbots.metrics import DB_POOL_MAX
 
                 DB_POOL_MAX.set(_db.pool_bound)

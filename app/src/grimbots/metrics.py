@@ -23,36 +23,44 @@ from prometheus_client.core import GaugeMetricFamily
 log = logging.getLogger(__name__)
 
 HTTP_REQUESTS = Counter(
-    "http_requests_total",
+    "grimbots_http_requests_total",
     "HTTP requests by route, method and status",
     ["route", "method", "status"],
 )
 HTTP_LATENCY = Histogram(
-    "http_request_duration_seconds",
+    "grimbots_http_request_duration_seconds",
     "HTTP request latency by route",
     ["route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 MESSAGES_RECEIVED = Counter(
-    "telegram_messages_received_total", "Telegram updates accepted by the webhook", ["kind"]
+    "grimbots_telegram_updates_received_total", "Telegram updates accepted by the webhook", ["kind"]
 )
-MESSAGES_SENT = Counter("telegram_messages_sent_total", "Telegram messages sent", ["method"])
-TELEGRAM_ERRORS = Counter("telegram_errors_total", "Telegram API errors by type", ["error_type"])
+MESSAGES_SENT = Counter(
+    "grimbots_telegram_messages_sent_total", "Telegram messages sent", ["method"]
+)
+TELEGRAM_ERRORS = Counter(
+    "grimbots_telegram_errors_total", "Telegram API errors by type", ["error_type"]
+)
 UPDATE_PROCESSING = Histogram(
-    "update_processing_seconds",
+    "grimbots_update_processing_seconds",
     "Time to process one Telegram update in a worker",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-DUPLICATES = Counter("duplicates_suppressed_total", "Duplicates stopped, by dedup layer", ["layer"])
+DUPLICATES = Counter(
+    "grimbots_duplicates_suppressed_total", "Duplicates stopped, by dedup layer", ["layer"]
+)
 DB_POOL_IN_USE = Gauge(
-    "db_pool_in_use", "Database connections checked out", multiprocess_mode="livesum"
+    "grimbots_db_pool_connections_in_use",
+    "Database connections checked out",
+    multiprocess_mode="livesum",
 )
 DB_POOL_MAX = Gauge(
-    "db_pool_max_connections",
+    "grimbots_db_pool_max_connections",
     "Connections the database pools may open (pool size + overflow)",
     multiprocess_mode="livesum",
 )
-JOBS_FAILED = Counter("jobs_failed_total", "RQ jobs that raised", ["queue", "function"])
+JOBS_FAILED = Counter("grimbots_jobs_failed_total", "RQ jobs that raised", ["queue", "function"])
 OUTBOX_AMBIGUOUS = Counter(
     "grimbots_outbox_ambiguous_total",
     "Sends that may have reached Telegram without an answer: recorded, never repeated",
@@ -123,8 +131,12 @@ class RuntimeCollector:
         from grimbots import activity, queues
         from grimbots.redis_pool import get_pools
 
-        depth = GaugeMetricFamily("rq_queue_depth", "Jobs waiting per queue", labels=["queue"])
-        workers = GaugeMetricFamily("rq_workers", "Workers listening per queue", labels=["queue"])
+        depth = GaugeMetricFamily(
+            "grimbots_rq_queue_jobs", "Jobs waiting per queue", labels=["queue"]
+        )
+        workers = GaugeMetricFamily(
+            "grimbots_rq_workers", "Workers listening per queue", labels=["queue"]
+        )
         try:
             for name, info in queues.queue_overview().items():
                 depth.add_metric([name], info["depth"])
@@ -134,10 +146,12 @@ class RuntimeCollector:
         yield depth
         yield workers
         size = GaugeMetricFamily(
-            "redis_pool_max_connections", "Bound of the Redis pool", labels=["pool"]
+            "grimbots_redis_pool_max_connections", "Bound of the Redis pool", labels=["pool"]
         )
         used = GaugeMetricFamily(
-            "redis_pool_in_use", "Redis connections in use (this process)", labels=["pool"]
+            "grimbots_redis_pool_connections_in_use",
+            "Redis connections in use (this process)",
+            labels=["pool"],
         )
         for stat in get_pools().stats():
             size.add_metric([stat.name], stat.max_connections)
