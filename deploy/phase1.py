@@ -36,7 +36,8 @@ def app(variables) -> None:
     src = Path(variables["grimbots_wheels_src"])
     stamp = (src / ".stamp").read_text().strip()
     apply.install("app", variables)
-    if fact(f"cat {venv}/.wheel-stamp") != stamp:  # the wheels travel only for a new set
+    new_wheels = fact(f"cat {venv}/.wheel-stamp") != stamp
+    if new_wheels:  # the wheels travel only for a new set
         files.directory(
             name="Create the wheel set's directory",
             path=f"{wheels_dir}/{stamp}",
@@ -59,7 +60,9 @@ def app(variables) -> None:
         command=install,
         check=install.replace(" ", " --check ", 1),
     )
-    triggers = apply.configure("app", variables)
+    # New code: Gunicorn re-forks its workers, the RQ workers restart (warm shutdown).
+    new_code = ["reload-web", "restart-workers"] if new_wheels else []
+    triggers = apply.configure("app", variables, new_code)
     switch_db = f"{lib}/grimbots-switch-database"
     host_step(
         name="Install the database settings, moving the SQLite data to PostgreSQL first when due",

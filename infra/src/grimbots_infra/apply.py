@@ -5,11 +5,17 @@ directories, helper files, templates (destination, owner, mode, validator, what 
 triggers), the actions changes trigger and the units' state. The role's tasks loop over it
 through roles/platform/tasks/{install,configure,service}.yml; these three functions apply the
 same data, stage by stage and in the same order, so neither tool re-describes a role.
+
+What a change triggers is recorded on the host (the platform's pending-actions file, which
+Ansible reads as a local fact) before the change is made, and cleared once the service stage
+ran it: a run that fails in between restarts on the next run, with either tool.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import shlex
 from collections import defaultdict
 from pathlib import Path
@@ -18,9 +24,9 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import operation
 from pyinfra.api.operation import OperationMeta
-from pyinfra.facts.files import File, Sha1File
+from pyinfra.facts.files import File, FileContents, Sha1File
 from pyinfra.operations import apt, files, server, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.operations.util.files import ensure_mode_int
 
 from grimbots_infra.inventory import ROLES_DIR
 from grimbots_infra.render import render, sha1
@@ -34,6 +40,66 @@ def manifest(role: str, variables: Any) -> dict[str, Any]:
 
 def _on(item: dict[str, Any]) -> bool:
     return bool(item.get("when", True))
+
+
+# Per host: the pending actions as the host's file holds them when the run starts, and as the
+# operations planned so far leave it (every write below is planned unconditionally, in order).
+_AT_START: dict[str, dict[str, list[str]]] = {}
+_PLANNED: dict[str, dict[str, list[str]]] = {}
+
+
+def _pending_file(variables: Any) -> str:
+    directory = variables["platform_pending_actions_dir"]
+    return f"{directory}/{variables['platform_pending_actions_name']}.fact"
+
+
+def pending_at_start(variables: Any) -> dict[str, list[str]]:
+    """The actions a change triggered and no run has done yet, per role, as this host recorded
+    them before this run (a failed run's restarts)."""
+    if host.name not in _AT_START:
+        lines = host.get_fact(FileContents, path=_pending_file(variables))
+        _AT_START[host.name] = json.loads("\n".join(lines)) if lines else {}
+        _PLANNED[host.name] = {k: list(v) for k, v in _AT_START[host.name].items()}
+    return _AT_START[host.name]
+
+
+def _write_pending(variables: Any, name: str) -> None:
+    files.put(
+        name=name,
+        src=io.StringIO(json.dumps(_PLANNED[host.name], indent=4, sort_keys=True) + "\n"),
+        dest=_pending_file(variables),
+        user="root",
+        group="root",
+        mode="0644",
+    )
+
+
+def record(role: str, variables: Any, actions: list[str]) -> None:
+    """Record ``actions`` as pending for ``role`` before the changes that trigger them run."""
+    pending_at_start(variables)
+    known = _PLANNED[host.name].get(role, [])
+    new = [a for a in dict.fromkeys(actions) if a not in known]
+    if new:
+        _PLANNED[host.name][role] = known + new
+        _write_pending(variables, f"Record what the changes of {role} trigger: {', '.join(new)}")
+
+
+def _clear(role: str, variables: Any) -> None:
+    if role in _PLANNED[host.name]:
+        del _PLANNED[host.name][role]
+        _write_pending(variables, f"Clear the actions of {role} that ran")
+
+
+def _differs(dest: str, digest: str, item: dict[str, Any]) -> bool:
+    """Whether writing content of sha1 ``digest`` with the item's owner, group and mode to
+    ``dest`` changes the host (decided before the write, from facts)."""
+    info = host.get_fact(File, path=dest)
+    if not info:
+        return True
+    wanted = (item["owner"], item["group"], ensure_mode_int(item["mode"]))
+    return (info["user"], info["group"], info["mode"]) != wanted or host.get_fact(
+        Sha1File, path=dest
+    ) != digest
 
 
 @operation()
@@ -125,19 +191,42 @@ def install(role: str, variables: Any) -> Triggers:
             name=f"Create {d['path']}", path=d["path"], user=d["owner"], group=d["group"],
             mode=d["mode"],
         )  # fmt: skip
-    for f in filter(_on, m.get("files", [])):
+    role_files = list(filter(_on, m.get("files", [])))
+    due = []
+    for f in role_files:
+        local = (ROLES_DIR / role / "files" / f["src"]).read_bytes()
+        digest = hashlib.sha1(local).hexdigest()  # noqa: S324 - a change marker, as pyinfra's
+        if f.get("on_change") and _differs(f["dest"], digest, f):
+            due += f["on_change"]
+    record(role, variables, due)
+    for f in role_files:
         op = _put_role_file(role, f, "Install")
         for action in f.get("on_change", []):
             triggers[action].append(op)
     return triggers
 
 
-def configure(role: str, variables: Any) -> Triggers:
+def configure(role: str, variables: Any, extra: list[str] | None = None) -> Triggers:
     """Every template, rendered by Ansible's Templar; returns action name -> the operations whose
-    change triggers it."""
+    change triggers it. First, what the changing templates trigger, with ``extra`` (actions the
+    role's own steps made due, e.g. a new wheel set), is recorded on the host."""
     triggers: Triggers = defaultdict(list)
-    for t in filter(_on, manifest(role, variables).get("templates", [])):
-        text = render(role, t["src"], variables)
+    templates = [
+        (t, render(role, t["src"], variables))
+        for t in filter(_on, manifest(role, variables).get("templates", []))
+    ]
+    due = list(extra or [])
+    for t, text in templates:
+        if not t.get("on_change"):
+            continue
+        if t.get("force", True):
+            changes = _differs(t["dest"], sha1(text), t)
+        else:
+            changes = not host.get_fact(File, path=t["dest"])
+        if changes:
+            due += t["on_change"]
+    record(role, variables, due)
+    for t, text in templates:
         common = {"user": t["owner"], "group": t["group"], "mode": t["mode"]}
         if not t.get("force", True):
             op = put_if_absent(
@@ -167,20 +256,39 @@ def configure(role: str, variables: Any) -> Triggers:
 
 
 def service(role: str, variables: Any, triggers: Triggers, extra: Triggers | None = None) -> None:
-    """What the changes triggered (daemon reload, unit restarts and reloads, commands, in the
-    manifest's order), then every unit in its state."""
+    """The actions pending for the role (what this run's changes triggered, and what a failed run
+    left recorded on the host) in roles/platform/tasks/service.yml's order: one daemon reload,
+    the units restarted or reloaded in the manifest's order (the serial ones, one host at a time,
+    after the others), the commands; then every unit in its state; then the role's pending
+    actions are cleared."""
     m = manifest(role, variables)
+    if variables["platform_fail_before_service"] == role:
+        server.shell(
+            name=f"Stop here, before the service stage of {role} (platform_fail_before_service)",
+            commands=[f"echo 'platform_fail_before_service is {role}' >&2; exit 1"],
+        )
+        return
     merged: Triggers = defaultdict(list)
     for source in (triggers, extra or {}):
         for action, ops in source.items():
             merged[action].extend(ops)
-    actions = [a for a in m.get("actions", []) if _on(a) and merged.get(a["name"])]
-    for a in (a for a in actions if a.get("daemon_reload")):
-        systemd.daemon_reload(name="Reload systemd units", _if=any_changed(*merged[a["name"]]))
-    for a in (a for a in actions if a.get("units")):
+    left = pending_at_start(variables).get(role, [])
+    actions = [
+        a for a in m.get("actions", []) if _on(a) and (merged.get(a["name"]) or a["name"] in left)
+    ]
+
+    def due(*names: str):
+        ops = [op for name in names for op in merged.get(name, [])]
+        return lambda: any(name in left for name in names) or any(op.did_change() for op in ops)
+
+    reloads = [a["name"] for a in actions if a.get("daemon_reload")]
+    if reloads:
+        systemd.daemon_reload(name="Reload systemd units", _if=due(*reloads))
+    units = [a for a in actions if a.get("units")]
+    for a in [a for a in units if not a.get("serial")] + [a for a in units if a.get("serial")]:
         for unit in a["units"]:
             name = f"{a['state'].capitalize()} {unit} ({a['name']})"
-            when = {"_if": any_changed(*merged[a["name"]]), "_serial": bool(a.get("serial"))}
+            when = {"_if": due(a["name"]), "_serial": bool(a.get("serial"))}
             if a.get("no_block"):  # systemd.service has no --no-block
                 verb = {"restarted": "restart", "reloaded": "reload"}[a["state"]]
                 server.shell(name=name, commands=[f"systemctl {verb} --no-block {unit}"], **when)
@@ -195,9 +303,7 @@ def service(role: str, variables: Any, triggers: Triggers, extra: Triggers | Non
                 )
     for a in (a for a in actions if a.get("command")):
         server.shell(
-            name=f"Run {a['name']}",
-            commands=[shlex.join(a["command"])],
-            _if=any_changed(*merged[a["name"]]),
+            name=f"Run {a['name']}", commands=[shlex.join(a["command"])], _if=due(a["name"])
         )
     for u in filter(_on, m.get("units", [])):
         for unit in u["names"]:
@@ -208,3 +314,4 @@ def service(role: str, variables: Any, triggers: Triggers, extra: Triggers | Non
                 running=None if state is None else state == "started",
                 enabled=u.get("enabled"),
             )
+    _clear(role, variables)

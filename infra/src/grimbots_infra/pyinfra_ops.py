@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 from pyinfra import host, state
@@ -60,6 +61,13 @@ def host_step(command: str, check: str):
         yield command
 
 
+def due(check: str) -> bool:
+    """Whether a host-side helper's ``check`` (its --check form) says it has work to do, asked
+    while pyinfra prepares (a helper not installed yet counts as due): what the step will trigger
+    is recorded on the host before the step runs (grimbots_infra.apply.record)."""
+    return fact(f"{check} >/dev/null 2>&1 && echo nothing-due") != "nothing-due"
+
+
 @operation()
 def barrier():
     """Change nothing. Called by every host of a run at the same line, it is one operation in
@@ -84,11 +92,18 @@ def wait(command: str):
 CONTAINERS = {"docker", "container", "containerd", "podman", "lxc", "openvz", "systemd-nspawn"}
 
 
+def extra_vars() -> dict[str, Any]:
+    """Variables given on the command line, over every inventory value (Ansible's ``-e``):
+    ``pyinfra --data grimbots_extra_vars='{"name": value}' ...``."""
+    given = host.data.get("grimbots_extra_vars") or {}
+    return json.loads(given) if isinstance(given, str) else dict(given)
+
+
 def host_vars(roles: tuple[str, ...], play_vars: dict[str, Any] | None = None) -> HostVars:
     """This host's variables for the roles (as the phase's play sees them), with the host facts
     the manifests read, after the shared preflight checks passed (else nothing runs anywhere)."""
     virt = fact("systemd-detect-virt --container")
-    extra = {"platform_in_container": virt in CONTAINERS, **(play_vars or {})}
+    extra = {"platform_in_container": virt in CONTAINERS, **(play_vars or {}), **extra_vars()}
     variables = load(ALL_ROLES).vars(host.name, extra)
     problems = preflight.check(roles, preflight.from_host_vars(variables))
     if problems:
@@ -98,7 +113,7 @@ def host_vars(roles: tuple[str, ...], play_vars: dict[str, Any] | None = None) -
 
 def inventory_var(name: str) -> Any:
     """One of this host's variables, before host_vars (which also runs the preflight checks)."""
-    return load(ALL_ROLES).vars(host.name)[name]
+    return load(ALL_ROLES).vars(host.name, extra_vars() or None)[name]
 
 
 def require_phase(minimum: int) -> None:

@@ -153,10 +153,15 @@ PYINFRA_LIMITS = {
 }
 
 
-def deploy_command(tool: str, phase: int) -> list[str]:
+def deploy_command(
+    tool: str, phase: int, extra_vars: dict[str, Any] | None = None, ansible_tags: str = ""
+) -> list[str]:
     """The command that deploys one phase of the lab with ``tool``: ansible, ansible-check
-    (``--check``: what a run would change, changing nothing) or pyinfra."""
+    (``--check``: what a run would change, changing nothing) or pyinfra. ``extra_vars`` override
+    the inventory in both tools (Ansible's ``-e``; pyinfra's ``--data grimbots_extra_vars=``);
+    ``ansible_tags`` limits an Ansible run to those tags (pyinfra runs the whole deploy)."""
     bin_dir = ROOT / ".venv" / "bin"
+    extra = json.dumps(extra_vars) if extra_vars else ""
     if tool in ("ansible", "ansible-check"):
         return [
             str(bin_dir / "ansible-playbook"),
@@ -165,6 +170,8 @@ def deploy_command(tool: str, phase: int) -> list[str]:
             "--vault-password-file",
             str(VAULT_PASSWORD_FILE),
             *(["--check"] if tool == "ansible-check" else []),
+            *(["-e", extra] if extra else []),
+            *(["--tags", ansible_tags] if ansible_tags else []),
             str(ROOT / "playbooks" / f"phase{phase}.yml"),
         ]
     if tool == "pyinfra":
@@ -173,16 +180,23 @@ def deploy_command(tool: str, phase: int) -> list[str]:
             str(bin_dir / "pyinfra"),
             "-y",
             *limits,
+            *(["--data", f"grimbots_extra_vars={extra}"] if extra else []),
             "deploy/inventory.py",
             f"deploy/phase{phase}.py",
         ]
     raise ValueError(f"unknown deploy tool {tool!r} (ansible or pyinfra)")
 
 
-def deploy(tool: str, phase: int, timeout: float = 900) -> subprocess.CompletedProcess:
+def deploy(
+    tool: str,
+    phase: int,
+    timeout: float = 900,
+    extra_vars: dict[str, Any] | None = None,
+    ansible_tags: str = "",
+) -> subprocess.CompletedProcess:
     """Deploy one phase of the lab with ``tool``; never raises on a failed run."""
     return subprocess.run(
-        deploy_command(tool, phase),
+        deploy_command(tool, phase, extra_vars, ansible_tags),
         cwd=ROOT,
         capture_output=True,
         text=True,
