@@ -11,11 +11,14 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 help: ## List every target with one line each
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n",$$1,$$2}'
 
-$(BIN)/grimbots: requirements-dev.txt app/pyproject.toml
+# The app on its locked versions (what the hosts get). pip turns a constraints file with hashes
+# into hash-checking mode, which an editable install cannot pass: the pins alone constrain.
+$(BIN)/grimbots: requirements-dev.txt app/pyproject.toml app/requirements.lock
 	bash scripts/services.sh base
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements-dev.txt -e 'app[test]'
+	sed -n 's/^\([A-Za-z0-9._-]*==[^ ]*\).*/\1/p' app/requirements.lock >$(VENV)/lock-constraints.txt
+	$(BIN)/pip install -q -r requirements-dev.txt -e 'app[test]' -c $(VENV)/lock-constraints.txt
 	touch $@
 
 venv: $(BIN)/grimbots ## Create .venv with the app (editable) and every dev tool

@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# Build the app wheel and every dependency wheel into dist/wheels, so hosts install with
-# `pip install --no-index --find-links` and never reach a package index.
-# Rebuilt only when app sources or pyproject change (stamp = hash of them).
+# Build the app wheel and one wheel per entry of app/requirements.lock into dist/wheels, so
+# hosts install with `pip install --no-index --find-links` and get exactly the locked versions
+# (the set holds no other version to pick). Relock: see docs/app.md, "Locked dependencies".
+# Rebuilt only when app sources, pyproject or the lock change (stamp = hash of them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=dist/wheels
-stamp=$(find scripts/build-wheels.sh app/pyproject.toml app/src -type f -not -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+lock=app/requirements.lock
+stamp=$(find scripts/build-wheels.sh app/pyproject.toml "$lock" app/src -type f -not -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
 if [[ -f $out/.stamp && $(cat $out/.stamp) == "$stamp" ]]; then
   echo "wheels up to date in $out"; exit 0
 fi
 rm -rf "$out"; mkdir -p "$out"
-# The hosts run Debian's Python 3.11.2, where redis-py also needs async-timeout (< 3.11.3);
-# the controller's newer 3.11 would leave it out of the set.
-.venv/bin/pip wheel -q --wheel-dir "$out" ./app 'async-timeout>=4.0.3'
+# The lock carries every dependency (async-timeout too, which the hosts' Python 3.11.2 needs)
+# with its hashes: --no-deps keeps the set to it, --require-hashes checks each download.
+.venv/bin/pip wheel -q --no-deps --require-hashes --wheel-dir "$out" -r "$lock"
+.venv/bin/pip wheel -q --no-deps --wheel-dir "$out" ./app
+# The set must be closed: the app and its dependencies install from it alone.
+.venv/bin/pip install -q --dry-run --ignore-installed --no-index --find-links "$out" grimbots
 echo "$stamp" > $out/.stamp
 ls "$out" | wc -l | xargs echo "wheels built in $out:"
