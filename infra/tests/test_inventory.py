@@ -15,16 +15,16 @@ def lab() -> Inventory:
 
 
 def test_vault_values_and_role_defaults_resolve(lab):
-    v = lab.vars("db1")
-    assert len(v["patroni_superuser_password"]) >= 16
-    assert v["patroni_restapi_port"] == v["platform_ports"]["patroni_rest"] == 8008
-    assert v["common_apt_update_cache"] is False  # the inventory beats the role default
+    variables = lab.vars("db1")
+    assert len(variables["patroni_superuser_password"]) >= 16
+    assert variables["patroni_restapi_port"] == variables["platform_ports"]["patroni_rest"] == 8008
+    assert variables["common_apt_update_cache"] is False  # the inventory beats the role default
 
 
 def test_play_vars_take_precedence_and_may_be_templates(lab):
     password = "{{ hostvars[groups['db'][0]].patroni_app_password }}"
-    v = lab.vars("app1", {"grimbots_database_password": password + "x"})
-    assert v["grimbots_database_password"] == lab.vars("db1")["patroni_app_password"] + "x"
+    variables = lab.vars("app1", {"grimbots_database_password": password + "x"})
+    assert variables["grimbots_database_password"] == lab.vars("db1")["patroni_app_password"] + "x"
 
 
 def test_templates_render_with_ansibles_templar(lab):
@@ -83,10 +83,10 @@ def test_every_app_host_is_on_sqlite_in_phase_1_and_on_postgresql_from_phase_2(l
     password = lab.vars("db1")["patroni_app_password"]
     url = "postgresql://grimbots@10.77.0.21:5432,10.77.0.22:5432,10.77.0.23:5432/grimbots?"
     for name, phase in (("app1", 2), ("app2", 3)):  # the first host (moved) and a host added later
-        v = lab.vars(name, {"platform_phase": phase})
-        text = render("app", "database.env.j2", v)
-        assert f"\nGRIMBOTS_DATABASE_URL={v['platform_database_url']}\n" in text
-        assert v["platform_database_url"].startswith(url)
+        variables = lab.vars(name, {"platform_phase": phase})
+        text = render("app", "database.env.j2", variables)
+        assert f"\nGRIMBOTS_DATABASE_URL={variables['platform_database_url']}\n" in text
+        assert variables["platform_database_url"].startswith(url)
         assert len(password) >= 16 and text.endswith(f"\nPGPASSWORD={password}\n")
-        assert v["app_database_backend"] == "postgresql"
+        assert variables["app_database_backend"] == "postgresql"
     assert lab.vars("app1", {"platform_phase": 1})["app_database_backend"] == "sqlite"

@@ -204,14 +204,14 @@ def test_every_scraped_exporter_listens_where_prometheus_looks(lab, prometheus_y
         args = render("exporters", "node-exporter.default.j2", lab.vars(host))
         assert f"--web.listen-address={targets[0]}" in args, host
     for host, targets in _targets(jobs["postgres"]).items():
-        v = lab.vars(host)
-        assert v["exporters_postgres"] is True
-        text = render("exporters", "postgres-exporter.default.j2", v)
+        variables = lab.vars(host)
+        assert variables["exporters_postgres"] is True
+        text = render("exporters", "postgres-exporter.default.j2", variables)
         assert f"--web.listen-address={targets[0]}" in text
-        assert v["exporters_postgres_password"] not in text  # read from a file
+        assert variables["exporters_postgres_password"] not in text  # read from a file
     redis_job = jobs["redis"]["static_configs"][0]
-    v = lab.vars(redis_job["labels"]["host"])
-    args = render("exporters", "redis-exporter.default.j2", v)
+    variables = lab.vars(redis_job["labels"]["host"])
+    args = render("exporters", "redis-exporter.default.j2", variables)
     assert f"--web.listen-address={redis_job['labels']['__exporter__']}" in args
 
 
@@ -225,11 +225,11 @@ def test_redis_exporter_knows_the_password_of_every_password_protected_target(la
     for config, sentinel in zip(
         jobs["redis"]["static_configs"], jobs["sentinel"]["static_configs"], strict=True
     ):
-        v = lab.vars(config["labels"]["host"])
-        assert v["exporters_redis_auth"] is True
-        passwords = json.loads(render("exporters", "redis-exporter-passwords.json.j2", v))
+        variables = lab.vars(config["labels"]["host"])
+        assert variables["exporters_redis_auth"] is True
+        passwords = json.loads(render("exporters", "redis-exporter-passwords.json.j2", variables))
         assert sorted(passwords) == sorted(config["targets"] + sentinel["targets"])
-        assert set(passwords.values()) == {v["grimbots_redis_password"]}
-        args = render("exporters", "redis-exporter.default.j2", v)
-        assert f"--redis.password-file={v['exporters_redis_password_file']}" in args
-        assert v["grimbots_redis_password"] not in args
+        assert set(passwords.values()) == {variables["grimbots_redis_password"]}
+        args = render("exporters", "redis-exporter.default.j2", variables)
+        assert f"--redis.password-file={variables['exporters_redis_password_file']}" in args
+        assert variables["grimbots_redis_password"] not in args

@@ -105,19 +105,19 @@ def test_sentinel_timings_follow_the_queue_knob():
 
 
 def test_rendered_redis_files_carry_the_derived_timings_and_the_first_host_as_primary(lab):
-    v = lab.vars("redis2")
-    cluster = render("redis_cluster", "cluster.conf.j2", v)
+    variables = lab.vars("redis2")
+    cluster = render("redis_cluster", "cluster.conf.j2", variables)
     assert "cluster-node-timeout 4000\n" in cluster
     assert "cluster-announce-ip 10.77.0.32\n" in cluster
     assert "appendonly yes\n" in cluster
-    queue = render("queue_redis", "redis-queue.conf.j2", v)
+    queue = render("queue_redis", "redis-queue.conf.j2", variables)
     assert "replicaof 10.77.0.31 6379\n" in queue
     assert "min-replicas-to-write 1\n" in queue
     assert "\nreplicaof " not in render("queue_redis", "redis-queue.conf.j2", lab.vars("redis1"))
-    sentinel = render("queue_redis", "sentinel-queue.conf.j2", v)
+    sentinel = render("queue_redis", "sentinel-queue.conf.j2", variables)
     assert "sentinel monitor grimbots-queue 10.77.0.31 6379 2\n" in sentinel
     assert "sentinel down-after-milliseconds grimbots-queue 7000\n" in sentinel
-    assert v["redis_cluster_units"] == ["redis-cluster@7001", "redis-cluster@7002"]
+    assert variables["redis_cluster_units"] == ["redis-cluster@7001", "redis-cluster@7002"]
 
 
 def test_the_lab_redis_hosts_pass_preflight(lab):

@@ -113,8 +113,8 @@ def test_every_role_of_the_lab_inventory_passes_preflight_on_its_hosts():
         ("exporters", "db1"),
         ("monitoring", "mon1"),
     ]:
-        v = lab.vars(host, {"platform_phase": 3})
-        assert preflight.check([role], preflight.from_host_vars(v)) == [], (role, host)
+        variables = lab.vars(host, {"platform_phase": 3})
+        assert preflight.check([role], preflight.from_host_vars(variables)) == [], (role, host)
 
 
 def test_the_app_on_postgresql_needs_the_db_groups_password():
@@ -122,9 +122,11 @@ def test_the_app_on_postgresql_needs_the_db_groups_password():
 
     lab = load_lab()
     assert preflight.check(["app"], preflight.from_host_vars(lab.vars("app1"))) == []  # SQLite
-    v = lab.vars("app1", {"platform_phase": 2, "grimbots_database_password": "short-secret"})
-    (problem,) = preflight.check(["app"], preflight.from_host_vars(v))
+    variables = lab.vars(
+        "app1", {"platform_phase": 2, "grimbots_database_password": "short-secret"}
+    )
+    (problem,) = preflight.check(["app"], preflight.from_host_vars(variables))
     assert "grimbots_database_password=(secret)" in problem and "short-secret" not in problem
-    v = lab.vars("app1", {"grimbots_database_url": "mysql://db/grimbots"})
-    (problem,) = preflight.check(["app"], preflight.from_host_vars(v))
+    variables = lab.vars("app1", {"grimbots_database_url": "mysql://db/grimbots"})
+    (problem,) = preflight.check(["app"], preflight.from_host_vars(variables))
     assert "grimbots_database_url" in problem and "postgresql://" in problem

@@ -89,9 +89,9 @@ def test_pg_hba_admits_only_the_db_and_app_hosts_with_scram(lab_db, db_names):
 def test_configuration_with_passwords_is_private_and_no_secret_is_on_a_command_line(
     lab_db, db_names, app1
 ):
-    v = lab_db.hosts[db_names[0]]
+    variables = lab_db.hosts[db_names[0]]
     secrets = [
-        v[k]
+        variables[k]
         for k in (
             "patroni_superuser_password",
             "patroni_replication_password",

@@ -159,9 +159,9 @@ class HAProxy:
         return lab2.ssh(self.lb, "systemctl reload haproxy", timeout=60)
 
 
-def ssh_answers(v: dict[str, Any]) -> bool:
+def ssh_answers(variables: dict[str, Any]) -> bool:
     try:
-        return lab2.ssh(v, "true", timeout=15).returncode == 0
+        return lab2.ssh(variables, "true", timeout=15).returncode == 0
     except subprocess.TimeoutExpired:
         return False
 
@@ -196,8 +196,8 @@ class Containers:
         started = time.monotonic()
         run = self._docker("start", self.name(host))
         assert run.returncode == 0, f"docker start {self.name(host)}: {run.stderr}"
-        v = self.lab.hosts[host]
-        assert lab2.wait_for(lambda: ssh_answers(v), timeout=timeout, interval=1), (
+        variables = self.lab.hosts[host]
+        assert lab2.wait_for(lambda: ssh_answers(variables), timeout=timeout, interval=1), (
             f"{host}: sshd does not answer {timeout:.0f} s after docker start"
         )
         return time.monotonic() - started

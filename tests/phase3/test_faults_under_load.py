@@ -311,8 +311,9 @@ class Faults:
         def rejoined() -> bool:
             views = [r.nodes(a, p) for a, p in r.instances()]  # every instance answers
             return all(
-                len(v) == len(r.instances()) and not any("fail" in n["flags"] for n in v.values())
-                for v in views
+                len(view) == len(r.instances())
+                and not any("fail" in n["flags"] for n in view.values())
+                for view in views
             ) and all(r.state_ok(a, p) for a, p in r.instances())
 
         back_at = _when(rejoined, timeout=HOST_BACK_TIMEOUT, interval=1.0)
@@ -340,15 +341,17 @@ class Faults:
     def _restore_placement(self):
         """The role's helper, as the runbook says, from the first Redis host: gives a master
         back to a host that has none and moves replicas off their masters' hosts."""
-        v = self.redis.first
+        host_vars = self.redis.first
         argv = [
-            f"{v['redis_cluster_lib_dir']}/redis-cluster-create",
-            *([] if v["redis_cluster_anti_affinity"] else ["--no-anti-affinity"]),
-            str(v["redis_cluster_wait_timeout"]),
-            *(str(p) for p in v["redis_cluster_ports"]),
-            *v["redis_cluster_addresses"],
+            f"{host_vars['redis_cluster_lib_dir']}/redis-cluster-create",
+            *([] if host_vars["redis_cluster_anti_affinity"] else ["--no-anti-affinity"]),
+            str(host_vars["redis_cluster_wait_timeout"]),
+            *(str(p) for p in host_vars["redis_cluster_ports"]),
+            *host_vars["redis_cluster_addresses"],
         ]
-        return lab2.ssh(v, shlex.join(argv), timeout=int(v["redis_cluster_wait_timeout"]) * 3)
+        return lab2.ssh(
+            host_vars, shlex.join(argv), timeout=int(host_vars["redis_cluster_wait_timeout"]) * 3
+        )
 
     # -- the queue Redis primary ----------------------------------------------------------------
     def queue_primary_killed(self) -> None:
@@ -365,18 +368,20 @@ class Faults:
         old = lab2.wait_for(r.agreed_primary, timeout=60, interval=1)
         assert old, f"the Sentinels do not agree on a primary: {r.sentinel_primaries()}"
         victim = next(n for n in r.names if r.queue_address[n] == old[0])
-        v = self.lab.hosts[victim]
+        host_vars = self.lab.hosts[victim]
         # SIGKILL, then keep it down: the unit's Restart=always would bring it back within
         # 100 ms, long before Sentinel's down-after, and no failover would happen.
         kill = lab2.ssh(
-            v,
+            host_vars,
             f"pid=$(systemctl show -p MainPID --value {QUEUE_UNIT}); "
             f'[ "$pid" -gt 0 ] && kill -9 "$pid" && systemctl stop {QUEUE_UNIT} '
             '&& echo "killed $pid"',
             timeout=30,
         )
         t_kill = time.monotonic()
-        self.pending[QUEUE_UNIT] = lambda: lab2.ssh(v, f"systemctl start {QUEUE_UNIT}", timeout=60)
+        self.pending[QUEUE_UNIT] = lambda: lab2.ssh(
+            host_vars, f"systemctl start {QUEUE_UNIT}", timeout=60
+        )
         assert kill.returncode == 0 and "killed" in kill.stdout, (kill.stdout, kill.stderr)
 
         found: dict[str, tuple[str, int]] = {}
@@ -390,8 +395,8 @@ class Faults:
         new_at = _when(promoted, timeout=4 * target)
         new = found.get("new")
         took = None if new_at is None else new_at - t_kill
-        started = lab2.ssh(v, f"systemctl start {QUEUE_UNIT}", timeout=60)
-        whole = lab2.ssh(v, wait_whole, timeout=120)
+        started = lab2.ssh(host_vars, f"systemctl start {QUEUE_UNIT}", timeout=60)
+        whole = lab2.ssh(host_vars, wait_whole, timeout=120)
         if started.returncode == 0 and whole.returncode == 0:
             self.pending.pop(QUEUE_UNIT)
         self.note(

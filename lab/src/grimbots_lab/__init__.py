@@ -40,14 +40,14 @@ LIB_DIR = _CONTRACT["platform_lib_dir"]
 
 
 def ssh(
-    v: dict[str, Any], command: str, stdin: str | None = None, timeout: float = 120
+    host_vars: dict[str, Any], command: str, stdin: str | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess:
     """Run a command on a lab host as root (the lab's key); never raises on a non-zero exit."""
     return subprocess.run(
         [
             "ssh",
             "-i",
-            str(ROOT / v["ansible_ssh_private_key_file"]),
+            str(ROOT / host_vars["ansible_ssh_private_key_file"]),
             "-o",
             "BatchMode=yes",
             "-o",
@@ -58,7 +58,7 @@ def ssh(
             "LogLevel=ERROR",
             "-o",
             "ConnectTimeout=5",
-            f"root@{v['ansible_host']}",
+            f"root@{host_vars['ansible_host']}",
             command,
         ],
         input=stdin,
@@ -115,8 +115,8 @@ for path in {APP_ENV_FILES!r}:
     for line in open(path):
         line = line.strip()
         if line and not line.startswith("#") and "=" in line:
-            k, v = line.split("=", 1)
-            os.environ[k] = v
+            name, value = line.split("=", 1)
+            os.environ[name] = value
 """
 
 
