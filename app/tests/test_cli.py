@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ from click.testing import CliRunner
 from grimbots.cli import main
 from grimbots.queues import lanes_for
 from tests.conftest import REDIS_URL
+from tests.factories import make_bot, make_seller
 
 BIN = Path(sys.executable).parent / "grimbots"
 
@@ -121,3 +123,23 @@ def test_sandbox_pay_of_an_unknown_charge_is_a_clear_error(database_url, redis_c
     )
     assert result.exit_code == 1
     assert "no sandbox charge with txid nosuchtxid" in result.output
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_set_webhooks_check_reports_a_failure_without_the_token(db, fake_tg):
+    """Telegram unreachable over TLS: requests' error quotes the URL, which holds the token."""
+    with db.session() as session:
+        seller, _ = make_seller(session)
+        bot = make_bot(session, seller)
+        bot_id, secret = bot.id, bot.token.split(":")[1]
+    done = subprocess.run(
+        [str(BIN), "set-webhooks", "--check"],
+        env=_env(db.url, TELEGRAM_API_BASE=fake_tg.base_url.replace("http:", "https:")),
+        capture_output=True,
+        timeout=60,
+    )
+    assert secret.encode() not in done.stdout + done.stderr
+    assert b"Traceback" not in done.stderr
+    assert done.returncode == 1, done.stderr[-2000:]
+    [due] = json.loads(done.stdout)
+    assert due["bot_id"] == bot_id and "SSLError" in due["error"]

@@ -67,7 +67,8 @@ def _fail_intake_call(monkeypatch, when: str) -> list[int]:
     calls = [0]
 
     def execute_command(self, *args, **options):
-        if calls[0] == 0 and args and args[0] == "EVALSHA":
+        # The intake script only: the bot-meta cache fill is a script too.
+        if calls[0] == 0 and args[:2] == ("EVALSHA", intake.SCRIPT_SHA):
             calls[0] += 1
             if when == "before":
                 raise redis.ConnectionError("connection refused (injected)")

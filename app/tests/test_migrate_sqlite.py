@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import traceback
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -478,6 +479,15 @@ def test_a_different_row_under_another_unique_key_is_refused(sqlite_path, pg_url
 
 
 # --- bad input -----------------------------------------------------------------------------
+
+
+def test_an_unconvertible_value_is_named_by_table_column_and_id_never_quoted(sqlite_path, pg_url):
+    with sqlite3.connect(sqlite_path) as conn:
+        conn.execute("UPDATE bots SET active = 'secret-cell-value' WHERE id = 2")
+    with pytest.raises(MigrationError, match="bots id 2: cannot convert column active") as err:
+        migrate(sqlite_path, pg_url)
+    shown = "".join(traceback.format_exception(err.value))
+    assert "secret-cell-value" not in shown
 
 
 def test_missing_file_is_refused(tmp_path, pg_url):

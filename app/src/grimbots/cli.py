@@ -79,18 +79,23 @@ def migrate_sqlite(sqlite_path: str, postgres_url: str, batch_size: int, backup_
 @click.option(
     "--check",
     is_flag=True,
-    help="Change nothing: list bots whose webhook is not at GRIMBOTS_PUBLIC_URL; exit 3 if any.",
+    help="Change nothing: list bots whose webhook is not at GRIMBOTS_PUBLIC_URL; exit 3 if any, "
+    "1 if Telegram could not be asked about one.",
 )
 def set_webhooks(bot_id: int | None, check: bool) -> None:
     """Register each active bot's webhook URL and secret token with Telegram."""
+    from grimbots.logs import configure_logging
     from grimbots.telegram import set_webhooks as run
     from grimbots.telegram import webhooks_due
 
+    settings = _settings()
+    configure_logging(settings.log_level)  # library log lines too go out without tokens
     if check:
-        due = webhooks_due(_settings(), bot_id)
+        due = webhooks_due(settings, bot_id)
         click.echo(json.dumps(due, indent=2))
-        sys.exit(3 if due else 0)
-    results = run(_settings(), bot_id)
+        # 1: Telegram could not be asked about some bot (a deploy stops); 3: some are due.
+        sys.exit(1 if any("error" in d for d in due) else 3 if due else 0)
+    results = run(settings, bot_id)
     click.echo(json.dumps(results, indent=2))
     if any(not r["ok"] for r in results):
         sys.exit(1)

@@ -275,10 +275,11 @@ def _convert(table: Table, conv: dict[str, Any], row: sqlite3.Row) -> dict[str, 
         try:
             out[name] = conv[name](row[name])
         except (ValueError, TypeError) as exc:
+            # Names the cell, never quotes it (a value may be a token or a user's text).
             raise MigrationError(
                 f"{table.name} id {row['id']}: cannot convert column {name} "
-                f"value {row[name]!r}: {exc}"
-            ) from exc
+                f"({type(exc).__name__}; value not shown)"
+            ) from None
     return out
 
 

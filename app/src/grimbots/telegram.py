@@ -187,6 +187,15 @@ def _certainly_unsent(exc: requests.RequestException) -> bool:
     return isinstance(reason, NewConnectionError | ConnectTimeoutError)
 
 
+def _cause(exc: requests.RequestException) -> str:
+    """The failure's classes (`SSLError`, `ProxyError/ProtocolError`), without its message."""
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)
+    if isinstance(reason, BaseException):
+        return f"{type(exc).__name__}/{type(reason).__name__}"
+    return type(exc).__name__
+
+
 class TelegramClient:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -245,13 +254,14 @@ class TelegramClient:
                 if not _certainly_unsent(exc):
                     kind = "timeout" if isinstance(exc, requests.Timeout) else "reset"
                     metrics.TELEGRAM_ERRORS.labels(f"ambiguous_{kind}").inc()
+                    # Not chained: requests' message quotes the URL, and the URL holds the token.
                     raise AmbiguousError(
-                        0, f"no answer after the request went out ({kind})"
-                    ) from exc
+                        0, f"no answer after the request went out ({kind}: {_cause(exc)})"
+                    ) from None
                 progress.maybe_sent = False
                 self._clear_inflight(inflight)
                 metrics.TELEGRAM_ERRORS.labels("connection").inc()
-                last = TransientError(0, "connection error")
+                last = TransientError(0, f"connection error ({_cause(exc)})")
                 continue
             body = _json(resp)
             if resp.status_code == 200 and body.get("ok"):
@@ -371,13 +381,19 @@ def webhook_url(settings: Settings, bot_id: int) -> str:
 
 def webhooks_due(settings: Settings, bot_id: int | None = None) -> list[dict]:
     """The active bots whose webhook Telegram does not have at this platform's URL
-    (getWebhookInfo), so a deploy sets webhooks only when something changed."""
+    (getWebhookInfo), so a deploy sets webhooks only when something changed. A bot Telegram
+    could not be asked about is listed with its `error` (the client's errors carry no token)."""
     client = get_client(settings)
     due = []
     for bot in _active_bots(settings, bot_id):
-        info = client.call(bot.token, "getWebhookInfo", {}, rate_limited=False)
-        if (info or {}).get("url") != webhook_url(settings, bot.id):
-            due.append({"bot_id": bot.id, "username": bot.username, "url": (info or {}).get("url")})
+        entry = {"bot_id": bot.id, "username": bot.username}
+        try:
+            info = client.call(bot.token, "getWebhookInfo", {}, rate_limited=False) or {}
+        except TelegramError as exc:
+            due.append({**entry, "url": None, "error": exc.description})
+            continue
+        if info.get("url") != webhook_url(settings, bot.id):
+            due.append({**entry, "url": info.get("url")})
     return due
 
 

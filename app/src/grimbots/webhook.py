@@ -47,11 +47,39 @@ def _meta_key(bot_id: int) -> str:
     return f"gb:{bot_tag(bot_id)}:meta"
 
 
+def _gen_key(bot_id: int) -> str:
+    return f"gb:{bot_tag(bot_id)}:metagen"
+
+
+# The meta's generation outlives any reader's lookup by far: a reader that saw a generation which
+# then expired finds none, and its fill is refused all the same.
+BOT_META_GEN_TTL = 86400
+
+# Cache-aside without the race: a reader notes the generation before it reads the database and
+# fills the cache only if no change was announced since (KEYS: meta, generation; ARGV: the
+# generation read, '' for none, the TTL, then field/value pairs). Returns 1 when filled.
+_FILL = """
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+# A change: a new generation (a fill begun before it is refused) and the cached copy dropped.
+_BUMP = """
+redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
 # A few seconds of in-process memory in front of the Redis copy: saves a round trip per update.
 # Not shared state: a worker is at most LOCAL_META_TTL behind a secret rotation or deactivation.
 LOCAL_META_TTL = 5.0
 _LOCAL_META_MAX = 10_000
 _local_meta: dict[int, tuple[float, BotMeta | None]] = {}
+# Bumped by every local invalidation: a lookup that began before one does not keep its result.
+_local_gen = 0
 
 
 def bot_meta(bot_id: int) -> BotMeta | None:
@@ -60,47 +88,66 @@ def bot_meta(bot_id: int) -> BotMeta | None:
     hit = _local_meta.get(bot_id)
     if hit is not None and hit[0] > now:
         return hit[1]
+    began = _local_gen
     meta = _shared_bot_meta(bot_id)
-    if len(_local_meta) >= _LOCAL_META_MAX:
-        _local_meta.clear()
-    _local_meta[bot_id] = (now + LOCAL_META_TTL, meta)
+    if began == _local_gen:
+        if len(_local_meta) >= _LOCAL_META_MAX:
+            _local_meta.clear()
+        _local_meta[bot_id] = (now + LOCAL_META_TTL, meta)
     return meta
 
 
 def forget_local_bot_meta() -> None:
     """Drop this process's copies (tests that reuse bot ids across databases)."""
+    global _local_gen
+    _local_gen += 1
     _local_meta.clear()
 
 
 def _shared_bot_meta(bot_id: int) -> BotMeta | None:
+    """Redis copy, else the primary database (a standby may still hold the old secret).
+
+    A hit is one HGETALL. A miss reads the generation first, then the row, and fills the cache
+    only if the generation did not move meanwhile: a rotation or deactivation committed while
+    this reader held the old row is never written back over the invalidation.
+    """
     client = state()
     cached = client.hgetall(_meta_key(bot_id))
     if cached:
         if cached.get("missing"):
             return None
         return BotMeta(cached["secret"], cached["active"] == "1")
-    with get_db().read_session() as session:
+    generation = client.get(_gen_key(bot_id)) or ""
+    with get_db().session() as session:
         bot = session.get(Bot, bot_id)
         meta = BotMeta(bot.webhook_secret, bool(bot.active)) if bot else None
-    if meta is None:
-        mapping = {"missing": "1"}
-    else:
-        mapping = {"secret": meta.secret, "active": str(int(meta.active))}
-    pipe = client.pipeline(transaction=False)
-    pipe.hset(_meta_key(bot_id), mapping=mapping)
-    # An unknown id is cached briefly: a bot created a moment later becomes reachable soon.
-    pipe.expire(_meta_key(bot_id), BOT_META_TTL if meta else 10)
-    pipe.execute()
+    fill_bot_meta(bot_id, generation, meta)
     return meta
 
 
+def fill_bot_meta(bot_id: int, generation: str, meta: BotMeta | None) -> bool:
+    """Cache what the database said, unless the bot changed since `generation` was read."""
+    if meta is None:
+        mapping = ["missing", "1"]
+    else:
+        mapping = ["secret", meta.secret, "active", str(int(meta.active))]
+    # An unknown id is cached briefly: a bot created a moment later becomes reachable soon.
+    ttl = BOT_META_TTL if meta else 10
+    keys = [_meta_key(bot_id), _gen_key(bot_id)]
+    return bool(state().register_script(_FILL)(keys=keys, args=[generation, ttl, *mapping]))
+
+
 def invalidate_bot_cache(bot_id: int) -> None:
-    """Forget the cached meta after the bot's secret or active flag changed.
+    """Forget the cached meta after the bot's secret or active flag changed (call it after the
+    change committed).
 
     Other processes drop their in-process copy within LOCAL_META_TTL seconds.
     """
+    global _local_gen
+    _local_gen += 1
     _local_meta.pop(bot_id, None)
-    state().delete(_meta_key(bot_id))
+    keys = [_meta_key(bot_id), _gen_key(bot_id)]
+    state().register_script(_BUMP)(keys=keys, args=[BOT_META_GEN_TTL])
 
 
 def _content(update: dict, kind: str) -> tuple | None:
