@@ -1,11 +1,12 @@
 """No input makes any endpoint answer 5xx: property-based fuzzing of every public endpoint.
 
-Requests come from the committed OpenAPI description (schemathesis: inputs that fit it, and
-inputs that break it on purpose) and from hand-made hostile JSON (hypothesis: any nesting, lone
-surrogates, integers of any size, NaN, booleans where ids are due), sent with and without valid
-credentials and ids, so they reach the validation behind the authentication. Every answer must
-be 2xx, 3xx or a clear 4xx. The run is seeded (derandomized) and bounded: GRIMBOTS_FUZZ_EXAMPLES
-examples per operation and mode (default 20); the figures are printed at the end of the run.
+Requests come from the OpenAPI description generated from the routes' schemas (schemathesis:
+inputs that fit it, and inputs that break it on purpose) and from hand-made hostile JSON
+(hypothesis: any nesting, lone surrogates, integers of any size, NaN, booleans where ids are
+due), sent with and without valid credentials and ids, so they reach the validation behind the
+authentication. Every answer must be 2xx, 3xx or a clear 4xx. The run is seeded (derandomized)
+and bounded: GRIMBOTS_FUZZ_EXAMPLES examples per operation and mode (default 20); the figures are
+printed at the end of the run.
 
 Runs on PostgreSQL, the strictest backend (it refuses NUL bytes and out-of-range integers
 that SQLite stores), with real Redis.
@@ -462,5 +463,5 @@ def test_every_route_the_app_serves_is_described(world):
         path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             served.add((path, method))
-    assert served - described == set(), "routes missing from openapi.json"
-    assert described - served == set(), "openapi.json describes routes the app does not serve"
+    assert served - described == set(), "routes missing from /openapi.json"
+    assert described - served == set(), "/openapi.json describes routes the app does not serve"

@@ -11,12 +11,38 @@ from grimbots.bodylimit import BodyLimit
 from grimbots.db import get_db
 from grimbots.errors import register_error_handlers
 from grimbots.logs import configure_logging
+from grimbots.openapi import Answer, describe
 from grimbots.proxies import TrustedProxies
 from grimbots.redis_pool import get_pools
 from grimbots.settings import Settings
 
 # Telegram sends one update per request; a seller's admin call is small too.
 MAX_CONTENT_LENGTH = 1024 * 1024
+
+
+@describe(
+    "Prometheus text (every process of the host)",
+    tags=["operations"],
+    responses={200: Answer("Prometheus exposition format", {"type": "string"}, "text/plain")},
+    operation_ids={"GET": "metrics"},
+)
+def metrics_endpoint():
+    body, content_type = metrics.render()
+    return Response(body, content_type=content_type)
+
+
+def register_routes(app: Flask) -> None:
+    """Every route of the app; also what the OpenAPI document is built from."""
+    from grimbots.api import bp as api_bp
+    from grimbots.health import bp as health_bp
+    from grimbots.openapi import bp as openapi_bp
+    from grimbots.payments import bp as payments_bp
+    from grimbots.tracking import bp as tracking_bp
+    from grimbots.webhook import bp as webhook_bp
+
+    for blueprint in (webhook_bp, payments_bp, tracking_bp, api_bp, health_bp, openapi_bp):
+        app.register_blueprint(blueprint)
+    app.add_url_rule("/metrics", "metrics_endpoint", metrics_endpoint, methods=["GET"])
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -35,20 +61,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # A chunked body over the limit is refused whole, like one with a Content-Length.
     app.wsgi_app = BodyLimit(app.wsgi_app, MAX_CONTENT_LENGTH)
 
-    from grimbots.api import bp as api_bp
-    from grimbots.health import bp as health_bp
-    from grimbots.openapi import bp as openapi_bp
-    from grimbots.payments import bp as payments_bp
-    from grimbots.tracking import bp as tracking_bp
-    from grimbots.webhook import bp as webhook_bp
-
-    for blueprint in (webhook_bp, payments_bp, tracking_bp, api_bp, health_bp, openapi_bp):
-        app.register_blueprint(blueprint)
-
-    @app.get("/metrics")
-    def metrics_endpoint():
-        body, content_type = metrics.render()
-        return Response(body, content_type=content_type)
+    register_routes(app)
 
     @app.before_request
     def _start_timer():

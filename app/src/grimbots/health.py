@@ -21,7 +21,9 @@ from sqlalchemy import text
 from grimbots import queues
 from grimbots.auth import bearer_token
 from grimbots.db import get_db
+from grimbots.openapi import Answer, describe
 from grimbots.redis_pool import get_pools
+from grimbots.route_schemas import Health
 
 bp = Blueprint("health", __name__)
 
@@ -93,6 +95,15 @@ def _public(name: str, check: dict) -> dict:
 
 
 @bp.get("/health")
+@describe(
+    "Database, Redis and RQ checks",
+    description=(
+        "Anyone gets the status and each check's ok flag; error messages, pools and timings only "
+        "from loopback or with Authorization: Bearer <GRIMBOTS_HEALTH_TOKEN>."
+    ),
+    tags=["operations"],
+    responses={200: Answer("healthy", Health), 503: Answer("a check failed", Health)},
+)
 def health():
     checks = {"database": _timed(_database), "redis": _timed(_redis), "rq": _timed(_rq)}
     ok = all(check["ok"] for check in checks.values())

@@ -28,6 +28,9 @@ from grimbots import metrics
 from grimbots.db import get_db
 from grimbots.errors import error_response
 from grimbots.models import Bot, Lead, Payment
+from grimbots.openapi import Answer, describe
+from grimbots.route_schemas import Error, PaymentResult
+from grimbots.route_schemas import PaymentEvent as PaymentEventSchema
 from grimbots.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -389,6 +392,22 @@ def _undelivered(payment_id: int) -> bool:
 
 
 @bp.post("/webhook/payment/<gateway>")
+@describe(
+    "A payment gateway's confirmation (HMAC-SHA256 of the raw body in X-Signature)",
+    tags=["payments"],
+    security="gatewaySignature",
+    body=PaymentEventSchema,
+    responses={
+        200: Answer("applied, or a duplicate", PaymentResult),
+        400: Answer("not a payment event, or the amount does not match", Error),
+        401: Answer("invalid signature", Error),
+        404: Answer("unknown gateway or transaction", Error),
+        413: Answer("body over 1 MiB", Error),
+        503: Answer(
+            "payment recorded but delivery not queued, or a dependency unavailable: retry", Error
+        ),
+    },
+)
 def payment_webhook(gateway: str):
     """Gateway confirmation: authenticate, then flip the payment once and enqueue delivery."""
     settings: Settings = current_app.config["GRIMBOTS_SETTINGS"]

@@ -21,8 +21,10 @@ from grimbots.db import get_db
 from grimbots.errors import ApiError
 from grimbots.funnel import ATTRIBUTION_FIELDS, tracking_key
 from grimbots.models import PoolBot, RedirectPool
+from grimbots.openapi import Answer, describe
 from grimbots.queues import TRACKING, get_queue
 from grimbots.redis_pool import state
+from grimbots.route_schemas import Click, Error
 
 log = logging.getLogger(__name__)
 bp = Blueprint("tracking", __name__)
@@ -42,6 +44,17 @@ def pick_bot(pool: RedirectPool, members: list[PoolBot]) -> PoolBot:
 
 
 @bp.get("/go/<slug>")
+@describe(
+    "Record an ad click and send the visitor to one of the pool's bots",
+    tags=["tracking"],
+    query=Click,
+    responses={
+        302: "to https://t.me/<bot>?start=<token>",
+        404: Answer("unknown link", Error),
+        503: Answer("no bot of the pool is available", Error),
+    },
+    operation_ids={"GET": "tracking_redirect"},
+)
 def go(slug: str):
     if not SLUG.match(slug):
         raise ApiError(404, "unknown link")

@@ -21,7 +21,9 @@ from grimbots import dedup, intake, metrics
 from grimbots.db import get_db
 from grimbots.errors import ApiError
 from grimbots.models import Bot
+from grimbots.openapi import Answer, describe
 from grimbots.redis_pool import bot_tag, state
+from grimbots.route_schemas import Error, Ok, TelegramUpdate
 
 # Re-exported: the worker side (jobs.py) reads the update's kind the same way.
 from grimbots.updates import UPDATE_KINDS, InvalidUpdate, is_start, parse_update, update_kind
@@ -177,6 +179,26 @@ def _unavailable():
 
 
 @bp.post("/webhook/telegram/<int(max=2147483647):bot_id>")
+@describe(
+    "Take one Telegram update: lock and queue it in one step",
+    description=(
+        "200 means the update is queued (and on a replica where there is one); any other answer "
+        "leaves nothing that would make Telegram's repeat a duplicate."
+    ),
+    tags=["intake"],
+    security="telegramSecret",
+    body=TelegramUpdate,
+    responses={
+        200: Answer("taken, or a duplicate of an update already taken", Ok),
+        400: Answer("not a Telegram update", Error),
+        403: Answer("wrong or missing secret token", Error),
+        404: Answer("unknown or inactive bot", Error),
+        413: Answer("body over 1 MiB", Error),
+        503: Answer(
+            "Redis unavailable or no replica acknowledged: Telegram repeats the update", Error
+        ),
+    },
+)
 def telegram_webhook(bot_id: int):
     try:
         meta = bot_meta(bot_id)
