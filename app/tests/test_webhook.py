@@ -189,3 +189,64 @@ def test_redis_down_answers_503_instead_of_processing_unprotected(client, bot, m
     resp = post(client, bot, start_update(5011))
     assert resp.status_code == 503
     assert resp.is_json
+
+
+def _deliveries(client, bot, update_id: int) -> list[tuple[int, bytes]]:
+    """One of each answer the intake gives: taken, duplicate, 403, 404, 400."""
+    answers = [
+        post(client, bot, start_update(update_id)),
+        post(client, bot, start_update(update_id)),
+    ]
+    answers.append(post(client, bot, start_update(update_id + 1), secret="nope"))
+    answers.append(client.post("/webhook/telegram/999999", json=start_update(update_id + 2)))
+    answers.append(
+        client.post(
+            f"/webhook/telegram/{bot.id}",
+            data=b'{"update_id": "x"}',
+            headers={HEADER: bot.webhook_secret, "Content-Type": "application/json"},
+        )
+    )
+    return [(a.status_code, a.get_data()) for a in answers]
+
+
+def _requests_counted(client) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = client.get("/metrics").get_data(as_text=True)
+    (family,) = [
+        f for f in text_string_to_metric_families(body) if f.name == "grimbots_http_requests"
+    ]
+    return {
+        s.labels["status"]: s.value
+        for s in family.samples
+        if s.name.endswith("_total") and s.labels["route"] == "webhook"
+    }
+
+
+def test_the_fast_path_and_the_flask_route_answer_and_count_alike(app, client, bot, monkeypatch):
+    from grimbots import webhook_wsgi
+
+    view, calls = app.view_functions["webhook.telegram_webhook"], []
+    app.view_functions["webhook.telegram_webhook"] = lambda **kw: calls.append(1) or view(**kw)
+    before = _requests_counted(client)
+    fast = _deliveries(client, bot, 7100)
+    assert calls == [], "the deliveries went through Flask, not the fast path"
+    after_fast = _requests_counted(client)
+    # Every delivery to Flask's route instead, as an unusual path would go.
+    monkeypatch.setattr(webhook_wsgi, "_bot_id", lambda path: None)
+    routed = _deliveries(client, bot, 7200)
+    assert len(calls) == 5
+    after_routed = _requests_counted(client)
+    assert [s for s, _ in fast] == [200, 200, 403, 404, 400]
+    assert fast == routed
+    fast_counts = {k: v - before.get(k, 0) for k, v in after_fast.items()}
+    routed_counts = {k: v - after_fast.get(k, 0) for k, v in after_routed.items()}
+    assert fast_counts == routed_counts == {"200": 2, "403": 1, "404": 1, "400": 1}
+
+
+@pytest.mark.parametrize(
+    "path", ["/webhook/telegram/0042", "/webhook/telegram/99999999999", "/webhook/telegram/4x"]
+)
+def test_a_path_the_fast_path_does_not_take_gets_flasks_answer(client, path):
+    resp = client.post(path, json=start_update(7300))
+    assert resp.status_code == 404 and resp.is_json

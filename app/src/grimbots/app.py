@@ -15,6 +15,7 @@ from grimbots.openapi import Answer, describe
 from grimbots.proxies import TrustedProxies
 from grimbots.redis_pool import get_pools
 from grimbots.settings import Settings
+from grimbots.webhook_wsgi import WebhookFastPath
 
 # Telegram sends one update per request; a seller's admin call is small too.
 MAX_CONTENT_LENGTH = 1024 * 1024
@@ -58,6 +59,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     # X-Forwarded-For is believed only from the configured proxies (none by default).
     app.wsgi_app = TrustedProxies(app.wsgi_app, settings.trusted_proxies)
+    # Telegram's deliveries skip Flask's request machinery (the same intake, the same metrics).
+    app.wsgi_app = WebhookFastPath(app.wsgi_app, MAX_CONTENT_LENGTH)
     # A chunked body over the limit is refused whole, like one with a Content-Length.
     app.wsgi_app = BodyLimit(app.wsgi_app, MAX_CONTENT_LENGTH)
 

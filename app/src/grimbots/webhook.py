@@ -13,13 +13,12 @@ import logging
 import time
 from dataclasses import dataclass
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, request
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from grimbots import dedup, intake, metrics
 from grimbots.db import get_db
-from grimbots.errors import ApiError
 from grimbots.models import Bot
 from grimbots.openapi import Answer, describe
 from grimbots.redis_pool import bot_tag, state
@@ -43,6 +42,10 @@ BOT_META_TTL = 300
 class BotMeta:
     secret: str
     active: bool
+
+    @property
+    def secret_bytes(self) -> bytes:
+        return self.secret.encode()
 
 
 def _meta_key(bot_id: int) -> str:
@@ -170,12 +173,61 @@ def _chat_id(msg: dict):
     return chat.get("id") if isinstance(chat, dict) else None
 
 
-def _refuse(message: str):
-    return jsonify(ok=False, error=message), 400
+def answer(status: int, **fields) -> tuple[int, bytes]:
+    """A JSON answer as Flask's jsonify writes it (compact, insertion order, newline)."""
+    return status, json.dumps(fields, separators=(",", ":")).encode() + b"\n"
 
 
-def _unavailable():
-    return jsonify(ok=False, error="temporarily unavailable"), 503
+def unavailable() -> tuple[int, bytes]:
+    return answer(503, ok=False, error="temporarily unavailable")
+
+
+def take_update(bot_id: int, given_secret: str, raw: bytes) -> tuple[int, bytes]:
+    """The whole intake of one delivery: (HTTP status, JSON body). Called by the Flask view and
+    by the WSGI fast path (webhook_wsgi.py), so both answer alike."""
+    try:
+        meta = bot_meta(bot_id)
+    except RedisError:
+        log.warning("redis unreachable at webhook intake", extra={"bot_id": bot_id})
+        return unavailable()
+    except SQLAlchemyError:
+        log.warning("database unreachable looking up bot", extra={"bot_id": bot_id})
+        return unavailable()
+    if meta is None or not meta.active:
+        return answer(404, ok=False, error="unknown bot")
+    if not hmac.compare_digest(given_secret.encode("utf-8", "surrogateescape"), meta.secret_bytes):
+        return answer(403, ok=False, error="bad secret token")
+
+    try:
+        update = parse_update(raw)
+    except InvalidUpdate as exc:
+        return answer(400, ok=False, error=str(exc))
+    kind = update_kind(update)
+    content = _content(update, kind)
+    start_chat = None
+    message = update.get("message") if kind == "message" else None
+    if message is not None and is_start(message.get("text")):
+        start_chat = _chat_id(message)
+
+    locks = dedup.intake_locks(bot_id, update["update_id"], content, start_chat)
+    try:
+        duplicate_layer = intake.take(bot_id, update, locks)
+    except intake.NotReplicated:
+        # Queued on the primary only: Telegram's repeat is answered once a replica has it.
+        log.warning("queue replica did not acknowledge in time", extra={"bot_id": bot_id})
+        return unavailable()
+    except RedisError as exc:
+        # Nothing or everything was written: the repeat is taken, or answered as a duplicate.
+        log.warning(
+            "queue redis unreachable at intake",
+            extra={"bot_id": bot_id, "error_type": type(exc).__name__},
+        )
+        return unavailable()
+    if duplicate_layer:
+        metrics.DUPLICATES.labels(duplicate_layer).inc()
+        return answer(200, ok=True, duplicate=duplicate_layer)
+    metrics.MESSAGES_RECEIVED.labels(kind).inc()
+    return 200, _TAKEN
 
 
 @bp.post("/webhook/telegram/<int(max=2147483647):bot_id>")
@@ -200,47 +252,7 @@ def _unavailable():
     },
 )
 def telegram_webhook(bot_id: int):
-    try:
-        meta = bot_meta(bot_id)
-    except RedisError:
-        log.warning("redis unreachable at webhook intake", extra={"bot_id": bot_id})
-        return _unavailable()
-    except SQLAlchemyError:
-        log.warning("database unreachable looking up bot", extra={"bot_id": bot_id})
-        return _unavailable()
-    if meta is None or not meta.active:
-        raise ApiError(404, "unknown bot")
+    """What the fast path leaves to Flask (an unusual path or body): the same intake."""
     given = request.headers.get(SECRET_HEADER, "")
-    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), meta.secret.encode()):
-        raise ApiError(403, "bad secret token")
-
-    try:
-        update = parse_update(request.get_data(cache=False))
-    except InvalidUpdate as exc:
-        return _refuse(str(exc))
-    kind = update_kind(update)
-    content = _content(update, kind)
-    start_chat = None
-    message = update.get("message") if kind == "message" else None
-    if message is not None and is_start(message.get("text")):
-        start_chat = _chat_id(message)
-
-    locks = dedup.intake_locks(bot_id, update["update_id"], content, start_chat)
-    try:
-        duplicate_layer = intake.take(bot_id, update, locks)
-    except intake.NotReplicated:
-        # Queued on the primary only: Telegram's repeat is answered once a replica has it.
-        log.warning("queue replica did not acknowledge in time", extra={"bot_id": bot_id})
-        return _unavailable()
-    except RedisError as exc:
-        # Nothing or everything was written: the repeat is taken, or answered as a duplicate.
-        log.warning(
-            "queue redis unreachable at intake",
-            extra={"bot_id": bot_id, "error_type": type(exc).__name__},
-        )
-        return _unavailable()
-    if duplicate_layer:
-        metrics.DUPLICATES.labels(duplicate_layer).inc()
-        return jsonify(ok=True, duplicate=duplicate_layer)
-    metrics.MESSAGES_RECEIVED.labels(kind).inc()
-    return Response(_TAKEN, mimetype="application/json")
+    status, body = take_update(bot_id, given, request.get_data(cache=False))
+    return Response(body, status=status, mimetype="application/json")
