@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -41,6 +42,7 @@ from grimbots.redis_pool import bot_tag, state
 from grimbots.telegram import (
     AmbiguousError,
     BlockedError,
+    NotDueError,
     PermanentError,
     SendProgress,
     get_client,
@@ -54,6 +56,7 @@ CLAIM_LEASE = timedelta(seconds=60)
 POST_MARGIN = 10.0
 MEDIA_METHODS = {"sendPhoto", "sendVideo", "sendDocument", "sendAnimation"}
 SENT, DUPLICATE, BLOCKED, FAILED, AMBIGUOUS = "sent", "duplicate", "blocked", "failed", "ambiguous"
+CANCELLED = "cancelled"
 # What a settled row's status means to a caller asking to send it again.
 _SETTLED = {
     "sent": DUPLICATE,
@@ -61,6 +64,7 @@ _SETTLED = {
     "blocked": BLOCKED,
     "failed": FAILED,
     "ambiguous": AMBIGUOUS,
+    "cancelled": CANCELLED,  # no longer due: never sent, never reported as sent
 }
 
 
@@ -194,9 +198,15 @@ def send(
     payload: dict,
     *,
     lead_id: int | None = None,
+    still_due: Callable[[], bool] | None = None,
 ) -> str:
-    """Send once. Returns "sent", "duplicate" (sent before), "blocked", "failed" or
-    "ambiguous"; raises TransientError (nothing was sent, the job retries) or ClaimBusy."""
+    """Send once. Returns "sent", "duplicate" (sent before), "blocked", "failed", "ambiguous"
+    or "cancelled"; raises TransientError (nothing was sent, the job retries) or ClaimBusy.
+
+    `still_due` is asked once the rate slot is granted, immediately before the request: a
+    message whose reason lapsed during the limiter's wait (a downsell whose lead paid) is
+    settled "cancelled" instead of sent.
+    """
     payload = {**payload, "chat_id": chat_id}
     claim = _claim(bot.id, chat_id, idempotency_key, method, payload)
     if claim.outcome == "settled":
@@ -235,7 +245,12 @@ def send(
             deadline=deadline,
             progress=progress,
             inflight=(inflight_key(bot.id, idempotency_key), str(claim.attempt)),
+            still_due=still_due,
         )
+    except NotDueError as exc:
+        _finish(idempotency_key, status=CANCELLED, error=str(exc)[:500])
+        log.info("message no longer due; not sent", extra={"key": idempotency_key})
+        return CANCELLED
     except BlockedError as exc:
         _finish(idempotency_key, status="blocked", error=exc.description[:500])
         log.info("user blocked the bot", extra={"bot_id": bot.id, "lead_id": lead_id})
