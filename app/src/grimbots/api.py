@@ -363,7 +363,22 @@ def update_bot(bot_id: int):
 
     result = _write(fn, "a bot with this username already exists")
     _invalidate_bot_cache(bot_id)
+    if result["active"] and data.get("active") is True:
+        _resume_deliveries(bot_id)
     return jsonify(result)
+
+
+def _resume_deliveries(bot_id: int) -> None:
+    """Send what was held while the bot was inactive. Best effort: the reconcilers do it too."""
+    from grimbots import reconcile
+
+    try:
+        reconcile.resume_bot(bot_id)
+    except Exception as exc:  # noqa: BLE001 - the change is committed; reconcilers catch up
+        log.warning(
+            "held deliveries not enqueued yet",
+            extra={"bot_id": bot_id, "error_type": type(exc).__name__, "where": where(exc)},
+        )
 
 
 @bp.delete("/bots/<int:bot_id>")

@@ -339,7 +339,7 @@ def deliver_access(payment_id: int) -> str:
     Read on the primary, never a standby: a lagging standby would say "not paid" and the
     customer would never be served. delivered_at is set only when the link certainly went out
     (sent now or before); an ambiguous, refused or blocked send is left to the operator, and
-    the payments reconciler skips it.
+    the payments reconciler skips it. An inactive bot sends nothing: the delivery is held.
     """
     with get_db().session() as session:
         payment = session.get(Payment, payment_id)
@@ -350,6 +350,10 @@ def deliver_access(payment_id: int) -> str:
         funnel = load_funnel(session, bot.funnel_id) if bot else None
     if lead is None or bot is None:
         return "missing"
+    if not bot.active:
+        # Held, not lost: reactivating the bot (reconcile.resume_bot, or the payments
+        # reconciler, which skips inactive bots) enqueues this job again.
+        return "held"
     link = funnel.access_link if funnel else ""
     text = f"Pagamento confirmado! ✅\n\nSeu acesso: {link}" if link else "Pagamento confirmado! ✅"
     status = outbox.send(

@@ -127,17 +127,7 @@ def _claim(bot_id: int, chat_id: int, key: str, method: str, payload: dict) -> _
             return _Claim("busy", attempts)
         if row.claimed_at is not None and state().get(inflight_key(bot_id, key)) == str(attempts):
             # The dead owner's attempt may have reached Telegram: settle, never resend blindly.
-            session.execute(
-                update(OutboundMessage)
-                .where(
-                    OutboundMessage.id == row.id,
-                    OutboundMessage.status == "pending",
-                    OutboundMessage.attempts == attempts,
-                )
-                .values(status=AMBIGUOUS, error="sender died during the request")
-                .execution_options(synchronize_session=False)
-            )
-            metrics.OUTBOX_AMBIGUOUS.labels("sender_died").inc()
+            _settle_sender_died(session, row.id, attempts)
             return _Claim("settled", attempts, AMBIGUOUS)
         taken = session.execute(
             update(OutboundMessage)
@@ -152,6 +142,46 @@ def _claim(bot_id: int, chat_id: int, key: str, method: str, payload: dict) -> _
         if taken.rowcount != 1:
             return _Claim("busy", attempts)
         return _Claim("claimed", attempts + 1)
+
+
+def _settle_sender_died(session, row_id: int, attempts: int) -> None:
+    session.execute(
+        update(OutboundMessage)
+        .where(
+            OutboundMessage.id == row_id,
+            OutboundMessage.status == "pending",
+            OutboundMessage.attempts == attempts,
+        )
+        .values(status=AMBIGUOUS, error="sender died during the request")
+        .execution_options(synchronize_session=False)
+    )
+    metrics.OUTBOX_AMBIGUOUS.labels("sender_died").inc()
+
+
+def hold(bot_id: int, key: str) -> None:
+    """Keep a pending row of an inactive bot for its reactivation, settling now what only the
+    in-flight mark can tell (it lives an hour; a bot may stay inactive for days): a lapsed
+    claim whose attempt may have sent becomes ambiguous, any other lapsed claim is released,
+    so the row is sent later only if nothing can have gone out."""
+    with get_db().session() as session:
+        row = session.scalar(select(OutboundMessage).where(OutboundMessage.idempotency_key == key))
+        if row is None or row.status != "pending" or row.claimed_at is None:
+            return
+        if row.claimed_at >= utcnow() - CLAIM_LEASE:
+            return  # a live claim: its owner settles it
+        if state().get(inflight_key(bot_id, key)) == str(row.attempts):
+            _settle_sender_died(session, row.id, row.attempts)
+            return
+        session.execute(
+            update(OutboundMessage)
+            .where(
+                OutboundMessage.id == row.id,
+                OutboundMessage.status == "pending",
+                OutboundMessage.attempts == row.attempts,
+            )
+            .values(claimed_at=None)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _finish(key: str, **values) -> None:
