@@ -255,3 +255,75 @@ def test_my_chat_member_kicked_then_member_toggles_blocked(client, shop, drain, 
         with db.session() as session:
             lead = session.scalar(select(Lead).where(Lead.telegram_user_id == 7008))
             assert lead.blocked is (status == "kicked")
+
+
+def _hook_downsell_wait(monkeypatch, chat_id: int, during_wait) -> list[str]:
+    """Run `during_wait` while a downsell's send waits in the rate limiter (Telegram's limits
+    can hold it up to 30 s); returns the outbox keys that waited."""
+    from grimbots.telegram import RateLimiter
+
+    acquire = RateLimiter.acquire
+    waited: list[str] = []
+
+    def waiting(self, bot_id, chat, max_wait=30.0, inflight=None):
+        if chat == chat_id and inflight and ":ob:inflight:downsell:" in inflight[0]:
+            waited.append(inflight[0].split(":ob:inflight:", 1)[1])
+            during_wait()
+        return acquire(self, bot_id, chat, max_wait, inflight)
+
+    monkeypatch.setattr(RateLimiter, "acquire", waiting)
+    return waited
+
+
+def _pending_charge(client, bot, offer_id, chat_id, drain, db) -> tuple[Payment, int]:
+    deliver(client, bot, start_update(chat_id))
+    deliver(client, bot, callback_update(chat_id, f"buy:{offer_id}"))
+    drain()
+    with db.session() as session:
+        lead = session.scalar(select(Lead).where(Lead.bot_id == bot.id, Lead.chat_id == chat_id))
+        payment = session.scalar(select(Payment).where(Payment.lead_id == lead.id))
+        return payment, lead.funnel_generation
+
+
+def test_a_payment_landing_while_the_downsell_waits_for_its_rate_slot_stops_the_downsell(
+    client, shop, fake_tg, drain, db, settings, monkeypatch
+):
+    from grimbots import funnel
+
+    bot, chat = shop["bot"], 7011
+    payment, generation = _pending_charge(client, bot, shop["offers"][0], chat, drain, db)
+
+    def customer_pays():
+        body, headers = sandbox_event(settings, payment.gateway_txid, "paid")
+        assert (
+            client.post("/webhook/payment/sandbox", data=body, headers=headers).status_code == 200
+        )
+
+    waited = _hook_downsell_wait(monkeypatch, chat, customer_pays)
+    assert funnel.run_downsell(payment.id, 0, generation) == "cancelled"
+    assert waited == [f"downsell:{payment.id}:0"]  # the job really was past its first check
+    drain(include_scheduled=True)
+    texts = [c["params"]["text"] for c in fake_tg.sent(method="sendMessage", chat_id=chat)]
+    assert not any("Desconto" in t for t in texts), "downsell sent after the payment"
+    assert sum("t.me/+vipgroup" in t for t in texts) == 1
+    with db.session() as session:
+        row = session.scalar(
+            select(OutboundMessage).where(
+                OutboundMessage.idempotency_key == f"downsell:{payment.id}:0"
+            )
+        )
+        assert row.status == "cancelled"
+
+
+def test_a_downsell_that_waits_for_its_rate_slot_without_a_payment_is_still_sent(
+    client, shop, fake_tg, drain, db, monkeypatch
+):
+    from grimbots import funnel
+
+    bot, chat = shop["bot"], 7012
+    payment, generation = _pending_charge(client, bot, shop["offers"][0], chat, drain, db)
+    waited = _hook_downsell_wait(monkeypatch, chat, lambda: None)
+    assert funnel.run_downsell(payment.id, 0, generation) == "sent"
+    assert waited == [f"downsell:{payment.id}:0"]
+    texts = [c["params"]["text"] for c in fake_tg.sent(method="sendMessage", chat_id=chat)]
+    assert sum("Desconto 1" in t for t in texts) == 1

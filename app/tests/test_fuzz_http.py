@@ -14,8 +14,6 @@ that SQLite stores), with real Redis.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import io
 import json
 import os
@@ -31,13 +29,14 @@ from schemathesis.generation import GenerationMode
 from grimbots import db as db_module
 from grimbots import redis_pool, telegram, webhook
 from grimbots.openapi import document
+from grimbots.payments import SandboxGateway, sign
 from tests.conftest import GATEWAY_SECRET, PG_URL, REDIS_URL, _reset_schema, make_settings
 from tests.factories import make_bot, make_funnel, make_pool, make_seller, start_update
 from tests.figures import report
 
 EXAMPLES = int(os.environ.get("GRIMBOTS_FUZZ_EXAMPLES", "20"))
 HEADER = "X-Telegram-Bot-Api-Secret-Token"
-FIGURES: dict[str, int] = {"cases": 0, "5xx": 0, "operations": 0}
+FIGURES: dict[str, int] = {"cases": 0, "5xx": 0, "operations": 0, "signed_payments": 0}
 FAILURES: list[str] = []
 
 HYPOTHESIS = settings(
@@ -91,14 +90,25 @@ def world(request):
     app = create_app(settings_)
     app.testing = True
     workers = _register_workers()
+    # Count the payment requests whose signature passed: only those reach the event's parsing.
+    patch = pytest.MonkeyPatch()
+    parse_event = SandboxGateway.parse_event
+
+    def counted(self, raw_body):
+        FIGURES["signed_payments"] += 1
+        return parse_event(self, raw_body)
+
+    patch.setattr(SandboxGateway, "parse_event", counted)
     yield {"app": app, "token": token, "secret": secret, "ids": ids, "hook_bot_id": hook_bot_id}
+    patch.undo()
     for worker in workers:
         worker.register_death()
     if FIGURES["cases"]:
         report(
             request.config,
             f"fuzz: {FIGURES['cases']} requests generated over {FIGURES['operations']} "
-            f"operation runs ({EXAMPLES} examples each), {FIGURES['5xx']} answered 5xx",
+            f"operation runs ({EXAMPLES} examples each), {FIGURES['5xx']} answered 5xx, "
+            f"{FIGURES['signed_payments']} signed payment webhooks reached the handler",
         )
     db_module.reset_db()
     redis_pool.reset_pools()
@@ -139,8 +149,13 @@ def _credentials(world: dict, path: str, body: bytes) -> dict[str, str]:
     if path.startswith("/webhook/telegram/"):
         return {HEADER: world["secret"]}
     if path.startswith("/webhook/payment/"):
-        return {"X-Signature": hmac.new(GATEWAY_SECRET.encode(), body, hashlib.sha256).hexdigest()}
+        return {"X-Signature": sign(GATEWAY_SECRET, body)}  # "sha256=<hex>", as a gateway signs
     return {}
+
+
+def _reaches_payment_handler(path: str) -> bool:
+    """A signed request to the sandbox gateway's webhook gets past the signature check."""
+    return path == "/webhook/payment/sandbox"
 
 
 def _send(world: dict, method: str, path: str, body: bytes | None, headers=None, query=None):
@@ -236,8 +251,11 @@ def test_no_generated_request_gets_a_5xx(world, operation, mode):
         _send(world, case.method.upper(), path, body, headers, case.query or None)
 
     FIGURES["operations"] += 1
+    signed_before = FIGURES["signed_payments"]
     run()
     assert not FAILURES, "\n".join(FAILURES[:10])
+    if operation.path.startswith("/webhook/payment/"):
+        assert FIGURES["signed_payments"] > signed_before, "no signed request got past the check"
 
 
 # -- hostile JSON, sent to every endpoint that takes a body ---------------------------------------
@@ -311,8 +329,11 @@ def test_hostile_json_bodies_get_a_4xx_or_2xx_never_a_5xx(world, method, templat
         _send(world, method, path, body, _credentials(world, path, body))
 
     FIGURES["operations"] += 1
+    signed_before = FIGURES["signed_payments"]
     run()
     assert not FAILURES, "\n".join(FAILURES[:10])
+    if _reaches_payment_handler(path):
+        assert FIGURES["signed_payments"] > signed_before, "no signed request got past the check"
 
 
 @pytest.mark.parametrize(
@@ -320,6 +341,7 @@ def test_hostile_json_bodies_get_a_4xx_or_2xx_never_a_5xx(world, method, templat
     [
         ("nesting 40 deep", b'{"update_id": 1, "message": ' + b"[" * 40 + b"]" * 40 + b"}"),
         ("nesting 100,000 deep", b"[" * 100_000 + b"]" * 100_000),
+        ("100,000 unclosed brackets", b"[" * 100_000),
         (
             "lone surrogate in the text",
             b'{"update_id": 1, "message": {"chat": {"id": 1}, "text": "\\ud800"}}',
@@ -341,9 +363,14 @@ def test_hostile_json_bodies_get_a_4xx_or_2xx_never_a_5xx(world, method, templat
 def test_crafted_bodies_from_the_issue_get_a_clear_400(world, name, body):
     for method, template in BODY_PATHS:
         path = _fill(world, template)
+        signed_before = FIGURES["signed_payments"]
         response = _send(world, method, path, body, _credentials(world, path, body))
         assert 400 <= response.status_code < 500, (name, method, path, response.status_code)
         assert response.is_json
+        if _reaches_payment_handler(path):
+            # Past the signature: the body itself is refused, with 400, not 401.
+            assert FIGURES["signed_payments"] == signed_before + 1, (name, path)
+            assert response.status_code == 400, (name, path, response.status_code)
 
 
 # Characters that str.isdigit() or int() accept although they are not ASCII digits.

@@ -267,6 +267,13 @@ def test_signed_but_malformed_event_is_a_bad_request(client, settings):
         assert resp.status_code == 400 and resp.json["ok"] is False, body
 
 
+def test_signed_body_nested_one_hundred_thousand_deep_is_a_bad_request_not_a_500(client, settings):
+    body = b"[" * 100_000
+    resp = client.post(URL, data=body, headers={"X-Signature": sign(GATEWAY_SECRET, body)})
+    assert resp.status_code == 400 and resp.is_json
+    assert resp.json["ok"] is False and "nested" in resp.json["error"]
+
+
 def test_body_over_one_mebibyte_is_too_large(client, settings):
     body = b'{"pad": "' + b"x" * (1024 * 1024) + b'"}'
     resp = client.post(URL, data=body, headers={"X-Signature": sign(GATEWAY_SECRET, body)})

@@ -369,3 +369,94 @@ def test_a_retried_start_keeps_the_downsell_chain_of_its_generation(shop, fake_t
     jobs.process_update(bot.id, callback_update(5601, f"buy:{shop['offers'][1]}"))
     drain(include_scheduled=True)
     assert texts(fake_tg, 5601, "Desconto 1") == 1
+
+
+def set_active(client, shop, active: bool) -> None:
+    resp = client.patch(
+        f"/api/bots/{shop['bot'].id}",
+        json={"active": active},
+        headers={"Authorization": f"Bearer {shop['token']}"},
+    )
+    assert resp.status_code == 200 and resp.json["active"] is active
+
+
+def test_a_payment_confirmed_while_the_bot_is_inactive_is_delivered_once_on_reactivation(
+    client, settings, shop, fake_tg, drain, db, no_grace
+):
+    bot = shop["bot"]
+    payment = charge(bot, 5110, shop["offers"][0], drain)
+    set_active(client, shop, False)
+    assert pay(client, settings, payment).status_code == 200
+    drain(include_scheduled=True)
+    reconcile.reconcile_payments()
+    reconcile.reconcile_outbox()
+    drain(include_scheduled=True)
+    assert texts(fake_tg, 5110, "Pagamento confirmado") == 0  # held while the bot is inactive
+    set_active(client, shop, True)
+    for _ in range(2):  # the worker and both reconcilers, twice: still one link
+        drain(include_scheduled=True)
+        reconcile.reconcile_payments()
+        reconcile.reconcile_outbox()
+        drain(include_scheduled=True)
+    assert texts(fake_tg, 5110, "t.me/+vipgroup") == 1
+    with db.session() as session:
+        assert session.get(Payment, payment.id).delivered_at is not None
+
+
+def test_a_delivery_pending_when_its_bot_was_deactivated_is_held_then_sent_once(
+    client, settings, shop, fake_tg, drain, redis_client, db, no_grace
+):
+    bot = shop["bot"]
+    payment = charge(bot, 5111, shop["offers"][0], drain)
+    long_outage(redis_client, bot)
+    pay(client, settings, payment)
+    drain(include_scheduled=True)  # every retry spent: the delivery row is left pending
+    set_active(client, shop, False)
+    outage_over(redis_client, bot)
+    with db.session() as session:  # inactive for longer than the outbox's horizon
+        session.execute(
+            OutboundMessage.__table__.update()
+            .where(OutboundMessage.idempotency_key == f"delivery:{payment.id}")
+            .values(created_at=utcnow() - reconcile.OUTBOX_MAX_AGE - timedelta(hours=1))
+        )
+    reconcile.reconcile_outbox()
+    reconcile.reconcile_payments()
+    drain(include_scheduled=True)
+    assert texts(fake_tg, 5111, "Pagamento confirmado") == 0
+    with db.session() as session:
+        row = session.scalar(
+            select(OutboundMessage).where(
+                OutboundMessage.idempotency_key == f"delivery:{payment.id}"
+            )
+        )
+        assert row.status == "pending"  # held, not cancelled for good
+    set_active(client, shop, True)
+    for _ in range(2):
+        reconcile.reconcile_outbox()
+        reconcile.reconcile_payments()
+        drain(include_scheduled=True)
+    assert texts(fake_tg, 5111, "Pagamento confirmado") == 1
+    with db.session() as session:
+        assert session.get(Payment, payment.id).delivered_at is not None
+
+
+def test_a_delivery_cancelled_for_an_inactive_bot_before_this_fix_is_sent_once_when_active(
+    client, settings, shop, fake_tg, drain, redis_client, db, no_grace
+):
+    bot = shop["bot"]
+    payment = charge(bot, 5112, shop["offers"][0], drain)
+    long_outage(redis_client, bot)
+    pay(client, settings, payment)
+    drain(include_scheduled=True)
+    outage_over(redis_client, bot)
+    with db.session() as session:  # what the old reconciler did to it
+        session.execute(
+            OutboundMessage.__table__.update()
+            .where(OutboundMessage.idempotency_key == f"delivery:{payment.id}")
+            .values(status="cancelled", error="bot gone or inactive", claimed_at=None)
+        )
+    for _ in range(2):
+        reconcile.reconcile_payments()
+        reconcile.reconcile_outbox()
+        drain(include_scheduled=True)
+    assert texts(fake_tg, 5112, "Pagamento confirmado") == 1

@@ -18,6 +18,8 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from grimbots.jsonbody import BadJson
+
 log = logging.getLogger(__name__)
 
 UNAVAILABLE = (RedisError, OperationalError, InterfaceError, DisconnectionError)
@@ -54,6 +56,11 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
         return error_response(exc.status, exc.message, **exc.extra)
+
+    @app.errorhandler(BadJson)
+    def _bad_json(exc: BadJson):
+        # A body parsed through jsonbody but not caught by its view is still the caller's fault.
+        return error_response(400, str(exc))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

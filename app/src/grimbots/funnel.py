@@ -277,13 +277,9 @@ def run_downsell(payment_id: int, position: int, generation: int) -> str:
         lead = session.get(Lead, payment.lead_id)
         bot = session.get(Bot, payment.bot_id)
         funnel = load_funnel(session, bot.funnel_id) if bot else None
-        paid = session.scalar(
-            select(Payment.id).where(Payment.lead_id == payment.lead_id, Payment.status == "paid")
-        )
     if lead is None or bot is None or funnel is None:
         return "missing"
-    # Payment cancels pending downsells; a new /start resets the funnel and lapses old ones.
-    if paid or lead.paid or lead.blocked or lead.funnel_generation != generation:
+    if not _downsell_due(lead.id, generation):
         return "cancelled"
     if lead.downsell_root_id is not None and lead.downsell_root_id != payment_id:
         return "superseded"  # another charge owns this lead's chain
@@ -308,6 +304,8 @@ def run_downsell(payment_id: int, position: int, generation: int) -> str:
         "sendMessage",
         {"text": text[:TEXT_LIMIT], "reply_markup": markup},
         lead_id=lead.id,
+        # Asked again after the rate limiter's wait (up to 30 s), right before the request.
+        still_due=lambda: _downsell_due(lead.id, generation),
     )
     following = _downsell_at(funnel, position + 1)
     if status == outbox.SENT and following is not None:
@@ -322,13 +320,26 @@ def run_downsell(payment_id: int, position: int, generation: int) -> str:
     return status
 
 
+def _downsell_due(lead_id: int, generation: int) -> bool:
+    """A downsell is due while its lead has not paid, not blocked the bot and not restarted the
+    funnel. Read on the primary: a lagging standby would say "not paid" after payment."""
+    with get_db().session() as session:
+        lead = session.get(Lead, lead_id)
+        paid = session.scalar(
+            select(Payment.id).where(Payment.lead_id == lead_id, Payment.status == "paid").limit(1)
+        )
+    return not (
+        lead is None or paid or lead.paid or lead.blocked or lead.funnel_generation != generation
+    )
+
+
 def deliver_access(payment_id: int) -> str:
     """Job (tasks queue): send the access link of a paid charge, once.
 
     Read on the primary, never a standby: a lagging standby would say "not paid" and the
     customer would never be served. delivered_at is set only when the link certainly went out
     (sent now or before); an ambiguous, refused or blocked send is left to the operator, and
-    the payments reconciler skips it.
+    the payments reconciler skips it. An inactive bot sends nothing: the delivery is held.
     """
     with get_db().session() as session:
         payment = session.get(Payment, payment_id)
@@ -339,6 +350,10 @@ def deliver_access(payment_id: int) -> str:
         funnel = load_funnel(session, bot.funnel_id) if bot else None
     if lead is None or bot is None:
         return "missing"
+    if not bot.active:
+        # Held, not lost: reactivating the bot (reconcile.resume_bot, or the payments
+        # reconciler, which skips inactive bots) enqueues this job again.
+        return "held"
     link = funnel.access_link if funnel else ""
     text = f"Pagamento confirmado! ✅\n\nSeu acesso: {link}" if link else "Pagamento confirmado! ✅"
     status = outbox.send(

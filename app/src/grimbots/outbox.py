@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -41,6 +42,7 @@ from grimbots.redis_pool import bot_tag, state
 from grimbots.telegram import (
     AmbiguousError,
     BlockedError,
+    NotDueError,
     PermanentError,
     SendProgress,
     get_client,
@@ -54,6 +56,7 @@ CLAIM_LEASE = timedelta(seconds=60)
 POST_MARGIN = 10.0
 MEDIA_METHODS = {"sendPhoto", "sendVideo", "sendDocument", "sendAnimation"}
 SENT, DUPLICATE, BLOCKED, FAILED, AMBIGUOUS = "sent", "duplicate", "blocked", "failed", "ambiguous"
+CANCELLED = "cancelled"
 # What a settled row's status means to a caller asking to send it again.
 _SETTLED = {
     "sent": DUPLICATE,
@@ -61,6 +64,7 @@ _SETTLED = {
     "blocked": BLOCKED,
     "failed": FAILED,
     "ambiguous": AMBIGUOUS,
+    "cancelled": CANCELLED,  # no longer due: never sent, never reported as sent
 }
 
 
@@ -123,17 +127,7 @@ def _claim(bot_id: int, chat_id: int, key: str, method: str, payload: dict) -> _
             return _Claim("busy", attempts)
         if row.claimed_at is not None and state().get(inflight_key(bot_id, key)) == str(attempts):
             # The dead owner's attempt may have reached Telegram: settle, never resend blindly.
-            session.execute(
-                update(OutboundMessage)
-                .where(
-                    OutboundMessage.id == row.id,
-                    OutboundMessage.status == "pending",
-                    OutboundMessage.attempts == attempts,
-                )
-                .values(status=AMBIGUOUS, error="sender died during the request")
-                .execution_options(synchronize_session=False)
-            )
-            metrics.OUTBOX_AMBIGUOUS.labels("sender_died").inc()
+            _settle_sender_died(session, row.id, attempts)
             return _Claim("settled", attempts, AMBIGUOUS)
         taken = session.execute(
             update(OutboundMessage)
@@ -148,6 +142,46 @@ def _claim(bot_id: int, chat_id: int, key: str, method: str, payload: dict) -> _
         if taken.rowcount != 1:
             return _Claim("busy", attempts)
         return _Claim("claimed", attempts + 1)
+
+
+def _settle_sender_died(session, row_id: int, attempts: int) -> None:
+    session.execute(
+        update(OutboundMessage)
+        .where(
+            OutboundMessage.id == row_id,
+            OutboundMessage.status == "pending",
+            OutboundMessage.attempts == attempts,
+        )
+        .values(status=AMBIGUOUS, error="sender died during the request")
+        .execution_options(synchronize_session=False)
+    )
+    metrics.OUTBOX_AMBIGUOUS.labels("sender_died").inc()
+
+
+def hold(bot_id: int, key: str) -> None:
+    """Keep a pending row of an inactive bot for its reactivation, settling now what only the
+    in-flight mark can tell (it lives an hour; a bot may stay inactive for days): a lapsed
+    claim whose attempt may have sent becomes ambiguous, any other lapsed claim is released,
+    so the row is sent later only if nothing can have gone out."""
+    with get_db().session() as session:
+        row = session.scalar(select(OutboundMessage).where(OutboundMessage.idempotency_key == key))
+        if row is None or row.status != "pending" or row.claimed_at is None:
+            return
+        if row.claimed_at >= utcnow() - CLAIM_LEASE:
+            return  # a live claim: its owner settles it
+        if state().get(inflight_key(bot_id, key)) == str(row.attempts):
+            _settle_sender_died(session, row.id, row.attempts)
+            return
+        session.execute(
+            update(OutboundMessage)
+            .where(
+                OutboundMessage.id == row.id,
+                OutboundMessage.status == "pending",
+                OutboundMessage.attempts == row.attempts,
+            )
+            .values(claimed_at=None)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _finish(key: str, **values) -> None:
@@ -194,9 +228,15 @@ def send(
     payload: dict,
     *,
     lead_id: int | None = None,
+    still_due: Callable[[], bool] | None = None,
 ) -> str:
-    """Send once. Returns "sent", "duplicate" (sent before), "blocked", "failed" or
-    "ambiguous"; raises TransientError (nothing was sent, the job retries) or ClaimBusy."""
+    """Send once. Returns "sent", "duplicate" (sent before), "blocked", "failed", "ambiguous"
+    or "cancelled"; raises TransientError (nothing was sent, the job retries) or ClaimBusy.
+
+    `still_due` is asked once the rate slot is granted, immediately before the request: a
+    message whose reason lapsed during the limiter's wait (a downsell whose lead paid) is
+    settled "cancelled" instead of sent.
+    """
     payload = {**payload, "chat_id": chat_id}
     claim = _claim(bot.id, chat_id, idempotency_key, method, payload)
     if claim.outcome == "settled":
@@ -235,7 +275,12 @@ def send(
             deadline=deadline,
             progress=progress,
             inflight=(inflight_key(bot.id, idempotency_key), str(claim.attempt)),
+            still_due=still_due,
         )
+    except NotDueError as exc:
+        _finish(idempotency_key, status=CANCELLED, error=str(exc)[:500])
+        log.info("message no longer due; not sent", extra={"key": idempotency_key})
+        return CANCELLED
     except BlockedError as exc:
         _finish(idempotency_key, status="blocked", error=exc.description[:500])
         log.info("user blocked the bot", extra={"bot_id": bot.id, "lead_id": lead_id})

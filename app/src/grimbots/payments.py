@@ -24,7 +24,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from grimbots import metrics
+from grimbots import jsonbody, metrics
 from grimbots.db import get_db
 from grimbots.errors import error_response
 from grimbots.models import Bot, Lead, Payment
@@ -180,9 +180,10 @@ class SandboxGateway:
 
     def parse_event(self, raw_body: bytes) -> PaymentEvent:
         try:
-            data = json.loads(raw_body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidEvent("body is not valid JSON") from exc
+            # Through jsonbody: nesting past the recursion limit is bad input, not a 500.
+            data = jsonbody.loads(raw_body)
+        except jsonbody.BadJson as exc:
+            raise InvalidEvent(str(exc)) from None
         if not isinstance(data, dict):
             raise InvalidEvent("body must be a JSON object")
         txid, status, amount = data.get("txid"), data.get("status"), data.get("amount_cents")

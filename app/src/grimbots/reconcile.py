@@ -7,11 +7,13 @@ ones that are due, so they run whenever any worker runs), on the `tasks` queue:
 
 * outbox: rows left `pending` with no live claim (released, or the sender died) are sent through
   the outbox itself, so every guarantee of a normal send holds (a dead sender's attempt that may
-  have gone out becomes "ambiguous", not a second message); downsells no longer due (the lead
-  paid) are cancelled; rows older than OUTBOX_MAX_AGE are given up.
+  have gone out becomes "ambiguous", not a second message); downsells and PIX codes no longer
+  due (the lead paid, the charge settled) are cancelled; rows older than OUTBOX_MAX_AGE are
+  given up, except deliveries. An inactive bot's delivery and PIX rows are held, not cancelled.
 * payments: paid orders with `delivered_at` empty get their delivery job again (unless their
-  delivery message is settled as ambiguous, refused or blocked), so a Telegram outage of any
-  length up to a day ends in exactly one delivery.
+  delivery message is settled as ambiguous, refused or blocked, or their bot is inactive: held
+  until `resume_bot` or the next pass after reactivation), so a Telegram outage of any length
+  up to a day ends in exactly one delivery.
 * campaigns: running campaigns that stopped moving get their next batch when none is in flight.
 * intake: accepted updates whose job a dying worker popped into nowhere are queued again.
 * idempotency keys: rows older than a day are deleted.
@@ -93,6 +95,40 @@ def _downsell_lapsed(session, key: str) -> bool:
     return bool(paid or lead_paid)
 
 
+def _pix_lapsed(session, key: str) -> bool:
+    """A PIX code whose charge is no longer pending (paid or expired) is no longer due."""
+    parts = key.split(":")
+    if parts[0] != "pix" or len(parts) != 2 or not parts[1].isdigit():
+        return False
+    status = session.scalar(select(Payment.status).where(Payment.id == int(parts[1])))
+    return status != "pending"
+
+
+def _held_while_inactive(key: str) -> bool:
+    """Rows that matter for money wait for their bot's reactivation instead of being cancelled:
+    the access link of a paid order, and the PIX code of a charge still pending."""
+    return key.startswith(("delivery:", "pix:"))
+
+
+def _release_stale(row, now) -> str:
+    """What to do with one stale row: "send", or why it is held or cancelled."""
+    with get_db().session() as session:
+        bot = session.get(Bot, row.bot_id)
+        if _downsell_lapsed(session, row.idempotency_key):
+            return "cancel:no longer due: the lead paid"
+        if _pix_lapsed(session, row.idempotency_key):
+            return "cancel:no longer due: the charge is no longer pending"
+    if bot is not None and not bot.active and _held_while_inactive(row.idempotency_key):
+        return "hold"
+    # A paid order is owed its link however late; other messages are given up.
+    too_old = row.created_at < now - OUTBOX_MAX_AGE
+    if too_old and not row.idempotency_key.startswith("delivery:"):
+        return "cancel:given up: pending for too long"
+    if bot is None or not bot.active:
+        return "cancel:bot gone or inactive"
+    return "send"
+
+
 def reconcile_outbox(limit: int = BATCH) -> dict:
     """Job: send outbox rows left pending without a live claim."""
     now = utcnow()
@@ -126,18 +162,15 @@ def reconcile_outbox(limit: int = BATCH) -> dict:
     for row in rows:
         if time.monotonic() - started > TIME_BUDGET:
             break
-        if row.created_at < now - OUTBOX_MAX_AGE:
-            _cancel(row.idempotency_key, "given up: pending for too long")
+        action = _release_stale(row, now)
+        if action == "hold":
+            outbox.hold(row.bot_id, row.idempotency_key)
+            continue
+        if action.startswith("cancel:"):
+            _cancel(row.idempotency_key, action.removeprefix("cancel:"))
             continue
         with db.session() as session:
-            lapsed = _downsell_lapsed(session, row.idempotency_key)
             bot = session.get(Bot, row.bot_id)
-        if lapsed:
-            _cancel(row.idempotency_key, "no longer due: the lead paid")
-            continue
-        if bot is None or not bot.active:
-            _cancel(row.idempotency_key, "bot gone or inactive")
-            continue
         payload = {k: v for k, v in (row.payload or {}).items() if k != "chat_id"}
         try:
             outcome = outbox.send(bot, row.chat_id, row.idempotency_key, row.method, payload)
@@ -150,41 +183,86 @@ def reconcile_outbox(limit: int = BATCH) -> dict:
     return _repaired("outbox", repaired, found)
 
 
-def reconcile_payments(limit: int = BATCH) -> dict:
-    """Job: paid orders not delivered get their delivery job again."""
-    from grimbots import queues
-    from grimbots.payments import DELIVER_JOB, delivery_job_id
+def _revive_held_deliveries(session, bot_id: int | None = None) -> int:
+    """Delivery rows an earlier version cancelled because their bot was inactive, and whose
+    claim was released (certainly unsent), become pending again: held, not lost."""
+    bots = select(Bot.id).where(Bot.active.is_(True))
+    if bot_id is not None:
+        bots = bots.where(Bot.id == bot_id)
+    return session.execute(
+        update(OutboundMessage)
+        .where(
+            OutboundMessage.status == "cancelled",
+            OutboundMessage.error == "bot gone or inactive",
+            OutboundMessage.idempotency_key.like("delivery:%"),
+            OutboundMessage.claimed_at.is_(None),
+            OutboundMessage.bot_id.in_(bots),
+        )
+        .values(status="pending", error=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
 
-    now = utcnow()
+
+def _undelivered_ids(session, conditions: tuple, limit: int) -> list[int]:
+    """Paid, undelivered orders of active bots that match, whose message is not settled unsent."""
     delivery_key = literal("delivery:") + cast(Payment.id, String)
     settled_unsent = exists().where(
         OutboundMessage.idempotency_key == delivery_key,
         OutboundMessage.status.in_(_SETTLED_UNSENT),
     )
-    undelivered = (
-        Payment.status == "paid",
-        Payment.delivered_at.is_(None),
-        Payment.paid_at < now - _grace(),
-    )
-    with get_db().session() as session:
-        found = session.scalar(select(func.count()).select_from(Payment).where(*undelivered))
-        metrics.PAID_UNDELIVERED.set(found)
-        ids = list(
-            session.scalars(
-                select(Payment.id)
-                .where(*undelivered, ~settled_unsent)
-                .order_by(Payment.id)
-                .limit(limit)
-            )
+    active_bot = exists().where(Bot.id == Payment.bot_id, Bot.active.is_(True))
+    return list(
+        session.scalars(
+            select(Payment.id)
+            .where(*conditions, active_bot, ~settled_unsent)
+            .order_by(Payment.id)
+            .limit(limit)
         )
+    )
+
+
+def _enqueue_deliveries(ids: list[int]) -> int:
     # The job's fixed id is the guard here (the webhook's short marker only keeps concurrent
     # confirmations apart): a delivery still queued or retrying is left alone.
-    repaired = sum(
+    from grimbots import queues
+    from grimbots.payments import DELIVER_JOB, delivery_job_id
+
+    return sum(
         1
         for payment_id in ids
         if queues.enqueue_unique(queues.TASKS, delivery_job_id(payment_id), DELIVER_JOB, payment_id)
     )
-    return _repaired("payments", repaired, found)
+
+
+def reconcile_payments(limit: int = BATCH) -> dict:
+    """Job: paid orders not delivered get their delivery job again (held while their bot is
+    inactive: the gauge counts them, nothing is enqueued for them)."""
+    undelivered = (
+        Payment.status == "paid",
+        Payment.delivered_at.is_(None),
+        Payment.paid_at < utcnow() - _grace(),
+    )
+    with get_db().session() as session:
+        _revive_held_deliveries(session)
+        found = session.scalar(select(func.count()).select_from(Payment).where(*undelivered))
+        metrics.PAID_UNDELIVERED.set(found)
+        ids = _undelivered_ids(session, undelivered, limit)
+    return _repaired("payments", _enqueue_deliveries(ids), found)
+
+
+def resume_bot(bot_id: int) -> int:
+    """A bot was reactivated: the deliveries held while it was inactive go out now, without
+    waiting for the reconcilers; the job's fixed id and the outbox key keep each to one send.
+    Returns how many delivery jobs were enqueued."""
+    undelivered = (
+        Payment.bot_id == bot_id,
+        Payment.status == "paid",
+        Payment.delivered_at.is_(None),
+    )
+    with get_db().session() as session:
+        _revive_held_deliveries(session, bot_id)
+        ids = _undelivered_ids(session, undelivered, BATCH * 10)
+    return _enqueue_deliveries(ids)
 
 
 def reconcile_campaigns(limit: int = BATCH) -> dict:

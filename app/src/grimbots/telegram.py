@@ -16,6 +16,7 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,10 @@ class TransientError(TelegramError):
 class AmbiguousError(TelegramError):
     """The request went out and no answer came back (read timeout, connection reset): Telegram
     may have delivered it, so it must not be sent again blindly."""
+
+
+class NotDueError(Exception):
+    """The caller's `still_due` said the message is no longer wanted; nothing was sent."""
 
 
 @dataclass
@@ -226,12 +231,15 @@ class TelegramClient:
         deadline: float | None = None,
         progress: SendProgress | None = None,
         inflight: tuple[str, str] | None = None,
+        still_due: Callable[[], bool] | None = None,
     ) -> dict:
         """Call one Bot API method; returns Telegram's `result`.
 
         Retried here only when the request certainly did not reach Telegram (connect errors,
         5xx, 429); a read timeout or a reset after the request went out raises AmbiguousError.
         No request starts after `deadline` (time.monotonic()): past it, TransientError.
+        `still_due` is asked after the rate slot is granted, right before each request (the
+        wait may last 30 s): False raises NotDueError, with nothing sent.
         """
         url = f"{self.base}/bot{token}/{method}"
         attempts = self.settings.telegram_max_retries + 1
@@ -245,6 +253,8 @@ class TelegramClient:
                 if deadline is not None:
                     max_wait = min(max_wait, deadline - time.monotonic())
                 self.limiter.acquire(bot_id, chat_id, max_wait, inflight)
+            if still_due is not None:
+                self._check_due(still_due, inflight)
             if deadline is not None and time.monotonic() > deadline:
                 raise TransientError(0, "send deadline passed before the request")
             progress.maybe_sent = True
@@ -299,6 +309,19 @@ class TelegramClient:
             f"gave up after {attempts} attempts: {last.description}",
             last.retry_after,
         )
+
+    @classmethod
+    def _check_due(cls, still_due: Callable[[], bool], inflight: tuple[str, str] | None) -> None:
+        """Ask the caller whether the message is still wanted; no request has gone out yet, so
+        the in-flight mark the grant wrote is dropped whatever the answer."""
+        try:
+            due = still_due()
+        except BaseException:
+            cls._clear_inflight(inflight)
+            raise
+        if not due:
+            cls._clear_inflight(inflight)
+            raise NotDueError("no longer due when its rate slot came")
 
     @staticmethod
     def _clear_inflight(inflight: tuple[str, str] | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from datetime import datetime
 
@@ -28,8 +29,11 @@ from grimbots.api.common import (
 )
 from grimbots.api.common import body as read_body
 from grimbots.db import get_db
+from grimbots.errors import where
 from grimbots.models import Bot, Funnel
 from grimbots.route_schemas import Stats, optional
+
+log = logging.getLogger(__name__)
 
 BOT_TOKEN = text(100, pattern=r"^[0-9]{1,20}:[A-Za-z0-9_-]{20,80}$")
 BOT_USERNAME = text(32, pattern=r"^[A-Za-z][A-Za-z0-9_]{4,31}$")
@@ -141,7 +145,22 @@ def update_bot(bot_id: int):
 
     result = write(fn, TAKEN)
     invalidate_bot_cache(bot_id)
+    if result["active"] and "active" in data.model_fields_set and data.active is True:
+        _resume_deliveries(bot_id)
     return jsonify(result)
+
+
+def _resume_deliveries(bot_id: int) -> None:
+    """Send what was held while the bot was inactive. Best effort: the reconcilers do it too."""
+    from grimbots import reconcile
+
+    try:
+        reconcile.resume_bot(bot_id)
+    except Exception as exc:  # noqa: BLE001 - the change is committed; reconcilers catch up
+        log.warning(
+            "held deliveries not enqueued yet",
+            extra={"bot_id": bot_id, "error_type": type(exc).__name__, "where": where(exc)},
+        )
 
 
 @bp.delete("/bots/<int:bot_id>")
