@@ -371,3 +371,30 @@ def test_a_retried_start_keeps_the_downsell_chain_of_its_generation(shop, fake_t
     jobs.process_update(bot.id, callback_update(5601, f"buy:{shop['offers'][1]}"))
     drain(include_scheduled=True)
     assert texts(fake_tg, 5601, "Desconto 1") == 1
+
+
+def test_the_reconciler_settles_a_row_left_in_flight_as_ambiguous_without_sending(
+    shop, fake_tg, db, no_grace
+):
+    with db.session() as session:
+        session.add(
+            OutboundMessage(
+                bot_id=shop["bot"].id,
+                chat_id=5402,
+                idempotency_key="k-left-in-flight",
+                method="sendMessage",
+                payload={"chat_id": 5402, "text": "x"},
+                status=outbox.INFLIGHT,
+                claimed_at=utcnow() - outbox.CLAIM_LEASE - timedelta(seconds=1),
+                attempts=1,
+            )
+        )
+    reconcile.reconcile_outbox()
+    with db.session() as session:
+        status = session.scalar(
+            select(OutboundMessage.status).where(
+                OutboundMessage.idempotency_key == "k-left-in-flight"
+            )
+        )
+    assert status == "ambiguous"
+    assert fake_tg.calls(chat_id=5402) == []

@@ -5,10 +5,11 @@ with its worker; the database still says what was meant to happen. Every INTERVA
 reconciler below runs once across all workers (the liveness thread of every worker enqueues the
 ones that are due, so they run whenever any worker runs), on the `tasks` queue:
 
-* outbox: rows left `pending` with no live claim (released, or the sender died) are sent through
-  the outbox itself, so every guarantee of a normal send holds (a dead sender's attempt that may
-  have gone out becomes "ambiguous", not a second message); downsells no longer due (the lead
-  paid) are cancelled; rows older than OUTBOX_MAX_AGE are given up.
+* outbox: rows left `pending` with no live claim (released, or the sender died before its
+  request) are sent through the outbox itself, so every guarantee of a normal send holds; rows
+  left `inflight` past their lease (the sender died during the request) become "ambiguous", not
+  a second message; downsells no longer due (the lead paid) are cancelled; rows older than
+  OUTBOX_MAX_AGE are given up.
 * payments: paid orders with `delivered_at` empty get their delivery job again (unless their
   delivery message is settled as ambiguous, refused or blocked), so a Telegram outage of any
   length up to a day ends in exactly one delivery.
@@ -93,10 +94,29 @@ def _downsell_lapsed(session, key: str) -> bool:
     return bool(paid or lead_paid)
 
 
+def _settle_abandoned_inflight(now) -> int:
+    """Rows left in flight past their lease: the sender died or lost the database during the
+    request, which may have reached Telegram. Recorded ambiguous, never resent."""
+    with get_db().session() as session:
+        settled = session.execute(
+            update(OutboundMessage)
+            .where(
+                OutboundMessage.status == outbox.INFLIGHT,
+                OutboundMessage.claimed_at < now - outbox.CLAIM_LEASE,
+            )
+            .values(status=outbox.AMBIGUOUS, error="in flight with no result: sender died")
+        ).rowcount
+    if settled:
+        metrics.OUTBOX_AMBIGUOUS.labels("sender_died").inc(settled)
+        log.warning("outbox rows left in flight settled as ambiguous", extra={"rows": settled})
+    return settled
+
+
 def reconcile_outbox(limit: int = BATCH) -> dict:
     """Job: send outbox rows left pending without a live claim."""
     now = utcnow()
     db = get_db()
+    _settle_abandoned_inflight(now)
     stale = (
         OutboundMessage.status == "pending",
         OutboundMessage.created_at < now - _grace(),
