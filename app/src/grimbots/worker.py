@@ -179,6 +179,17 @@ def enqueue_due_scheduled(include_future: bool = False, until: float | None = No
     return moved
 
 
+class _DrainWorker(SimpleWorker):
+    """A burst worker for in-process draining: no command channel (nobody sends it commands),
+    so its teardown never waits on RQ's pub/sub thread, which may sit in a 60 s read."""
+
+    def subscribe(self) -> None:
+        self.pubsub_thread = None
+
+    def unsubscribe(self) -> None:
+        pass
+
+
 def drain_queues(include_scheduled: bool = False, rounds: int = 20) -> int:
     """Process every queued job in this process until the queues are empty (tests, tooling).
 
@@ -194,7 +205,7 @@ def drain_queues(include_scheduled: bool = False, rounds: int = 20) -> int:
         pending = sum(q.count for q in queues)
         if not pending:
             return processed
-        worker = SimpleWorker(queues, connection=conn, exception_handlers=EXCEPTION_HANDLERS)
+        worker = _DrainWorker(queues, connection=conn, exception_handlers=EXCEPTION_HANDLERS)
         worker.work(burst=True, logging_level="WARNING")
         processed += pending
     return processed
