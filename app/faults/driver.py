@@ -22,9 +22,10 @@ import redis as redis_lib
 from rq import Queue, SimpleWorker
 from sqlalchemy import select
 
+from faults import outages
 from faults.inject import CommitLoss, HarnessConnection, RedisFaults, RedisPlan
 from faults.lane import GATEWAY_SECRET, Lane, Standby
-from faults.scenario import Action, Fault, Scenario
+from faults.scenario import EXTRA_KINDS, Action, Fault, Scenario
 from grimbots import db as db_module
 from grimbots import webhook
 from grimbots.models import Campaign, Lead, Payment
@@ -258,8 +259,13 @@ class ScenarioRun:
             self._deliver(self._new_update(a.lead, "block", body))
         elif op == "drain":
             kill = next((f for f in a.faults if f.kind == "worker_kill"), None)
+            extra = next((f for f in a.faults if f.kind in EXTRA_KINDS), None)
             if kill is not None:
                 self._kill_worker_mid_job(kill.params)
+            elif extra is not None and extra.kind == "db_outage":
+                outages.drain_through_db_outage(self, int(extra.params["tries"]))
+            elif extra is not None:
+                outages.drain_with_a_stale_run(self)
             elif a.arg and int(a.arg) > 1:
                 self._parallel_workers(int(a.arg))
             else:

@@ -8,7 +8,8 @@ Several consecutive calls can fail, so redis-py's own retries either absorb a bl
 outage reaches the app.
 
 Database: the dialect's commit is wrapped; at the chosen commit the real COMMIT succeeds and the
-caller gets the error a dropped connection gives (the outcome of the commit is lost).
+caller gets the error a dropped connection gives (the outcome of the commit is lost). An outage
+makes every session the app opens fail, as PostgreSQL down does.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import psycopg
 import redis
 from redis.connection import AbstractConnection
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 
 class HarnessConnection(redis.Connection):
@@ -147,3 +149,36 @@ class CommitLoss:
         for engine, original in self._engines:
             engine.dialect.do_commit = original
         self._engines = []
+
+
+class DatabaseOutage:
+    """The app's database unreachable: every session the app opens fails as a refused
+    connection does, while `down`; the harness's own Database objects (`spared`) read on."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.spared: set[int] = set()
+        self.failed = 0
+        self._originals: tuple | None = None
+
+    def install(self) -> None:
+        from grimbots.db import Database
+
+        if self._originals is not None:
+            return
+        self._originals = (Database.session, Database.read_session)
+        outage = self
+
+        def failing(original):
+            def method(db):
+                if outage.down and id(db) not in outage.spared:
+                    outage.failed += 1
+                    raise OperationalError(
+                        "connect", {}, psycopg.OperationalError("injected fault: refused")
+                    )
+                return original(db)
+
+            return method
+
+        Database.session = failing(self._originals[0])
+        Database.read_session = failing(self._originals[1])

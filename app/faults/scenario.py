@@ -26,7 +26,13 @@ KINDS = (
     "db_commit_lost",
     "standby_lag",
     "worker_kill",
+    "db_outage",
+    "double_run",
 )
+# Drawn apart from the others, from their own random stream, so adding them left every other
+# scenario of a seed as it was.
+EXTRA_KINDS = ("db_outage", "double_run")
+EXTRA_RATE = 0.1
 # How often each kind is drawn (a worker kill costs a subprocess, so it is rarer).
 # Actions whose faults hit the webhook intake (Telegram's or the gateway's request).
 INTAKE_OPS = ("start", "twin", "tap", "bump", "block", "pay", "pay_twin")
@@ -178,8 +184,8 @@ def generate(seed: int, index: int, kinds: tuple[str, ...] = KINDS) -> Scenario:
     rng = random.Random(f"grimbots-faults:{seed}:{index}")
     n_kinds = 1 if rng.random() < 0.6 else 2
     chosen: list[str] = []
-    if kinds:
-        pool = list(kinds)
+    pool = [k for k in kinds if k not in EXTRA_KINDS]
+    if pool:
         for _ in range(n_kinds):
             kind = rng.choices(pool, weights=[WEIGHTS[k] for k in pool])[0]
             if kind not in chosen:
@@ -209,13 +215,36 @@ def generate(seed: int, index: int, kinds: tuple[str, ...] = KINDS) -> Scenario:
             action = actions[rng.choice(candidates)]
             at_intake = action.op in INTAKE_OPS
             action.faults.append(_fault(rng, kind, leads, at_intake))
+    chosen += _extras(seed, index, kinds, actions, rate=EXTRA_RATE if pool else 1.0)
     return Scenario(
         seed, index, backend, tuple(chosen), rng.random() < 0.7, downsells, bump, leads, crowd,
         actions,
     )  # fmt: skip
 
 
+def _extras(seed: int, index: int, kinds, actions: list[Action], rate: float) -> list[str]:
+    """The extra kinds of this scenario, each attached to one in-process drain."""
+    rng = random.Random(f"grimbots-faults-extra:{seed}:{index}")
+    chosen = []
+    for kind in EXTRA_KINDS:
+        if kind not in kinds or rng.random() >= rate:
+            continue
+        candidates = [a for a in actions if _fits(kind, a)]
+        if candidates:
+            action = rng.choice(candidates)
+            action.faults.append(Fault(kind, {"tries": 8} if kind == "db_outage" else {}))
+            chosen.append(kind)
+    return chosen
+
+
 def _fits(kind: str, action: Action) -> bool:
+    if kind in EXTRA_KINDS:
+        # A drain in this process (not worker subprocesses), with no other extra fault on it.
+        return (
+            action.op == "drain"
+            and not (action.arg and int(action.arg) > 1)
+            and not any(f.kind == "worker_kill" or f.kind in EXTRA_KINDS for f in action.faults)
+        )
     if kind == "worker_kill":
         return action.op == "drain" and not any(f.kind == "worker_kill" for f in action.faults)
     if kind == "db_commit_lost":

@@ -260,17 +260,27 @@ def test_my_chat_member_kicked_then_member_toggles_blocked(client, shop, drain, 
 def _hook_downsell_wait(monkeypatch, chat_id: int, during_wait) -> list[str]:
     """Run `during_wait` while a downsell's send waits in the rate limiter (Telegram's limits
     can hold it up to 30 s); returns the outbox keys that waited."""
+    from grimbots import outbox
     from grimbots.telegram import RateLimiter
 
-    acquire = RateLimiter.acquire
+    acquire, send = RateLimiter.acquire, outbox.send
+    sending: list[str] = []  # the outbox key being sent (the limiter does not know it)
     waited: list[str] = []
 
-    def waiting(self, bot_id, chat, max_wait=30.0, inflight=None):
-        if chat == chat_id and inflight and ":ob:inflight:downsell:" in inflight[0]:
-            waited.append(inflight[0].split(":ob:inflight:", 1)[1])
-            during_wait()
-        return acquire(self, bot_id, chat, max_wait, inflight)
+    def send_noting_the_key(bot, chat, key, *args, **kwargs):
+        sending.append(key)
+        try:
+            return send(bot, chat, key, *args, **kwargs)
+        finally:
+            sending.pop()
 
+    def waiting(self, bot_id, chat, *args, **kwargs):
+        if chat == chat_id and sending and sending[-1].startswith("downsell:"):
+            waited.append(sending[-1])
+            during_wait()
+        return acquire(self, bot_id, chat, *args, **kwargs)
+
+    monkeypatch.setattr(outbox, "send", send_noting_the_key)
     monkeypatch.setattr(RateLimiter, "acquire", waiting)
     return waited
 

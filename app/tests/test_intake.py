@@ -449,3 +449,22 @@ def test_jobs_in_their_queue_started_or_young_are_left_alone(client, bot):
     assert intake.requeue_lost(grace=0, confirm=0)["requeued"] == 1  # only the young one
     ids = queued_ids(conn)
     assert started_id.encode() not in ids and len(ids) == 2
+
+
+def test_a_lost_job_behind_a_backlog_larger_than_the_limit_is_requeued(client, bot, fake_tg):
+    conn = redis_pool.queue_connection()
+    limit = 5
+    for i in range(4 * limit):  # failed jobs kept a week count toward the bound as well
+        conn.hset(f"rq:job:tg-{bot.id}-9{i}", mapping={"status": "failed"})
+    for _ in range(4 * limit):
+        assert post(client, bot, start_update(7140)).status_code == 200
+    # The lost job is the one a scan from the start reaches last.
+    order = [k.decode() for k in conn.scan_iter(match="rq:job:tg-*", count=500)]
+    queued = {i.decode() for i in queued_ids(conn)}
+    lost = [key[len("rq:job:") :] for key in order if key[len("rq:job:") :] in queued][-1]
+    conn.lrem("rq:queue:webhook", 0, lost)
+
+    passes = [intake.requeue_lost(grace=0, confirm=0, limit=limit) for _ in range(12)]
+    assert all(p["checked"] <= 2 * limit for p in passes)  # bounded, yet every job seen
+    assert sum(p["requeued"] for p in passes) == 1
+    assert queued_ids(conn).count(lost.encode()) == 1

@@ -7,12 +7,13 @@ from __future__ import annotations
 import threading
 import time
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 import redis
 import requests
 from rq.timeouts import JobTimeoutException
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
 from grimbots import metrics, outbox, telegram
@@ -109,7 +110,7 @@ def test_a_reset_after_the_request_went_out_is_ambiguous(bot, fake_tg, db, monke
     assert fake_tg.calls(chat_id=7005) == []
 
 
-def _dead_claim(db, bot, key: str, chat_id: int) -> None:
+def _dead_claim(db, bot, key: str, chat_id: int, status: str = "pending") -> None:
     with db.session() as session:
         session.add(
             OutboundMessage(
@@ -118,7 +119,7 @@ def _dead_claim(db, bot, key: str, chat_id: int) -> None:
                 idempotency_key=key,
                 method="sendMessage",
                 payload={"chat_id": chat_id, "text": "x"},
-                status="pending",
+                status=status,
                 claimed_at=utcnow() - outbox.CLAIM_LEASE - timedelta(seconds=1),
                 attempts=1,
             )
@@ -131,19 +132,93 @@ def test_a_lapsed_claim_whose_sender_died_before_the_request_is_sent(bot, fake_t
     assert len(fake_tg.sent(chat_id=7006)) == 1
 
 
-def test_a_lapsed_claim_whose_sender_died_during_the_request_is_not_resent(
-    bot, fake_tg, db, redis_client
-):
-    _dead_claim(db, bot, "k-dead-mid", 7007)
-    # What the limiter writes together with the grant of attempt 1.
-    redis_client.set(outbox.inflight_key(bot.id, "k-dead-mid"), "1")
+def test_a_lapsed_claim_whose_sender_died_during_the_request_is_not_resent(bot, fake_tg, db):
+    # What the outbox commits right before the request of attempt 1.
+    _dead_claim(db, bot, "k-dead-mid", 7007, status=outbox.INFLIGHT)
     assert outbox.send(bot, 7007, "k-dead-mid", "sendMessage", {"text": "x"}) == "ambiguous"
     assert fake_tg.calls(chat_id=7007) == []
 
 
-def test_the_in_flight_mark_is_written_with_the_grant(bot, fake_tg, db, redis_client):
-    outbox.send(bot, 7008, "k-mark", "sendMessage", {"text": "x"})
-    assert redis_client.get(outbox.inflight_key(bot.id, "k-mark")) == "1"
+def test_the_row_is_in_flight_in_the_database_before_the_request(bot, fake_tg, db, monkeypatch):
+    client = telegram.get_client()
+    original, seen = client.session.post, []
+
+    def post(*args, **kwargs):
+        seen.append(row(db, "k-mark").status)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(client.session, "post", post)
+    assert outbox.send(bot, 7008, "k-mark", "sendMessage", {"text": "x"}) == "sent"
+    assert seen == [outbox.INFLIGHT]
+    assert row(db, "k-mark").status == "sent"
+
+
+def test_an_ambiguous_send_whose_result_was_lost_is_not_resent_after_a_failover(
+    bot, fake_tg, db, monkeypatch, redis_client
+):
+    """The request reached Telegram, then the database went away before the outcome was
+    written, and Redis (a Cluster failover) forgot whatever it held: the row says in flight."""
+    client = telegram.get_client()
+    original = client.session.post
+
+    def post(*args, **kwargs):
+        original(*args, **kwargs)  # delivered
+        raise JobTimeoutException("killed before the answer was recorded")
+
+    monkeypatch.setattr(client.session, "post", post)
+    monkeypatch.setattr(outbox, "_finish", lambda *a, **k: (_ for _ in ()).throw(OSError()))
+    with pytest.raises(JobTimeoutException):
+        outbox.send(bot, 7013, "k-lost", "sendMessage", {"text": "x"})
+    monkeypatch.undo()
+    redis_client.flushdb()
+    with db.session() as session:  # an hour later: the claim lapsed long ago
+        session.execute(
+            update(OutboundMessage)
+            .where(OutboundMessage.idempotency_key == "k-lost")
+            .values(claimed_at=utcnow() - timedelta(hours=1))
+        )
+    assert outbox.send(bot, 7013, "k-lost", "sendMessage", {"text": "x"}) == "ambiguous"
+    assert len(fake_tg.sent(chat_id=7013)) == 1
+
+
+def test_two_live_runs_of_one_job_send_once(bot, fake_tg, db, monkeypatch):
+    """The first run stalls in the limiter (its queue Redis away for over 10 s), the reaper
+    runs the job again, and the rerun takes the claim over: only one of them may send."""
+    monkeypatch.setattr(outbox, "get_current_job", lambda: SimpleNamespace(id="job-twice"))
+    original = telegram.RateLimiter.acquire
+    stalled, resume = threading.Event(), threading.Event()
+
+    def acquire(self, *args, **kwargs):
+        if threading.current_thread().name == "first-run":
+            stalled.set()
+            resume.wait(10)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(telegram.RateLimiter, "acquire", acquire)
+    outcome: dict = {}
+
+    def first() -> None:
+        try:
+            outcome["first"] = outbox.send(bot, 7014, "k-twice", "sendMessage", {"text": "x"})
+        except outbox.ClaimBusy as exc:
+            outcome["first"] = exc
+
+    thread = threading.Thread(target=first, name="first-run")
+    thread.start()
+    assert stalled.wait(10)
+    # The rerun's claim sees its own job id (an earlier run, believed dead) and takes over.
+    with db.session() as session:
+        session.execute(
+            update(OutboundMessage)
+            .where(OutboundMessage.idempotency_key == "k-twice")
+            .values(claimed_at=utcnow() - outbox.CLAIM_LEASE - timedelta(seconds=1))
+        )
+    assert outbox.send(bot, 7014, "k-twice", "sendMessage", {"text": "x"}) == "sent"
+    resume.set()
+    thread.join(20)
+    assert isinstance(outcome["first"], outbox.ClaimLost)
+    assert len(fake_tg.sent(chat_id=7014)) == 1
+    assert row(db, "k-twice").status == "sent"
 
 
 def test_a_long_retry_after_holds_every_sender_for_all_of_it(bot, fake_tg, db, redis_client):
@@ -228,19 +303,11 @@ def test_a_telegram_timeout_longer_than_the_claim_lease_allows_is_refused():
         Settings.from_env({"GRIMBOTS_TELEGRAM_TIMEOUT": "60"})
 
 
-def test_an_answer_proving_non_delivery_clears_the_in_flight_mark(bot, fake_tg, redis_client):
+def test_an_answer_proving_non_delivery_puts_the_row_back_to_pending(bot, fake_tg, db):
     """A worker that dies waiting out a 429 has sent nothing: its takeover must not be called
     ambiguous (faults, seed 4242 #23: a welcome lost that way)."""
     fake_tg.add_fault(status=429, method="sendMessage", retry_after=120)
-    mark = outbox.inflight_key(bot.id, "k-429-mark")
     with pytest.raises(telegram.TransientError):
-        telegram.get_client().call(
-            bot.token,
-            "sendMessage",
-            {"chat_id": 7012, "text": "x"},
-            bot_id=bot.id,
-            chat_id=7012,
-            inflight=(mark, "1"),
-        )
-    assert redis_client.get(mark) is None
-    redis_client.delete(telegram.RateLimiter.hold_key(bot.id))
+        outbox.send(bot, 7012, "k-429-mark", "sendMessage", {"text": "x"})
+    assert row(db, "k-429-mark").status == "pending"
+    assert row(db, "k-429-mark").claimed_at is None

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from grimbots import campaigns, funnel, jobs, outbox, queues, reconcile, redis_pool, telegram
 from grimbots import db as db_module
 from grimbots.models import Base, Campaign, Funnel, Lead, OutboundMessage, Payment, utcnow
-from grimbots.payments import sandbox_event
+from grimbots.payments import delivery_job_id, sandbox_event
 from tests.factories import callback_update, make_bot, make_funnel, make_seller, start_update
 
 PAY_URL = "/webhook/payment/sandbox"
@@ -73,14 +73,16 @@ def test_paid_order_is_delivered_once_after_an_outage_longer_than_every_retry(
     payment = charge(bot, 5101, shop["offers"][0], drain)
     long_outage(redis_client, bot)
     assert pay(client, settings, payment).status_code == 200
-    drain(include_scheduled=True)  # every retry of the delivery job is spent
+    drain(include_scheduled=True)  # more tries than the delivery job's retry budget
     assert texts(fake_tg, 5101, "Pagamento confirmado") == 0
+    # An outage does not spend the budget: the job waits it out instead of being parked.
+    assert queues.in_flight(delivery_job_id(payment.id))
     # The gateway repeats its webhook meanwhile: the old 7-day marker made this a no-op for good.
     redis_client.delete(f"gb:payment:{payment.id}:delivery_enqueued")
     assert pay(client, settings, payment).json["duplicate"] is True
     drain(include_scheduled=True)
     outage_over(redis_client, bot)
-    assert reconcile.reconcile_payments()["repaired"] == 1
+    assert reconcile.reconcile_payments()["repaired"] == 0  # its job is still in flight
     drain(include_scheduled=True)
     assert texts(fake_tg, 5101, "Pagamento confirmado") == 1
     with db.session() as session:
@@ -460,3 +462,30 @@ def test_a_delivery_cancelled_for_an_inactive_bot_before_this_fix_is_sent_once_w
         reconcile.reconcile_outbox()
         drain(include_scheduled=True)
     assert texts(fake_tg, 5112, "Pagamento confirmado") == 1
+
+
+def test_the_reconciler_settles_a_row_left_in_flight_as_ambiguous_without_sending(
+    shop, fake_tg, db, no_grace
+):
+    with db.session() as session:
+        session.add(
+            OutboundMessage(
+                bot_id=shop["bot"].id,
+                chat_id=5402,
+                idempotency_key="k-left-in-flight",
+                method="sendMessage",
+                payload={"chat_id": 5402, "text": "x"},
+                status=outbox.INFLIGHT,
+                claimed_at=utcnow() - outbox.CLAIM_LEASE - timedelta(seconds=1),
+                attempts=1,
+            )
+        )
+    reconcile.reconcile_outbox()
+    with db.session() as session:
+        status = session.scalar(
+            select(OutboundMessage.status).where(
+                OutboundMessage.idempotency_key == "k-left-in-flight"
+            )
+        )
+    assert status == "ambiguous"
+    assert fake_tg.calls(chat_id=5402) == []

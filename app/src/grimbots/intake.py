@@ -77,9 +77,11 @@ SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
 # Requeue a queued intake job that is in none of the places a job can be (its queue, the
 # intermediate list a worker moves it to, the started registry): a worker killed right after it
 # popped the job took it with it. Confirmed on two passes CONFIRM seconds apart, so a job popped
-# a moment ago by a live worker (not yet registered as started) is left alone.
+# a moment ago by a live worker (not yet registered as started) is left alone. Run only for the
+# few jobs a pass found in none of those places, so its LPOS and ZRANGE stay rare.
 # KEYS: 1 job hash, 2 queue, 3 intermediate list, 4 started registry, 5 candidate marker.
 # ARGV: 1 job id, 2 latest enqueued_at considered, 3 seconds between the two sightings.
+# Returns 0 (not lost), 1 (pushed again) or 2 (lost so far: look again on a later pass).
 LOST_SCRIPT = """
 local job_id = ARGV[1]
 local function settled()
@@ -99,14 +101,42 @@ end
 local now = tonumber(redis.call('TIME')[1])
 local first = redis.call('GET', KEYS[5])
 if not first then
-  redis.call('SET', KEYS[5], now, 'EX', 3600)
-  return 0
+  redis.call('SET', KEYS[5], now, 'EX', 86400)
+  return 2
 end
-if now - tonumber(first) < tonumber(ARGV[3]) then return 0 end
+if now - tonumber(first) < tonumber(ARGV[3]) then return 2 end
 redis.call('RPUSH', KEYS[2], job_id)
 redis.call('DEL', KEYS[5])
 return 1
 """
+# Where the scan of intake job hashes stopped (it goes on from there next pass, so every job is
+# examined eventually), and the jobs seen lost once and waiting for their second sighting.
+LOST_CURSOR = "gb:intake:lost:cursor"
+LOST_CANDIDATES = "gb:intake:lost:candidates"
+_JOB_PREFIX = Job.redis_job_namespace_prefix
+
+
+def _members(conn, queue_key: str, intermediate: str, started: str) -> set[bytes]:
+    """Every job id in the queue, the intermediate list or the started registry, read once per
+    pass (one LRANGE/ZRANGE each), so membership costs O(1) per job examined."""
+    with conn.pipeline(transaction=False) as pipe:
+        pipe.lrange(queue_key, 0, -1)
+        pipe.lrange(intermediate, 0, -1)
+        pipe.zrange(started, 0, -1)
+        queued, moving, running = pipe.execute()
+    return {*queued, *moving, *(entry.split(b":", 1)[0] for entry in running)}
+
+
+def _scan_batch(conn, cursor: int, limit: int) -> tuple[int, list[bytes]]:
+    """Job ids of intake jobs from `cursor` on, about `limit` of them; returns the next cursor
+    (0 once the keyspace has been walked through)."""
+    ids: list[bytes] = []
+    pattern = _JOB_PREFIX + "tg-*"
+    while True:
+        cursor, keys = conn.scan(cursor, match=pattern, count=min(500, limit))
+        ids += [k[len(_JOB_PREFIX) :] for k in keys if b":" not in k[len(_JOB_PREFIX) :]]
+        if cursor == 0 or len(ids) >= limit:
+            return int(cursor), ids
 
 
 def requeue_lost(grace: float = 60.0, confirm: float = 10.0, limit: int = 10_000) -> dict:
@@ -116,26 +146,42 @@ def requeue_lost(grace: float = 60.0, confirm: float = 10.0, limit: int = 10_000
     intermediate list and no started registry on two passes `confirm` seconds apart is pushed
     again (RQ moves a popped job into the started registry within milliseconds). Telegram does
     not repeat an update it got a 200 for, and the job's existence makes the intake answer
-    "duplicate", so without this the update would wait for ever. Checks at most `limit` jobs.
+    "duplicate", so without this the update would wait for ever.
+
+    One pass examines about `limit` job hashes (one pipelined HMGET each), going on from where
+    the last pass stopped, so a backlog or a week of failed jobs larger than `limit` delays a
+    lost job by a few passes but never hides it; jobs seen lost once are looked at every pass.
     """
     conn = get_pools().queue()
-    cutoff = utcformat(now() - timedelta(seconds=grace))
+    cutoff = utcformat(now() - timedelta(seconds=grace)).encode()
     queue_key = Queue.redis_queue_namespace_prefix + WEBHOOK
     intermediate = IntermediateQueue.get_intermediate_queue_key(queue_key)
     started = StartedJobRegistry(WEBHOOK, connection=conn).key
+    present = _members(conn, queue_key, intermediate, started)
+    cursor, ids = _scan_batch(conn, int(conn.get(LOST_CURSOR) or 0), limit)
+    with conn.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hmget(_JOB_PREFIX.encode() + job_id, "status", "enqueued_at")
+        fields = pipe.execute()
+    suspects = {
+        job_id
+        for job_id, (status, enqueued) in zip(ids, fields, strict=True)
+        if status == b"queued" and enqueued and enqueued <= cutoff and job_id not in present
+    }
+    suspects |= set(conn.smembers(LOST_CANDIDATES))
     script = conn.register_script(LOST_SCRIPT)
-    checked = requeued = 0
-    for raw in conn.scan_iter(match=Job.redis_job_namespace_prefix + "tg-*", count=500):
-        key = raw.decode()
-        job_id = key[len(Job.redis_job_namespace_prefix) :]
-        if ":" in job_id:  # rq:job:<id>:dependents and the like
-            continue
-        checked += 1
-        keys = [key, queue_key, intermediate, started, f"gb:intake:lost:{job_id}"]
-        requeued += int(script(keys=keys, args=[job_id, cutoff, confirm]))
-        if checked >= limit:
-            break
-    return {"checked": checked, "requeued": requeued}
+    requeued = 0
+    for raw in suspects:
+        job_id = raw.decode()
+        keys = [Job.key_for(job_id), queue_key, intermediate, started, f"gb:intake:lost:{job_id}"]
+        outcome = int(script(keys=keys, args=[job_id, cutoff, confirm]))
+        requeued += outcome == 1
+        if outcome == 2:
+            conn.sadd(LOST_CANDIDATES, job_id)
+        else:
+            conn.srem(LOST_CANDIDATES, job_id)
+    conn.set(LOST_CURSOR, cursor)
+    return {"checked": len(ids), "requeued": requeued}
 
 
 class NotReplicated(RedisError):

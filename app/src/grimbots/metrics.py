@@ -87,6 +87,16 @@ RECONCILED = Counter(
     "Half-done work finished by a reconciler",
     ["reconciler"],
 )
+JOB_RETRIES = Counter(
+    "grimbots_job_retries_total",
+    "Job retries scheduled because a dependency was down (not counted against the job's budget)",
+    ["reason"],
+)
+JOB_FAILURES = Counter(
+    "grimbots_job_failures_total",
+    "Jobs that ended in the failed registry after failing for another reason than an outage",
+    ["queue", "function"],
+)
 JOBS_REQUEUED = Counter(
     "grimbots_jobs_requeued_total", "Started jobs of dead workers handed back to RQ", ["queue"]
 )

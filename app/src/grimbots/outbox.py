@@ -2,17 +2,23 @@
 
 The outbound row is written (claimed) before the send. A retried job finds the row: a sent,
 suppressed, failed, blocked or ambiguous row is never sent again (the caller gets that outcome
-back, so nobody counts an unsent message as sent). A pending row is sent again only when that is
-certainly safe:
+back, so nobody counts an unsent message as sent).
 
-* its claim was released: every failure that proves nothing went out (connect error, 5xx, 429,
-  a limiter wait too long, a Redis or database error or a job timeout before the request)
-  releases the claim, so the retry sends at once;
-* its claim lapsed (the sender died), or it is held by an earlier run of the very job now
-  running (a job runs again only once its earlier run failed or its worker died), and the
-  in-flight mark of that attempt is absent: the mark is written in the same Redis step that
-  grants the send, so its absence proves that attempt never sent a request. With the mark
-  present the row becomes "ambiguous".
+The durable proof that a request may have gone out is the row itself: right before each HTTP
+request (after the limiter's grant) one UPDATE moves it from `pending` to `inflight`, and
+commits, only if it still carries this run's token (`attempts`, raised by every claim). So:
+
+* a newer run that took the claim over (the job run again while this one was stalled in the
+  limiter or cut off from Redis) has raised the token, and the stale run's UPDATE finds nothing:
+  it raises ClaimLost and sends nothing (fencing; at most one live run reaches the request);
+* every failure that proves nothing went out (connect error, 5xx, 429, a limiter wait too long,
+  a Redis or database error or a job timeout before the request) puts the row back to `pending`
+  and releases the claim, so the retry sends at once;
+* a `pending` row whose claim lapsed (the sender died) or is held by an earlier run of the job
+  now running is taken over and sent: nothing of that attempt went out;
+* an `inflight` row with no result (the sender died, or lost the database, during the request)
+  is never resent: the takeover, or the outbox reconciler once the claim lapsed, records it
+  "ambiguous".
 
 A send that may have reached Telegram (read timeout, reset after the request went out, a job
 killed during the request) is recorded "ambiguous", counted in `outbox_ambiguous_total`, and
@@ -38,7 +44,6 @@ from grimbots import dedup, metrics
 from grimbots.db import get_db
 from grimbots.leads import set_blocked
 from grimbots.models import Bot, OutboundMessage, utcnow
-from grimbots.redis_pool import bot_tag, state
 from grimbots.telegram import (
     AmbiguousError,
     BlockedError,
@@ -57,6 +62,7 @@ POST_MARGIN = 10.0
 MEDIA_METHODS = {"sendPhoto", "sendVideo", "sendDocument", "sendAnimation"}
 SENT, DUPLICATE, BLOCKED, FAILED, AMBIGUOUS = "sent", "duplicate", "blocked", "failed", "ambiguous"
 CANCELLED = "cancelled"
+PENDING, INFLIGHT = "pending", "inflight"  # unsettled: claimable, or a request may be out
 # What a settled row's status means to a caller asking to send it again.
 _SETTLED = {
     "sent": DUPLICATE,
@@ -72,16 +78,15 @@ class ClaimBusy(Exception):
     """Another sender holds a live claim on this message: retry the job later."""
 
 
+class ClaimLost(ClaimBusy):
+    """A newer run took this message's claim over before this run's request: nothing sent."""
+
+
 @dataclass(frozen=True)
 class _Claim:
     outcome: str  # "claimed", "settled", "busy"
     attempt: int = 0
     status: str = ""
-
-
-def inflight_key(bot_id: int, key: str) -> str:
-    """Redis key saying "attempt N of this message may have sent a request"."""
-    return f"gb:{bot_tag(bot_id)}:ob:inflight:{key}"
 
 
 def _current_job_id() -> str | None:
@@ -115,7 +120,7 @@ def _claim(bot_id: int, chat_id: int, key: str, method: str, payload: dict) -> _
         row = session.scalar(select(OutboundMessage).where(OutboundMessage.idempotency_key == key))
         if row is None:
             return _Claim("busy")  # deleted meanwhile; the retry settles it
-        if row.status != "pending":
+        if row.status not in (PENDING, INFLIGHT):
             return _Claim("settled", row.attempts, row.status)
         attempts = row.attempts
         own_earlier_run = job_id is not None and row.claimed_by == job_id
@@ -125,17 +130,18 @@ def _claim(bot_id: int, chat_id: int, key: str, method: str, payload: dict) -> _
             and not own_earlier_run
         ):
             return _Claim("busy", attempts)
-        if row.claimed_at is not None and state().get(inflight_key(bot_id, key)) == str(attempts):
-            # The dead owner's attempt may have reached Telegram: settle, never resend blindly.
+        unchanged = (
+            OutboundMessage.id == row.id,
+            OutboundMessage.status == row.status,
+            OutboundMessage.attempts == attempts,
+        )
+        if row.status == INFLIGHT:
+            # The earlier attempt's request may have reached Telegram: never resend blindly.
             _settle_sender_died(session, row.id, attempts)
             return _Claim("settled", attempts, AMBIGUOUS)
         taken = session.execute(
             update(OutboundMessage)
-            .where(
-                OutboundMessage.id == row.id,
-                OutboundMessage.status == "pending",
-                OutboundMessage.attempts == attempts,
-            )
+            .where(*unchanged)
             .values(claimed_at=now, claimed_by=job_id, attempts=attempts + 1)
             .execution_options(synchronize_session=False)
         )
@@ -145,11 +151,13 @@ def _claim(bot_id: int, chat_id: int, key: str, method: str, payload: dict) -> _
 
 
 def _settle_sender_died(session, row_id: int, attempts: int) -> None:
+    """A row left in flight by a run that is gone: its request may have reached Telegram, so it
+    becomes ambiguous (never resent), unless another run changed it meanwhile."""
     session.execute(
         update(OutboundMessage)
         .where(
             OutboundMessage.id == row_id,
-            OutboundMessage.status == "pending",
+            OutboundMessage.status == INFLIGHT,
             OutboundMessage.attempts == attempts,
         )
         .values(status=AMBIGUOUS, error="sender died during the request")
@@ -159,24 +167,23 @@ def _settle_sender_died(session, row_id: int, attempts: int) -> None:
 
 
 def hold(bot_id: int, key: str) -> None:
-    """Keep a pending row of an inactive bot for its reactivation, settling now what only the
-    in-flight mark can tell (it lives an hour; a bot may stay inactive for days): a lapsed
-    claim whose attempt may have sent becomes ambiguous, any other lapsed claim is released,
-    so the row is sent later only if nothing can have gone out."""
+    """Keep an unsettled row of an inactive bot for its reactivation, settling now a lapsed
+    claim: one whose request may have gone out (in flight) becomes ambiguous, any other is
+    released, so the row is sent later only if nothing can have gone out."""
     with get_db().session() as session:
         row = session.scalar(select(OutboundMessage).where(OutboundMessage.idempotency_key == key))
-        if row is None or row.status != "pending" or row.claimed_at is None:
+        if row is None or row.status not in (PENDING, INFLIGHT) or row.claimed_at is None:
             return
         if row.claimed_at >= utcnow() - CLAIM_LEASE:
             return  # a live claim: its owner settles it
-        if state().get(inflight_key(bot_id, key)) == str(row.attempts):
+        if row.status == INFLIGHT:
             _settle_sender_died(session, row.id, row.attempts)
             return
         session.execute(
             update(OutboundMessage)
             .where(
                 OutboundMessage.id == row.id,
-                OutboundMessage.status == "pending",
+                OutboundMessage.status == PENDING,
                 OutboundMessage.attempts == row.attempts,
             )
             .values(claimed_at=None)
@@ -184,11 +191,31 @@ def hold(bot_id: int, key: str) -> None:
         )
 
 
-def _finish(key: str, **values) -> None:
+def _finish(key: str, attempt: int, **values) -> None:
+    """Record this run's outcome, unless a newer run holds the row (its token is higher)."""
     with get_db().session() as session:
         session.execute(
-            update(OutboundMessage).where(OutboundMessage.idempotency_key == key).values(**values)
+            update(OutboundMessage)
+            .where(OutboundMessage.idempotency_key == key, OutboundMessage.attempts == attempt)
+            .values(**values)
         )
+
+
+def _fence(key: str, attempt: int) -> None:
+    """Commit "a request of this run may go out" before it does, only if the row still carries
+    this run's token; else raise ClaimLost (a newer run owns the message)."""
+    with get_db().session() as session:
+        marked = session.execute(
+            update(OutboundMessage)
+            .where(
+                OutboundMessage.idempotency_key == key,
+                OutboundMessage.attempts == attempt,
+                OutboundMessage.status.in_((PENDING, INFLIGHT)),
+            )
+            .values(status=INFLIGHT)
+        )
+        if marked.rowcount != 1:
+            raise ClaimLost(key)
 
 
 def _release(key: str, attempt: int) -> None:
@@ -198,19 +225,37 @@ def _release(key: str, attempt: int) -> None:
             update(OutboundMessage)
             .where(
                 OutboundMessage.idempotency_key == key,
-                OutboundMessage.status == "pending",
+                OutboundMessage.status.in_((PENDING, INFLIGHT)),
                 OutboundMessage.attempts == attempt,
             )
-            .values(claimed_at=None)
+            .values(status=PENDING, claimed_at=None)
+        )
+
+
+def _unsent(key: str, attempt: int) -> None:
+    """An answer proved this run's request was not delivered: the row is pending again (best
+    effort: a row left in flight is only taken for ambiguous later, never resent)."""
+    with contextlib.suppress(Exception), get_db().session() as session:
+        session.execute(
+            update(OutboundMessage)
+            .where(
+                OutboundMessage.idempotency_key == key,
+                OutboundMessage.status == INFLIGHT,
+                OutboundMessage.attempts == attempt,
+            )
+            .values(status=PENDING)
         )
 
 
 def _interrupted(key: str, attempt: int, maybe_sent: bool, exc: BaseException) -> None:
     """Settle a send cut short by anything but a Telegram answer (best effort: a failing
-    database leaves the claim to lapse, and the in-flight mark decides then)."""
+    database leaves the row as it was, and an in-flight row is never resent)."""
+    if isinstance(exc, ClaimLost):
+        return  # the row is the newer run's
     with contextlib.suppress(Exception):
         if maybe_sent:
-            _finish(key, status=AMBIGUOUS, error=f"interrupted during the request: {_kind(exc)}")
+            why = f"interrupted during the request: {_kind(exc)}"
+            _finish(key, attempt, status=AMBIGUOUS, error=why)
             metrics.OUTBOX_AMBIGUOUS.labels("interrupted").inc()
         else:
             _release(key, attempt)
@@ -248,6 +293,7 @@ def send(
         return outcome
     if claim.outcome == "busy":
         raise ClaimBusy(idempotency_key)
+    attempt = claim.attempt
     client = get_client()
     progress = SendProgress()
     deadline = (
@@ -264,7 +310,7 @@ def send(
             payload.get("photo") or payload.get("video") or payload.get("document") or "",
         )
         if not dedup.send_lock(bot.id, chat_id, digest, idempotency_key, media):
-            _finish(idempotency_key, status="suppressed", error="twin of a recent send")
+            _finish(idempotency_key, attempt, status="suppressed", error="twin of a recent send")
             return DUPLICATE
         result = client.call(
             bot.token,
@@ -274,15 +320,16 @@ def send(
             chat_id=chat_id,
             deadline=deadline,
             progress=progress,
-            inflight=(inflight_key(bot.id, idempotency_key), str(claim.attempt)),
             still_due=still_due,
+            fence=lambda: _fence(idempotency_key, attempt),
+            unsent=lambda: _unsent(idempotency_key, attempt),
         )
     except NotDueError as exc:
-        _finish(idempotency_key, status=CANCELLED, error=str(exc)[:500])
+        _finish(idempotency_key, attempt, status=CANCELLED, error=str(exc)[:500])
         log.info("message no longer due; not sent", extra={"key": idempotency_key})
         return CANCELLED
     except BlockedError as exc:
-        _finish(idempotency_key, status="blocked", error=exc.description[:500])
+        _finish(idempotency_key, attempt, status="blocked", error=exc.description[:500])
         log.info("user blocked the bot", extra={"bot_id": bot.id, "lead_id": lead_id})
         set_blocked(bot.id, chat_id, True)
         return BLOCKED
@@ -291,10 +338,10 @@ def send(
             "telegram refused message",
             extra={"key": idempotency_key, "lead_id": lead_id, "error": exc.description[:200]},
         )
-        _finish(idempotency_key, status="failed", error=exc.description[:500])
+        _finish(idempotency_key, attempt, status="failed", error=exc.description[:500])
         return FAILED
     except AmbiguousError as exc:
-        _finish(idempotency_key, status=AMBIGUOUS, error=exc.description[:500])
+        _finish(idempotency_key, attempt, status=AMBIGUOUS, error=exc.description[:500])
         metrics.OUTBOX_AMBIGUOUS.labels("answer_lost").inc()
         log.warning(
             "send may have reached telegram; not repeated",
@@ -304,10 +351,11 @@ def send(
     except BaseException as exc:
         # TransientError, a Redis error, the job's timeout, a database error: settle the claim
         # by what is known, so the retry sends at once when nothing went out.
-        _interrupted(idempotency_key, claim.attempt, progress.maybe_sent, exc)
+        _interrupted(idempotency_key, attempt, progress.maybe_sent, exc)
         raise
     _finish(
         idempotency_key,
+        attempt,
         status="sent",
         sent_at=utcnow(),
         telegram_message_id=result.get("message_id"),

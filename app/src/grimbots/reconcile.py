@@ -5,11 +5,12 @@ with its worker; the database still says what was meant to happen. Every INTERVA
 reconciler below runs once across all workers (the liveness thread of every worker enqueues the
 ones that are due, so they run whenever any worker runs), on the `tasks` queue:
 
-* outbox: rows left `pending` with no live claim (released, or the sender died) are sent through
-  the outbox itself, so every guarantee of a normal send holds (a dead sender's attempt that may
-  have gone out becomes "ambiguous", not a second message); downsells and PIX codes no longer
-  due (the lead paid, the charge settled) are cancelled; rows older than OUTBOX_MAX_AGE are
-  given up, except deliveries. An inactive bot's delivery and PIX rows are held, not cancelled.
+* outbox: rows left `pending` with no live claim (released, or the sender died before its
+  request) are sent through the outbox itself, so every guarantee of a normal send holds; rows
+  left `inflight` past their lease (the sender died during the request) become "ambiguous", not
+  a second message; downsells and PIX codes no longer due (the lead paid, the charge settled)
+  are cancelled; rows older than OUTBOX_MAX_AGE are given up, except deliveries. An inactive
+  bot's delivery and PIX rows are held, not cancelled.
 * payments: paid orders with `delivered_at` empty get their delivery job again (unless their
   delivery message is settled as ambiguous, refused or blocked, or their bot is inactive: held
   until `resume_bot` or the next pass after reactivation), so a Telegram outage of any length
@@ -129,10 +130,29 @@ def _release_stale(row, now) -> str:
     return "send"
 
 
+def _settle_abandoned_inflight(now) -> int:
+    """Rows left in flight past their lease: the sender died or lost the database during the
+    request, which may have reached Telegram. Recorded ambiguous, never resent."""
+    with get_db().session() as session:
+        settled = session.execute(
+            update(OutboundMessage)
+            .where(
+                OutboundMessage.status == outbox.INFLIGHT,
+                OutboundMessage.claimed_at < now - outbox.CLAIM_LEASE,
+            )
+            .values(status=outbox.AMBIGUOUS, error="in flight with no result: sender died")
+        ).rowcount
+    if settled:
+        metrics.OUTBOX_AMBIGUOUS.labels("sender_died").inc(settled)
+        log.warning("outbox rows left in flight settled as ambiguous", extra={"rows": settled})
+    return settled
+
+
 def reconcile_outbox(limit: int = BATCH) -> dict:
     """Job: send outbox rows left pending without a live claim."""
     now = utcnow()
     db = get_db()
+    _settle_abandoned_inflight(now)
     stale = (
         OutboundMessage.status == "pending",
         OutboundMessage.created_at < now - _grace(),

@@ -37,8 +37,6 @@ MAX_RATE_WAIT = 30.0
 # granting a send and Telegram receiving it.
 RATE_WINDOW_MS = 1000
 RATE_MARGIN_MS = 50
-# How long "a request for this outbox attempt may have gone out" is remembered.
-INFLIGHT_TTL_MS = 3600 * 1000
 
 
 class TelegramError(Exception):
@@ -81,10 +79,9 @@ class SendProgress:
 
 # Sliding-window log over several keys at once: every key must allow the send, and only then is
 # it recorded in all of them, so no window of RATE_WINDOW_MS ever holds more than `limit` sends.
-# KEYS[1] is the bot's hold (set after a 429), then (log key, limit) pairs; an optional last key
-# is the outbox in-flight mark, written together with the grant. Returns 0 (send now) or the
-# whole milliseconds to wait: Redis turns Lua numbers into integers, so a fractional wait would
-# become 0 and let a send through uncounted.
+# KEYS[1] is the bot's hold (set after a 429), then (log key, limit) pairs. Returns 0 (send now)
+# or the whole milliseconds to wait: Redis turns Lua numbers into integers, so a fractional wait
+# would become 0 and let a send through uncounted.
 _WINDOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -108,9 +105,6 @@ local member = ARGV[3 + nlogs]
 for i = 1, nlogs do
   redis.call('ZADD', KEYS[i + 1], now, member)
   redis.call('PEXPIRE', KEYS[i + 1], math.ceil(window) + 1000)
-end
-if #KEYS > nlogs + 1 then
-  redis.call('SET', KEYS[#KEYS], ARGV[4 + nlogs], 'PX', tonumber(ARGV[5 + nlogs]))
 end
 return 0
 """
@@ -155,18 +149,10 @@ class RateLimiter:
         bot_id: int,
         chat_id: int | None,
         max_wait: float = MAX_RATE_WAIT,
-        inflight: tuple[str, str] | None = None,
     ) -> None:
-        """Block until this send fits every limit; raise TransientError past max_wait.
-
-        With `inflight` (key, value), the mark is written in the same step as the grant, so the
-        mark exists whenever a request may have gone out.
-        """
+        """Block until this send fits every limit; raise TransientError past max_wait."""
         keys, limits = self._keys(bot_id, chat_id)
         args: list = [self.window, len(limits), *limits, uuid.uuid4().hex]
-        if inflight is not None:
-            keys = [*keys, inflight[0]]
-            args += [inflight[1], INFLIGHT_TTL_MS]
         deadline = time.monotonic() + max(0.0, max_wait)
         while True:
             wait_ms = int(self._window(keys=keys, args=args))
@@ -230,8 +216,9 @@ class TelegramClient:
         rate_limited: bool = True,
         deadline: float | None = None,
         progress: SendProgress | None = None,
-        inflight: tuple[str, str] | None = None,
         still_due: Callable[[], bool] | None = None,
+        fence: Callable[[], None] | None = None,
+        unsent: Callable[[], None] | None = None,
     ) -> dict:
         """Call one Bot API method; returns Telegram's `result`.
 
@@ -239,7 +226,9 @@ class TelegramClient:
         5xx, 429); a read timeout or a reset after the request went out raises AmbiguousError.
         No request starts after `deadline` (time.monotonic()): past it, TransientError.
         `still_due` is asked after the rate slot is granted, right before each request (the
-        wait may last 30 s): False raises NotDueError, with nothing sent.
+        wait may last 30 s): False raises NotDueError, with nothing sent. `fence` runs right
+        before each request (the outbox records it in flight, or raises to stop it); `unsent`
+        after an answer that proves the request was not delivered.
         """
         url = f"{self.base}/bot{token}/{method}"
         attempts = self.settings.telegram_max_retries + 1
@@ -252,11 +241,13 @@ class TelegramClient:
                 max_wait = MAX_RATE_WAIT
                 if deadline is not None:
                     max_wait = min(max_wait, deadline - time.monotonic())
-                self.limiter.acquire(bot_id, chat_id, max_wait, inflight)
-            if still_due is not None:
-                self._check_due(still_due, inflight)
+                self.limiter.acquire(bot_id, chat_id, max_wait)
+            if still_due is not None and not still_due():
+                raise NotDueError("no longer due when its rate slot came")
             if deadline is not None and time.monotonic() > deadline:
                 raise TransientError(0, "send deadline passed before the request")
+            if fence is not None:
+                fence()
             progress.maybe_sent = True
             try:
                 resp = self.session.post(url, json=payload, timeout=self.settings.telegram_timeout)
@@ -269,7 +260,7 @@ class TelegramClient:
                         0, f"no answer after the request went out ({kind}: {_cause(exc)})"
                     ) from None
                 progress.maybe_sent = False
-                self._clear_inflight(inflight)
+                self._unsent(unsent)
                 metrics.TELEGRAM_ERRORS.labels("connection").inc()
                 last = TransientError(0, f"connection error ({_cause(exc)})")
                 continue
@@ -279,7 +270,7 @@ class TelegramClient:
             description = str(body.get("description") or resp.reason or "error")
             if resp.status_code == 429:
                 progress.maybe_sent = False
-                self._clear_inflight(inflight)
+                self._unsent(unsent)
                 metrics.TELEGRAM_ERRORS.labels("rate_limited").inc()
                 retry_after = _retry_after(body)
                 if bot_id is not None:
@@ -296,7 +287,7 @@ class TelegramClient:
                 raise BlockedError(403, description)
             if resp.status_code >= 500:
                 progress.maybe_sent = False
-                self._clear_inflight(inflight)
+                self._unsent(unsent)
                 metrics.TELEGRAM_ERRORS.labels("server_error").inc()
                 last = TransientError(resp.status_code, description)
                 continue
@@ -310,28 +301,15 @@ class TelegramClient:
             last.retry_after,
         )
 
-    @classmethod
-    def _check_due(cls, still_due: Callable[[], bool], inflight: tuple[str, str] | None) -> None:
-        """Ask the caller whether the message is still wanted; no request has gone out yet, so
-        the in-flight mark the grant wrote is dropped whatever the answer."""
-        try:
-            due = still_due()
-        except BaseException:
-            cls._clear_inflight(inflight)
-            raise
-        if not due:
-            cls._clear_inflight(inflight)
-            raise NotDueError("no longer due when its rate slot came")
-
     @staticmethod
-    def _clear_inflight(inflight: tuple[str, str] | None) -> None:
-        """An answer proved the request was not delivered: drop the in-flight mark, so a sender
-        that dies before its next request is not taken for one that may have sent. Best effort:
-        a mark left behind only makes a later takeover conservative (ambiguous)."""
-        if inflight is None:
+    def _unsent(unsent: Callable[[], None] | None) -> None:
+        """An answer proved the request was not delivered: say so, so a sender that dies before
+        its next request is not taken for one that may have sent. Best effort: a mark left
+        behind only makes a later takeover conservative (ambiguous)."""
+        if unsent is None:
             return
         with contextlib.suppress(Exception):
-            state().delete(inflight[0])
+            unsent()
 
     def _backoff(self, attempt: int, last: TelegramError | None, deadline: float | None) -> None:
         if last is not None and last.status == 429:

@@ -27,7 +27,7 @@ import time
 import redis
 from rq import Queue, SimpleWorker
 
-from grimbots import liveness, metrics, reconcile
+from grimbots import liveness, metrics, reconcile, retry
 from grimbots.db import get_db
 from grimbots.logs import configure_logging
 from grimbots.queues import QUEUE_NAMES, lanes_for
@@ -47,6 +47,10 @@ RESTART_BACKOFF = (1.0, 2.0, 5.0)
 def _count_failure(job, exc_type, exc_value, traceback) -> bool:
     metrics.JOBS_FAILED.labels(job.origin, job.func_name.rsplit(".", 1)[-1]).inc()
     return True  # let RQ's default handling (retry / failed registry) continue
+
+
+# Every worker's handlers, in order: count the failure, then keep outages out of the budget.
+EXCEPTION_HANDLERS = [_count_failure, retry.on_failure]
 
 
 def _mark_dead_on_exit() -> None:
@@ -82,7 +86,7 @@ def _make_worker(conn, names: list[str], queue_args: list[str], generation: int)
         [Queue(name, connection=conn) for name in names],
         connection=conn,
         name=f"{socket.gethostname()}.{'+'.join(queue_args)}.{os.getpid()}{suffix}",
-        exception_handlers=[_count_failure],
+        exception_handlers=EXCEPTION_HANDLERS,
         worker_ttl=WORKER_TTL,
         # RQ re-acquires the scheduler lock only in its maintenance pass: after a Redis restart
         # scheduled jobs (downsells, retries) wait at most this long, not 10 minutes.
@@ -110,7 +114,7 @@ def run(settings: Settings, queue_args: list[str], burst: bool = False) -> None:
         conn,
         lambda: current["worker"],
         on_tick=reconcile.schedule_due,
-        exception_handlers=[_count_failure],
+        exception_handlers=EXCEPTION_HANDLERS,
     )
     if not burst:
         heartbeat.start()
@@ -147,7 +151,7 @@ def run_maintenance() -> dict:
     """
     conn = queue_connection()
     names = [q.name for q in Queue.all(connection=conn)]
-    out: dict = {"requeued": liveness.reap_orphans(conn, names, [_count_failure])}
+    out: dict = {"requeued": liveness.reap_orphans(conn, names, EXCEPTION_HANDLERS)}
     for fn in reconcile.RECONCILERS:
         out[fn.__name__] = fn()
     return out
@@ -175,6 +179,17 @@ def enqueue_due_scheduled(include_future: bool = False, until: float | None = No
     return moved
 
 
+class _DrainWorker(SimpleWorker):
+    """A burst worker for in-process draining: no command channel (nobody sends it commands),
+    so its teardown never waits on RQ's pub/sub thread, which may sit in a 60 s read."""
+
+    def subscribe(self) -> None:
+        self.pubsub_thread = None
+
+    def unsubscribe(self) -> None:
+        pass
+
+
 def drain_queues(include_scheduled: bool = False, rounds: int = 20) -> int:
     """Process every queued job in this process until the queues are empty (tests, tooling).
 
@@ -190,7 +205,7 @@ def drain_queues(include_scheduled: bool = False, rounds: int = 20) -> int:
         pending = sum(q.count for q in queues)
         if not pending:
             return processed
-        worker = SimpleWorker(queues, connection=conn, exception_handlers=[_count_failure])
+        worker = _DrainWorker(queues, connection=conn, exception_handlers=EXCEPTION_HANDLERS)
         worker.work(burst=True, logging_level="WARNING")
         processed += pending
     return processed

@@ -1,0 +1,113 @@
+"""Two faults played on an in-process drain: a database outage longer than RQ's retry budget,
+and two live runs of one job (a worker cut off from Redis is taken for dead and its job run
+again while it still runs).
+
+`db_outage`: every session the app opens fails for `tries` drain passes; after each pass the
+retries the jobs scheduled for the outage are made due at once (other scheduled jobs, such as
+downsells, keep their time), so every job that ran tries far more often than its budget of
+DEFAULT_RETRY.max retries. The harness's own reads are spared.
+
+`double_run`: the first job waiting on the webhook (else tasks) queue is run in a thread that
+stalls in the rate limiter before its first send; meanwhile the queues are drained as usual, so
+the same job runs again (what the reaper does when a heartbeat is lost) and completes; then the
+stale run resumes. The invariants (no chat gets a message twice, every start one welcome) say
+whether the fencing held.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+from rq import Queue
+from rq.job import Job
+
+from faults.inject import DatabaseOutage
+from grimbots import retry
+from grimbots.queues import QUEUE_NAMES, TASKS, WEBHOOK
+from grimbots.redis_pool import queue_connection
+from grimbots.telegram import RateLimiter
+
+DB_OUTAGE = DatabaseOutage()
+STALL_WAIT = 10.0
+
+
+def move_outage_retries() -> int:
+    """Make the retries scheduled because of an outage due now; returns how many moved."""
+    conn = queue_connection()
+    moved = 0
+    for name in QUEUE_NAMES:
+        queue = Queue(name, connection=conn)
+        registry = queue.scheduled_job_registry
+        for job_id in registry.get_job_ids(0, -1):
+            job = queue.fetch_job(job_id)
+            if job is not None and retry.META_OUTAGES in job.meta:
+                registry.remove(job_id)
+                queue.enqueue_job(job)
+                moved += 1
+    return moved
+
+
+def drain_through_db_outage(run, tries: int) -> None:
+    """Drain the queues `tries` times over with the database down, then bring it back."""
+    DB_OUTAGE.install()
+    DB_OUTAGE.spared = {id(run.hdb)}
+    DB_OUTAGE.failed = 0
+    DB_OUTAGE.down = True
+    try:
+        for _ in range(tries):
+            run._drain()
+            if not move_outage_retries() and not run._queued():
+                break
+    finally:
+        DB_OUTAGE.down = False
+    if DB_OUTAGE.failed:
+        run.fired["db_outage"] += 1
+
+
+def _first_queued_job() -> Job | None:
+    conn = queue_connection()
+    for name in (WEBHOOK, TASKS):
+        ids = Queue(name, connection=conn).get_job_ids(0, 0)
+        if ids:
+            with contextlib.suppress(Exception):
+                return Job.fetch(ids[0], connection=conn)
+    return None
+
+
+def drain_with_a_stale_run(run) -> None:
+    """Drain while a stale run of the first queued job is stalled before its first send."""
+    job = _first_queued_job()
+    if job is None:
+        run._drain()
+        return
+    stalled, resume = threading.Event(), threading.Event()
+    original = RateLimiter.acquire
+
+    def acquire(limiter, *args, **kwargs):
+        if threading.current_thread().name == "stale-run":
+            stalled.set()
+            resume.wait(STALL_WAIT * 3)
+        return original(limiter, *args, **kwargs)
+
+    def stale() -> None:
+        try:
+            job.perform()
+        except BaseException as exc:  # noqa: BLE001 - ClaimLost: the rerun owns the message
+            run.notes.append(f"stale run ended: {type(exc).__name__}")
+
+    RateLimiter.acquire = acquire
+    thread = threading.Thread(target=stale, name="stale-run", daemon=True)
+    try:
+        thread.start()
+        deadline = time.monotonic() + STALL_WAIT
+        while not stalled.is_set() and thread.is_alive() and time.monotonic() < deadline:
+            stalled.wait(0.05)
+        run._drain()  # the job's second run, and everything else queued
+    finally:
+        resume.set()
+        thread.join(STALL_WAIT * 3)
+        RateLimiter.acquire = original
+    if stalled.is_set():
+        run.fired["double_run"] += 1
