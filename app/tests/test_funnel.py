@@ -255,3 +255,43 @@ def test_my_chat_member_kicked_then_member_toggles_blocked(client, shop, drain, 
         with db.session() as session:
             lead = session.scalar(select(Lead).where(Lead.telegram_user_id == 7008))
             assert lead.blocked is (status == "kicked")
+
+
+def _member_update(update_id: int, user_id: int, chat: dict, status: str) -> dict:
+    return {
+        "update_id": update_id,
+        "my_chat_member": {
+            "chat": chat,
+            "from": {"id": user_id, "is_bot": False, "first_name": "L"},
+            "date": 0,
+            "old_chat_member": {"status": "member"},
+            "new_chat_member": {"status": status},
+        },
+    }
+
+
+@pytest.mark.parametrize("chat_type", ["group", "supergroup", "channel"])
+def test_membership_changes_outside_the_private_chat_leave_the_block_flag_alone(
+    client, shop, drain, db, chat_type
+):
+    bot, user = shop["bot"], 7009
+    deliver(client, bot, start_update(user))
+    drain()
+    group = {"id": -1001234567, "type": chat_type, "title": "Grupo"}
+    # Removed from a group: the user has not blocked the bot in private.
+    deliver(client, bot, _member_update(9_910_000, user, group, "kicked"))
+    drain()
+    with db.session() as session:
+        assert session.scalar(select(Lead).where(Lead.telegram_user_id == user)).blocked is False
+        assert (
+            session.scalar(select(BlockedUser).where(BlockedUser.telegram_user_id == user)) is None
+        )
+    # Blocked in private, then added to a group: still blocked.
+    private = {"id": user, "type": "private"}
+    deliver(client, bot, _member_update(9_910_001, user, private, "kicked"))
+    drain()
+    deliver(client, bot, _member_update(9_910_002, user, group, "member"))
+    drain()
+    with db.session() as session:
+        assert session.scalar(select(Lead).where(Lead.telegram_user_id == user)).blocked is True
+        assert session.scalar(select(BlockedUser).where(BlockedUser.telegram_user_id == user))

@@ -89,11 +89,22 @@ def _dispatch(bot: Bot, kind: str, body, update_id: int) -> str:
     if kind == "callback_query":
         return _callback(bot, body, update_id)
     if kind == "my_chat_member":
-        user = body.get("from") or {}
-        status = (body.get("new_chat_member") or {}).get("status")
-        if "id" in user and status in ("kicked", "member"):
-            set_blocked(bot.id, int(user["id"]), status == "kicked")
-            return f"chat member {status}"
+        return _member_changed(bot, body)
+    return "acknowledged"
+
+
+def _member_changed(bot: Bot, body: dict) -> str:
+    """The bot's membership changed. Only the private chat with the user says whether that
+    user blocked the bot; a group, supergroup or channel the user adds it to or removes it
+    from says nothing about the lead (acknowledged, flag untouched)."""
+    user = body.get("from") or {}
+    chat = body.get("chat") or {}
+    status = (body.get("new_chat_member") or {}).get("status")
+    if chat.get("type") != "private" or "id" not in user or chat.get("id") != user["id"]:
+        return "acknowledged"
+    if status in ("kicked", "member"):
+        set_blocked(bot.id, int(user["id"]), status == "kicked")
+        return f"chat member {status}"
     return "acknowledged"
 
 
