@@ -295,3 +295,43 @@ def test_membership_changes_outside_the_private_chat_leave_the_block_flag_alone(
     with db.session() as session:
         assert session.scalar(select(Lead).where(Lead.telegram_user_id == user)).blocked is True
         assert session.scalar(select(BlockedUser).where(BlockedUser.telegram_user_id == user))
+
+
+def test_hostile_tracking_query_is_stored_clean_and_the_start_still_works(
+    client, shop, fake_tg, drain, db
+):
+    bot = shop["bot"]
+    query = "&".join(
+        [
+            "utm_source=%00",  # NUL: PostgreSQL's text refuses it
+            "utm_medium=ads%00%01%1f%7fnet",
+            "utm_campaign=" + "c" * 100_000,
+            "utm_content=%ff%fe%c3",  # not UTF-8
+            "utm_term=first&utm_term=second",
+            "fbclid=" + "%00" * 5000 + "f" * 600,
+        ]
+    )
+    resp = client.get(
+        f"/go/{shop['pool'].slug}?{query}", headers={"User-Agent": "Bad\x00Agent\x01" + "u" * 900}
+    )
+    assert resp.status_code == 302
+    token = parse_qs(urlsplit(resp.headers["Location"]).query)["start"][0]
+    deliver(client, bot, start_update(7010, token))
+    drain()
+    assert len(fake_tg.sent(method="sendPhoto", chat_id=7010)) == 1
+    expected = {
+        "utm_source": None,
+        "utm_medium": "adsnet",
+        "utm_campaign": "c" * 200,
+        "utm_term": "first",
+        "fbclid": "f" * 500,
+    }
+    with db.session() as session:
+        lead = session.scalar(select(Lead).where(Lead.telegram_user_id == 7010))
+        click = session.scalar(select(Click).where(Click.token == token))
+        assert click is not None and lead.click_token == token
+        for field, value in expected.items():
+            assert (getattr(lead, field), getattr(click, field)) == (value, value), field
+        assert click.user_agent == "BadAgent" + "u" * 492
+        # Bad UTF-8 escapes: werkzeug keeps or replaces them; either way a storable string.
+        assert lead.utm_content == click.utm_content and click.utm_content.encode()

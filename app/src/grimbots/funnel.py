@@ -15,6 +15,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import selectinload
 
 from grimbots import outbox
+from grimbots.cleantext import clean
 from grimbots.db import get_db
 from grimbots.models import Bot, Click, Downsell, Funnel, Lead, Offer, Payment, utcnow
 from grimbots.queues import GATEWAY, TASKS, enqueue, enqueue_in
@@ -32,6 +33,8 @@ ATTRIBUTION_FIELDS = (
     "utm_term",
     "fbclid",
 )
+# Each attribution field's column length (models.Click, models.Lead).
+ATTRIBUTION_LIMITS = dict.fromkeys(ATTRIBUTION_FIELDS, 200) | {"fbclid": 500}
 
 
 def brl(cents: int) -> str:
@@ -68,13 +71,17 @@ def attribution_for(token: str) -> dict | None:
     if not token or len(token) != 32 or not all(c in "0123456789abcdef" for c in token):
         return None
     data = state().hgetall(tracking_key(token))
-    if data:
-        return {k: data.get(k) or None for k in ATTRIBUTION_FIELDS} | {"click_token": token}
-    with get_db().read_session() as session:
-        click = session.scalar(select(Click).where(Click.token == token))
-        if click is None:
-            return None
-        return {k: getattr(click, k) for k in ATTRIBUTION_FIELDS} | {"click_token": token}
+    if not data:
+        with get_db().read_session() as session:
+            click = session.scalar(select(Click).where(Click.token == token))
+            if click is None:
+                return None
+            data = {k: getattr(click, k) for k in ATTRIBUTION_FIELDS}
+    # Cleaned here too: a click stored before /go cleaned its input may hold NUL, which
+    # PostgreSQL refuses in the lead's row (the /start would fail on every retry).
+    return {k: clean(data.get(k), n) for k, n in ATTRIBUTION_LIMITS.items()} | {
+        "click_token": token
+    }
 
 
 def start(bot: Bot, lead: Lead, payload: str, update_id: int) -> None:

@@ -158,6 +158,10 @@ def _callback(bot: Bot, cq: dict, update_id: int) -> str:
 
 def record_click(data: dict) -> None:
     """Job (tracking queue): store the click of a /go redirect (its token is unique)."""
+    from grimbots.tracking import clean_click
+
+    # Cleaned again: jobs queued before /go cleaned its input may carry NUL.
+    data = data | clean_click(data)
     try:
         with get_db().session() as session:
             session.add(Click(**data))
