@@ -1,7 +1,7 @@
 """The sales funnel: welcome, offers (with order bump), PIX charge, downsells, delivery.
 
 Every step is idempotent: each message has an idempotency key derived from what caused it
-(the /start's update_id, the payment id, the downsell position), so a retried job re-runs the
+(the /start's generation, the payment id, the downsell position), so a retried job re-runs the
 step and the outbox sends nothing twice. Everything that decides a message or money reads the
 primary: a lagging standby (GRIMBOTS_DATABASE_READ_URL) serves only a click's attribution.
 """
@@ -9,7 +9,7 @@ primary: a lagging standby (GRIMBOTS_DATABASE_READ_URL) serves only a click's at
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import selectinload
@@ -84,24 +84,35 @@ def attribution_for(token: str) -> dict | None:
     }
 
 
-def start(bot: Bot, lead: Lead, payload: str, update_id: int) -> None:
+def generation_of(received: datetime) -> int:
+    """A /start's funnel generation: when its update was received, in milliseconds.
+
+    Not its update_id: Telegram restarts update_id at random after a week without updates, so
+    a later /start may carry a lower id. It is stored with the inbound row, so a retried job of
+    the same /start gets the same generation; and it is far above the update ids that earlier
+    versions stored as generations, so leads started before keep moving forward.
+    """
+    return int(received.timestamp() * 1000)
+
+
+def start(bot: Bot, lead: Lead, payload: str, generation: int) -> None:
     """A /start: copy the click's attribution, reset the funnel, send the welcome again.
 
-    The reset happens only when the generation moves forward: a retried job of this /start (or
-    a late, older one) must not undo what came after it, such as the downsell chain a tap made
-    in this generation (a second chain otherwise).
+    The reset happens only when the generation moves forward: a retried job of this /start
+    must not undo what came after it, such as the downsell chain a tap made in this
+    generation (a second chain otherwise).
     """
     attribution = attribution_for(payload.strip())
-    values = {"funnel_generation": update_id, "last_start_at": utcnow(), "downsell_root_id": None}
+    values = {"funnel_generation": generation, "last_start_at": utcnow(), "downsell_root_id": None}
     if attribution:
         values |= attribution
     with get_db().session() as session:
         session.execute(
             update(Lead)
-            .where(Lead.id == lead.id, Lead.funnel_generation < update_id)
+            .where(Lead.id == lead.id, Lead.funnel_generation < generation)
             .values(**values)
         )
-    send_welcome(bot, lead, update_id)
+    send_welcome(bot, lead, generation)
 
 
 def send_welcome(bot: Bot, lead: Lead, generation: int) -> None:
