@@ -337,3 +337,83 @@ def test_a_downsell_that_waits_for_its_rate_slot_without_a_payment_is_still_sent
     assert waited == [f"downsell:{payment.id}:0"]
     texts = [c["params"]["text"] for c in fake_tg.sent(method="sendMessage", chat_id=chat)]
     assert sum("Desconto 1" in t for t in texts) == 1
+
+
+def _member_update(update_id: int, user_id: int, chat: dict, status: str) -> dict:
+    return {
+        "update_id": update_id,
+        "my_chat_member": {
+            "chat": chat,
+            "from": {"id": user_id, "is_bot": False, "first_name": "L"},
+            "date": 0,
+            "old_chat_member": {"status": "member"},
+            "new_chat_member": {"status": status},
+        },
+    }
+
+
+@pytest.mark.parametrize("chat_type", ["group", "supergroup", "channel"])
+def test_membership_changes_outside_the_private_chat_leave_the_block_flag_alone(
+    client, shop, drain, db, chat_type
+):
+    bot, user = shop["bot"], 7009
+    deliver(client, bot, start_update(user))
+    drain()
+    group = {"id": -1001234567, "type": chat_type, "title": "Grupo"}
+    # Removed from a group: the user has not blocked the bot in private.
+    deliver(client, bot, _member_update(9_910_000, user, group, "kicked"))
+    drain()
+    with db.session() as session:
+        assert session.scalar(select(Lead).where(Lead.telegram_user_id == user)).blocked is False
+        assert (
+            session.scalar(select(BlockedUser).where(BlockedUser.telegram_user_id == user)) is None
+        )
+    # Blocked in private, then added to a group: still blocked.
+    private = {"id": user, "type": "private"}
+    deliver(client, bot, _member_update(9_910_001, user, private, "kicked"))
+    drain()
+    deliver(client, bot, _member_update(9_910_002, user, group, "member"))
+    drain()
+    with db.session() as session:
+        assert session.scalar(select(Lead).where(Lead.telegram_user_id == user)).blocked is True
+        assert session.scalar(select(BlockedUser).where(BlockedUser.telegram_user_id == user))
+
+
+def test_hostile_tracking_query_is_stored_clean_and_the_start_still_works(
+    client, shop, fake_tg, drain, db
+):
+    bot = shop["bot"]
+    query = "&".join(
+        [
+            "utm_source=%00",  # NUL: PostgreSQL's text refuses it
+            "utm_medium=ads%00%01%1f%7fnet",
+            "utm_campaign=" + "c" * 100_000,
+            "utm_content=%ff%fe%c3",  # not UTF-8
+            "utm_term=first&utm_term=second",
+            "fbclid=" + "%00" * 5000 + "f" * 600,
+        ]
+    )
+    resp = client.get(
+        f"/go/{shop['pool'].slug}?{query}", headers={"User-Agent": "Bad\x00Agent\x01" + "u" * 900}
+    )
+    assert resp.status_code == 302
+    token = parse_qs(urlsplit(resp.headers["Location"]).query)["start"][0]
+    deliver(client, bot, start_update(7010, token))
+    drain()
+    assert len(fake_tg.sent(method="sendPhoto", chat_id=7010)) == 1
+    expected = {
+        "utm_source": None,
+        "utm_medium": "adsnet",
+        "utm_campaign": "c" * 200,
+        "utm_term": "first",
+        "fbclid": "f" * 500,
+    }
+    with db.session() as session:
+        lead = session.scalar(select(Lead).where(Lead.telegram_user_id == 7010))
+        click = session.scalar(select(Click).where(Click.token == token))
+        assert click is not None and lead.click_token == token
+        for field, value in expected.items():
+            assert (getattr(lead, field), getattr(click, field)) == (value, value), field
+        assert click.user_agent == "BadAgent" + "u" * 492
+        # Bad UTF-8 escapes: werkzeug keeps or replaces them; either way a storable string.
+        assert lead.utm_content == click.utm_content and click.utm_content.encode()

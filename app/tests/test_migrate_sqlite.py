@@ -478,6 +478,32 @@ def test_a_different_row_under_another_unique_key_is_refused(sqlite_path, pg_url
         migrate(sqlite_path, pg_url)
 
 
+def test_text_with_nul_bytes_is_copied_without_them_and_counted_not_quoted(
+    sqlite_path, pg_url, caplog
+):
+    secret = "s3cr3t-user-text"
+    with sqlite3.connect(sqlite_path) as conn:  # phase 1 stored what /go was given
+        conn.execute("UPDATE clicks SET utm_source = 'fb' || char(0) || 'ads' WHERE id = 1")
+        conn.execute("UPDATE clicks SET fbclid = char(0) WHERE id = 2")
+        conn.execute(
+            "UPDATE leads SET first_name = ? || char(0), utm_term = char(0, 0) || 'x' WHERE id = 3",
+            (secret,),
+        )
+    with caplog.at_level("DEBUG", logger="grimbots.migrate_sqlite"):
+        report = migrate(sqlite_path, pg_url)
+    by_name = {t.name: t for t in report.tables}
+    assert by_name["clicks"].nul_cleaned == 2 and by_name["leads"].nul_cleaned == 2
+    assert report.nul_cleaned == 4 and report.as_dict()["nul_cleaned"] == 4
+    assert all(t.copied == t.source_rows for t in report.tables)
+    clicks = {row["id"]: row for row in _rows(pg_url, Click)}
+    assert clicks[1]["utm_source"] == "fbads" and clicks[2]["fbclid"] == ""
+    lead = next(row for row in _rows(pg_url, Lead) if row["id"] == 3)
+    assert (lead["first_name"], lead["utm_term"]) == (secret, "x")
+    assert secret not in caplog.text and "fbads" not in caplog.text
+    assert secret not in json.dumps(report.as_dict())
+    assert migrate(sqlite_path, pg_url).nothing_to_copy  # a second run still passes
+
+
 # --- bad input -----------------------------------------------------------------------------
 
 

@@ -367,7 +367,7 @@ def test_a_retried_start_keeps_the_downsell_chain_of_its_generation(shop, fake_t
     with db.session() as session:
         lead = session.scalar(select(Lead).where(Lead.chat_id == 5601))
         assert lead.downsell_root_id is not None
-    funnel.start(bot, lead, "", start["update_id"])  # the /start's job, run again
+    funnel.start(bot, lead, "", lead.funnel_generation)  # the /start's job, run again
     jobs.process_update(bot.id, callback_update(5601, f"buy:{shop['offers'][1]}"))
     drain(include_scheduled=True)
     assert texts(fake_tg, 5601, "Desconto 1") == 1

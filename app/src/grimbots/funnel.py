@@ -1,7 +1,7 @@
 """The sales funnel: welcome, offers (with order bump), PIX charge, downsells, delivery.
 
 Every step is idempotent: each message has an idempotency key derived from what caused it
-(the /start's update_id, the payment id, the downsell position), so a retried job re-runs the
+(the /start's generation, the payment id, the downsell position), so a retried job re-runs the
 step and the outbox sends nothing twice. Everything that decides a message or money reads the
 primary: a lagging standby (GRIMBOTS_DATABASE_READ_URL) serves only a click's attribution.
 """
@@ -9,12 +9,13 @@ primary: a lagging standby (GRIMBOTS_DATABASE_READ_URL) serves only a click's at
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import selectinload
 
 from grimbots import outbox
+from grimbots.cleantext import clean
 from grimbots.db import get_db
 from grimbots.models import Bot, Click, Downsell, Funnel, Lead, Offer, Payment, utcnow
 from grimbots.queues import GATEWAY, TASKS, enqueue, enqueue_in
@@ -32,6 +33,8 @@ ATTRIBUTION_FIELDS = (
     "utm_term",
     "fbclid",
 )
+# Each attribution field's column length (models.Click, models.Lead).
+ATTRIBUTION_LIMITS = dict.fromkeys(ATTRIBUTION_FIELDS, 200) | {"fbclid": 500}
 
 
 def brl(cents: int) -> str:
@@ -68,33 +71,48 @@ def attribution_for(token: str) -> dict | None:
     if not token or len(token) != 32 or not all(c in "0123456789abcdef" for c in token):
         return None
     data = state().hgetall(tracking_key(token))
-    if data:
-        return {k: data.get(k) or None for k in ATTRIBUTION_FIELDS} | {"click_token": token}
-    with get_db().read_session() as session:
-        click = session.scalar(select(Click).where(Click.token == token))
-        if click is None:
-            return None
-        return {k: getattr(click, k) for k in ATTRIBUTION_FIELDS} | {"click_token": token}
+    if not data:
+        with get_db().read_session() as session:
+            click = session.scalar(select(Click).where(Click.token == token))
+            if click is None:
+                return None
+            data = {k: getattr(click, k) for k in ATTRIBUTION_FIELDS}
+    # Cleaned here too: a click stored before /go cleaned its input may hold NUL, which
+    # PostgreSQL refuses in the lead's row (the /start would fail on every retry).
+    return {k: clean(data.get(k), n) for k, n in ATTRIBUTION_LIMITS.items()} | {
+        "click_token": token
+    }
 
 
-def start(bot: Bot, lead: Lead, payload: str, update_id: int) -> None:
+def generation_of(received: datetime) -> int:
+    """A /start's funnel generation: when its update was received, in milliseconds.
+
+    Not its update_id: Telegram restarts update_id at random after a week without updates, so
+    a later /start may carry a lower id. It is stored with the inbound row, so a retried job of
+    the same /start gets the same generation; and it is far above the update ids that earlier
+    versions stored as generations, so leads started before keep moving forward.
+    """
+    return int(received.timestamp() * 1000)
+
+
+def start(bot: Bot, lead: Lead, payload: str, generation: int) -> None:
     """A /start: copy the click's attribution, reset the funnel, send the welcome again.
 
-    The reset happens only when the generation moves forward: a retried job of this /start (or
-    a late, older one) must not undo what came after it, such as the downsell chain a tap made
-    in this generation (a second chain otherwise).
+    The reset happens only when the generation moves forward: a retried job of this /start
+    must not undo what came after it, such as the downsell chain a tap made in this
+    generation (a second chain otherwise).
     """
     attribution = attribution_for(payload.strip())
-    values = {"funnel_generation": update_id, "last_start_at": utcnow(), "downsell_root_id": None}
+    values = {"funnel_generation": generation, "last_start_at": utcnow(), "downsell_root_id": None}
     if attribution:
         values |= attribution
     with get_db().session() as session:
         session.execute(
             update(Lead)
-            .where(Lead.id == lead.id, Lead.funnel_generation < update_id)
+            .where(Lead.id == lead.id, Lead.funnel_generation < generation)
             .values(**values)
         )
-    send_welcome(bot, lead, update_id)
+    send_welcome(bot, lead, generation)
 
 
 def send_welcome(bot: Bot, lead: Lead, generation: int) -> None:

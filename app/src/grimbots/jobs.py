@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -23,26 +24,57 @@ run_downsell = funnel.run_downsell
 create_charge = funnel.create_charge
 
 
-def _claim_update(bot_id: int, update_id: int, kind: str) -> bool:
-    """Layer 7: one row per (bot, update_id). False when the update was fully processed before;
-    True for a new update and for one whose earlier attempt died half-way (steps are idempotent).
+# Telegram redelivers an update for at most 24 h, and restarts update_id at random after a
+# week without updates: an inbound row older than this no longer makes the same id a duplicate.
+INBOUND_DEDUP_WINDOW = timedelta(hours=48)
+
+
+def _claim_update(bot_id: int, update_id: int, kind: str) -> int | None:
+    """Layer 7: one row per (bot, update_id). None when the update was fully processed within
+    the window; else the update's funnel generation (stable across retries of the same
+    update), for a new update and for one whose earlier attempt died half-way (steps are
+    idempotent).
     """
     db = get_db()
+    now = utcnow()
+    generation = funnel.generation_of(now)
     try:
         with db.session() as session:
-            session.add(InboundUpdate(bot_id=bot_id, update_id=update_id, kind=kind))
-        return True
-    except IntegrityError:
-        with db.session() as session:
-            processed = session.scalar(
-                select(InboundUpdate.processed_at).where(
-                    InboundUpdate.bot_id == bot_id, InboundUpdate.update_id == update_id
+            session.add(
+                InboundUpdate(
+                    bot_id=bot_id,
+                    update_id=update_id,
+                    kind=kind,
+                    received_at=now,
+                    generation=generation,
                 )
             )
-        if processed is not None:
-            metrics.DUPLICATES.labels(dedup.LAYER_DATABASE).inc()
-            return False
-        return True
+        return generation
+    except IntegrityError:
+        pass
+    this_update = (InboundUpdate.bot_id == bot_id, InboundUpdate.update_id == update_id)
+    with db.session() as session:
+        # A row from before the window is an older update that had this id: take it over.
+        # One UPDATE decides, so two workers cannot both take it over.
+        reused = session.execute(
+            update(InboundUpdate)
+            .where(*this_update, InboundUpdate.received_at < now - INBOUND_DEDUP_WINDOW)
+            .values(kind=kind, received_at=now, processed_at=None, generation=generation)
+        ).rowcount
+    if reused:
+        return generation
+    with db.session() as session:
+        row = session.execute(
+            select(InboundUpdate.generation, InboundUpdate.processed_at).where(*this_update)
+        ).first()
+    if row is None:  # pruned since the insert conflicted: claim it afresh
+        return _claim_update(bot_id, update_id, kind)
+    stored, processed = row
+    if processed is not None:
+        metrics.DUPLICATES.labels(dedup.LAYER_DATABASE).inc()
+        return None
+    # A row claimed by an older version: its first attempt used the update_id.
+    return stored if stored is not None else update_id
 
 
 def _mark_processed(bot_id: int, update_id: int) -> None:
@@ -63,12 +95,13 @@ def process_update(bot_id: int, update: dict) -> str:
         bot = session.get(Bot, bot_id)
     if bot is None:
         return "unknown bot"
-    if not _claim_update(bot_id, update_id, kind):
+    generation = _claim_update(bot_id, update_id, kind)
+    if generation is None:
         return "duplicate"
     user = _sender(update.get(kind))
     if user is not None:
         activity.seen(user)
-    outcome = _dispatch(bot, kind, update.get(kind), update_id)
+    outcome = _dispatch(bot, kind, update.get(kind), update_id, generation)
     _mark_processed(bot_id, update_id)
     metrics.UPDATE_PROCESSING.observe(time.perf_counter() - started)
     return outcome
@@ -81,23 +114,34 @@ def _sender(body) -> int | None:
     return user if isinstance(user, int) and not isinstance(user, bool) else None
 
 
-def _dispatch(bot: Bot, kind: str, body, update_id: int) -> str:
+def _dispatch(bot: Bot, kind: str, body, update_id: int, generation: int) -> str:
     if not isinstance(body, dict):
         return "ignored"
     if kind == "message":
-        return _message(bot, body, update_id)
+        return _message(bot, body, update_id, generation)
     if kind == "callback_query":
         return _callback(bot, body, update_id)
     if kind == "my_chat_member":
-        user = body.get("from") or {}
-        status = (body.get("new_chat_member") or {}).get("status")
-        if "id" in user and status in ("kicked", "member"):
-            set_blocked(bot.id, int(user["id"]), status == "kicked")
-            return f"chat member {status}"
+        return _member_changed(bot, body)
     return "acknowledged"
 
 
-def _message(bot: Bot, msg: dict, update_id: int) -> str:
+def _member_changed(bot: Bot, body: dict) -> str:
+    """The bot's membership changed. Only the private chat with the user says whether that
+    user blocked the bot; a group, supergroup or channel the user adds it to or removes it
+    from says nothing about the lead (acknowledged, flag untouched)."""
+    user = body.get("from") or {}
+    chat = body.get("chat") or {}
+    status = (body.get("new_chat_member") or {}).get("status")
+    if chat.get("type") != "private" or "id" not in user or chat.get("id") != user["id"]:
+        return "acknowledged"
+    if status in ("kicked", "member"):
+        set_blocked(bot.id, int(user["id"]), status == "kicked")
+        return f"chat member {status}"
+    return "acknowledged"
+
+
+def _message(bot: Bot, msg: dict, update_id: int, generation: int) -> str:
     chat, user = msg.get("chat") or {}, msg.get("from") or {}
     if chat.get("type", "private") != "private" or "id" not in user or "id" not in chat:
         return "ignored"
@@ -107,7 +151,7 @@ def _message(bot: Bot, msg: dict, update_id: int) -> str:
         if not dedup.last_start_throttle(bot.id, lead.chat_id, update_id):
             return "throttled"
         payload = text.split(maxsplit=1)[1] if len(text.split(maxsplit=1)) > 1 else ""
-        funnel.start(bot, lead, payload, update_id)
+        funnel.start(bot, lead, payload, generation)
         return "start"
     return "message"
 
@@ -147,6 +191,10 @@ def _callback(bot: Bot, cq: dict, update_id: int) -> str:
 
 def record_click(data: dict) -> None:
     """Job (tracking queue): store the click of a /go redirect (its token is unique)."""
+    from grimbots.tracking import clean_click
+
+    # Cleaned again: jobs queued before /go cleaned its input may carry NUL.
+    data = data | clean_click(data)
     try:
         with get_db().session() as session:
             session.add(Click(**data))

@@ -29,6 +29,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.types import JSON, String
 
 from grimbots import migrations_runner
+from grimbots.cleantext import strip_nul
 from grimbots.db import make_engine, normalize_database_url
 from grimbots.models import TABLES_IN_FK_ORDER, Base
 
@@ -54,6 +55,8 @@ class TableReport:
     # The sequence's value after the reset: the next insert gets sequence_value + 1.
     sequence_value: int | None = None
     batches: int = 0
+    # Text values that held NUL (PostgreSQL's text cannot): copied with the NULs removed.
+    nul_cleaned: int = 0
 
 
 @dataclass
@@ -73,6 +76,10 @@ class MigrationReport:
         return sum(t.copied for t in self.tables)
 
     @property
+    def nul_cleaned(self) -> int:
+        return sum(t.nul_cleaned for t in self.tables)
+
+    @property
     def nothing_to_copy(self) -> bool:
         return self.copied == 0
 
@@ -85,6 +92,7 @@ class MigrationReport:
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["copied"] = self.copied
+        data["nul_cleaned"] = self.nul_cleaned
         data["nothing_to_copy"] = self.nothing_to_copy
         data["message"] = self.message
         return data
@@ -269,17 +277,23 @@ def _converters(table: Table) -> dict[str, Any]:
     return conv
 
 
-def _convert(table: Table, conv: dict[str, Any], row: sqlite3.Row) -> dict[str, Any]:
+def _convert(
+    table: Table, conv: dict[str, Any], row: sqlite3.Row, report: TableReport
+) -> dict[str, Any]:
     out = {}
     for name in row.keys():  # noqa: SIM118 - sqlite3.Row is not a mapping
         try:
-            out[name] = conv[name](row[name])
+            value = conv[name](row[name])
         except (ValueError, TypeError) as exc:
             # Names the cell, never quotes it (a value may be a token or a user's text).
             raise MigrationError(
                 f"{table.name} id {row['id']}: cannot convert column {name} "
                 f"({type(exc).__name__}; value not shown)"
             ) from None
+        if isinstance(value, str):
+            value, cleaned = strip_nul(value)
+            report.nul_cleaned += cleaned
+        out[name] = value
     return out
 
 
@@ -317,7 +331,7 @@ def _copy_table(
     report.source_rows, report.source_max_id = count, max_id
     conv = _converters(table)
     for rows in _batches(src, table, batch_size):
-        values = [_convert(table, conv, row) for row in rows]
+        values = [_convert(table, conv, row, report) for row in rows]
         stmt = (
             pg_insert(table)
             .values(values)
@@ -423,12 +437,14 @@ def migrate(
                 _validate_and_reset_sequence(engine, table, table_report)
                 report.tables.append(table_report)
                 log.info(
-                    "table %s: %d source rows, %d copied, %d already present, %d in PostgreSQL",
+                    "table %s: %d source rows, %d copied, %d already present, %d in PostgreSQL, "
+                    "%d text values stripped of NUL",
                     name,
                     table_report.source_rows,
                     table_report.copied,
                     table_report.already_present,
                     table_report.target_rows,
+                    table_report.nul_cleaned,
                 )
         finally:
             src.close()

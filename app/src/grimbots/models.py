@@ -205,7 +205,8 @@ class Lead(Base):
     fbclid: Mapped[str | None] = mapped_column(String(500), nullable=True)
     blocked: Mapped[bool] = mapped_column(Boolean, default=False)
     paid: Mapped[bool] = mapped_column(Boolean, default=False)
-    # update_id of the latest /start: the funnel resets and downsells of older starts lapse.
+    # The latest /start's generation (inbound_updates.generation; an update_id before):
+    # the funnel resets and downsells of older starts lapse.
     funnel_generation: Mapped[int] = mapped_column(BigInteger, default=0)
     last_start_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
     # The charge whose downsell chain runs for this funnel generation: one chain per lead, so two
@@ -223,6 +224,9 @@ class InboundUpdate(Base):
     update_id: Mapped[int] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(40))
     received_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    # The funnel generation a /start in this update begins (its receipt time in ms), kept so
+    # a retried job uses the same one; NULL on rows of older versions (they used update_id).
+    generation: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # Set when every step of processing finished; a retried job resumes an unfinished update.
     processed_at: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
 
@@ -330,6 +334,7 @@ class IdempotencyKey(Base):
 
 
 Index("ix_clicks_created", Click.created_at)
+Index("ix_inbound_updates_received_at", InboundUpdate.received_at)
 Index("ix_payments_status", Payment.status)
 
 # Tables in foreign-key order: the order SQLite -> PostgreSQL migration copies them in.

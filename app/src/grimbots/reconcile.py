@@ -18,6 +18,8 @@ ones that are due, so they run whenever any worker runs), on the `tasks` queue:
 * campaigns: running campaigns that stopped moving get their next batch when none is in flight.
 * intake: accepted updates whose job a dying worker popped into nowhere are queued again.
 * idempotency keys: rows older than a day are deleted.
+* inbound updates: rows older than the dedup window (jobs.INBOUND_DEDUP_WINDOW, 48 h) are
+  deleted; Telegram reuses update ids after a week without updates.
 
 What each pass found is a gauge (`grimbots_outbox_stale_rows`, `grimbots_paid_undelivered_orders`,
 `grimbots_campaigns_stalled`), what it fixed `grimbots_reconciler_repaired_total{reconciler}`.
@@ -40,6 +42,7 @@ from grimbots.models import (
     Bot,
     Campaign,
     IdempotencyKey,
+    InboundUpdate,
     Lead,
     OutboundMessage,
     Payment,
@@ -312,6 +315,27 @@ def purge_idempotency_keys() -> dict:
     return _repaired("idempotency_keys", 0, gone)
 
 
+def purge_inbound_updates(limit: int = 5000) -> dict:
+    """Job: forget inbound updates older than the dedup window, at most `limit` per pass.
+
+    Telegram redelivers an update for at most 24 h; a row kept longer only makes a later
+    update that reuses the id look like a duplicate.
+    """
+    from grimbots.jobs import INBOUND_DEDUP_WINDOW
+
+    with get_db().session() as session:
+        old = (
+            select(InboundUpdate.id)
+            .where(InboundUpdate.received_at < utcnow() - INBOUND_DEDUP_WINDOW)
+            .order_by(InboundUpdate.received_at)
+            .limit(limit)
+        )
+        ids = list(session.scalars(old))
+        if ids:
+            session.execute(delete(InboundUpdate).where(InboundUpdate.id.in_(ids)))
+    return _repaired("inbound_updates", 0, len(ids))
+
+
 def requeue_lost_updates() -> dict:
     """Job: intake jobs that a dying worker took with it go back on their queue
     (intake.requeue_lost: queued, yet in no queue, intermediate list or started registry)."""
@@ -329,6 +353,7 @@ RECONCILERS = (
     reconcile_payments,
     reconcile_campaigns,
     purge_idempotency_keys,
+    purge_inbound_updates,
 )
 
 

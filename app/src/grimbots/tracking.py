@@ -17,9 +17,10 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from grimbots.cleantext import clean
 from grimbots.db import get_db
 from grimbots.errors import ApiError
-from grimbots.funnel import ATTRIBUTION_FIELDS, tracking_key
+from grimbots.funnel import ATTRIBUTION_FIELDS, ATTRIBUTION_LIMITS, tracking_key
 from grimbots.models import PoolBot, RedirectPool
 from grimbots.openapi import Answer, describe
 from grimbots.queues import TRACKING, get_queue
@@ -29,7 +30,15 @@ from grimbots.route_schemas import Click, Error
 log = logging.getLogger(__name__)
 bp = Blueprint("tracking", __name__)
 SLUG = re.compile(r"^[a-z0-9-]{3,64}$")
-FIELD_LIMITS = {"fbclid": 500}
+# Each stored text field and its column's length (models.Click).
+FIELD_LIMITS = ATTRIBUTION_LIMITS | {"ip": 45, "user_agent": 500}
+
+
+def clean_click(fields: dict) -> dict:
+    """The click's text fields as the clicks table can hold them: no NUL or other control
+    character (PostgreSQL's text refuses NUL), cut to the column's length, empty as None.
+    Query values are already decoded by werkzeug (bad UTF-8 escapes become U+FFFD)."""
+    return {name: clean(fields.get(name), limit) for name, limit in FIELD_LIMITS.items()}
 
 
 def pick_bot(pool: RedirectPool, members: list[PoolBot]) -> PoolBot:
@@ -74,19 +83,16 @@ def go(slug: str):
         username, bot_id = chosen.bot.username, chosen.bot.id
 
     token = secrets.token_hex(16)
-    click = {
-        field: (request.args.get(field) or "")[: FIELD_LIMITS.get(field, 200)] or None
-        for field in ATTRIBUTION_FIELDS
-    }
-    click |= {
-        "pool_id": pool.id,
-        "bot_id": bot_id,
-        "token": token,
-        # The client address after the trusted-proxy rewrite (proxies.py): X-Forwarded-For
-        # from anyone else is ignored.
-        "ip": request.remote_addr,
-        "user_agent": (request.user_agent.string or "")[:500] or None,
-    }
+    click = clean_click(
+        {field: request.args.get(field) for field in ATTRIBUTION_FIELDS}
+        | {
+            # The client address after the trusted-proxy rewrite (proxies.py): X-Forwarded-For
+            # from anyone else is ignored.
+            "ip": request.remote_addr,
+            "user_agent": request.user_agent.string,
+        }
+    )
+    click |= {"pool_id": pool.id, "bot_id": bot_id, "token": token}
     ttl = current_app.config["GRIMBOTS_SETTINGS"].tracking_ttl
     try:
         pipe = state().pipeline(transaction=False)
