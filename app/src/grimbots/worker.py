@@ -189,6 +189,10 @@ class _DrainWorker(SimpleWorker):
     def unsubscribe(self) -> None:
         pass
 
+    # RQ's loop waits out a Redis outage between tries, up to a minute apart: a drain tries
+    # again soon (the first wait is RQ's 1 s), as a worker would once Redis is back.
+    max_connection_wait_time = 0.05
+
 
 def drain_queues(include_scheduled: bool = False, rounds: int = 20) -> int:
     """Process every queued job in this process until the queues are empty (tests, tooling).
