@@ -68,7 +68,7 @@ def _fail_intake_call(monkeypatch, when: str) -> list[int]:
 
     def execute_command(self, *args, **options):
         # The intake script only: the bot-meta cache fill is a script too.
-        if calls[0] == 0 and args[:2] == ("EVALSHA", intake.SCRIPT_SHA):
+        if calls[0] == 0 and args[:2] == ("EVALSHA", intake.current_script()[1]):
             calls[0] += 1
             if when == "before":
                 raise redis.ConnectionError("connection refused (injected)")

@@ -43,11 +43,15 @@ FAILURE_TTL = int(timedelta(days=7).total_seconds())
 QUEUES_KEY = Queue.redis_queues_keys
 
 # KEYS: 1 job hash, 2 queue list, 3 RQ's set of queues, 4 the update-id lock, 5.. other locks.
-# ARGV: 1 job id, 2 queue key, 3..2+n the n lock TTLs (update id first), then HSET field/value.
+# ARGV: 1 job id, 2 queue key, 3..2+n the n lock TTLs (update id first), then the values of the
+# job's fields that differ per update (VARYING, in that order). The fields every job of this
+# process shares are written into the script itself (`script()`): fewer arguments to pack per
+# request, the same hash, field for field and in RQ's order.
 # Returns 0 when the update was taken, else the 1-based index of the layer that held it.
 SCRIPT = """
 local job_id = ARGV[1]
 local nlocks = #KEYS - 3
+local v = 2 + nlocks
 local function seen(layer)
   -- A write even for a duplicate: it moves this client's replication offset to the present,
   -- so a WAIT after it covers what an earlier attempt of the same update wrote.
@@ -62,7 +66,7 @@ for i = 2, nlocks do
     return seen(i)
   end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3 + nlocks))
+redis.call('HSET', KEYS[1], @FIELDS@)
 redis.call('RPUSH', KEYS[2], job_id)
 redis.call('SADD', KEYS[3], ARGV[2])
 for i = 1, nlocks do
@@ -70,8 +74,44 @@ for i = 1, nlocks do
 end
 return 0
 """
-# Redis names a script by its SHA-1; not a security use.
-SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
+# The job fields computed per update; every other field is the same for all of this process's jobs.
+VARYING = ("created_at", "data", "description", "enqueued_at")
+
+
+def _redis_bytes(value) -> bytes:
+    """A value as redis-py's encoder sends it (str as UTF-8, numbers as their repr)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bool):
+        raise TypeError("redis-py refuses booleans")
+    if isinstance(value, (int, float)):
+        return repr(value).encode()
+    raise TypeError(f"cannot send {type(value).__name__} to Redis")
+
+
+def _lua_string(raw: bytes) -> str:
+    """A Lua string literal holding exactly these bytes (decimal escapes for anything unusual)."""
+    plain = (chr(b) if 0x20 <= b < 0x7F and b not in b'"\\' else f"\\{b:03d}" for b in raw)
+    return '"' + "".join(plain) + '"'
+
+
+def script(fixed: dict) -> tuple[str, str]:
+    """The intake script for jobs sharing ``fixed`` (field -> value, in RQ's order, VARYING
+    fields at their place with any value) and its SHA-1, Redis' name for it."""
+    parts, position = [], 0
+    for field, value in fixed.items():
+        parts.append(_lua_string(field.encode()))
+        if field in VARYING:
+            position += 1
+            parts.append(f"ARGV[v + {VARYING.index(field) + 1}]")
+        else:
+            parts.append(_lua_string(_redis_bytes(value)))
+    assert position == len(VARYING), "every varying field is in RQ's hash"
+    text = SCRIPT.replace("@FIELDS@", ", ".join(parts))
+    # Redis names a script by its SHA-1; not a security use.
+    return text, hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
 
 # Requeue a queued intake job that is in none of the places a job can be (its queue, the
@@ -229,14 +269,30 @@ def job_fields(bot_id: int, update: dict) -> tuple[str, dict]:
     stamp = utcformat(now())
     call = (JOB_FUNC, None, (bot_id, update), {})
     return job_id_for(bot_id, update_id), {
-        **_job_template(),
-        "timeout": get_pools().settings.job_timeout,
+        **_fixed_fields(),
         "data": zlib.compress(DefaultSerializer.dumps(call)),
         "created_at": stamp,
         "enqueued_at": stamp,
         # RQ logs the description; its default would carry the user's message.
         "description": f"process_update(bot={bot_id}, update={update_id})",
     }
+
+
+def _fixed_fields() -> dict:
+    return {**_job_template(), "timeout": get_pools().settings.job_timeout}
+
+
+# (fixed fields, script text, its SHA-1) of this process; rebuilt if the fields change.
+_script: tuple[dict, str, str] | None = None
+
+
+def current_script() -> tuple[str, str]:
+    """This process's intake script and its SHA-1."""
+    global _script
+    fixed = _fixed_fields()
+    if _script is None or _script[0] != fixed:
+        _script = (fixed, *script(fixed))
+    return _script[1], _script[2]
 
 
 def take(bot_id: int, update: dict, locks: list[tuple[str, str, int]]) -> str | None:
@@ -249,28 +305,27 @@ def take(bot_id: int, update: dict, locks: list[tuple[str, str, int]]) -> str | 
     settings = pools.settings
     conn = pools.queue()
     job_id, fields = job_fields(bot_id, update)
+    text, sha = current_script()
     queue_key = Queue.redis_queue_namespace_prefix + WEBHOOK
     keys = [Job.key_for(job_id), queue_key, QUEUES_KEY, *(key for _, key, _ in locks)]
-    args: list = [job_id, queue_key, *(ttl for _, _, ttl in locks)]
-    for field, value in fields.items():
-        args += (field, value)
+    args = [job_id, queue_key, *(ttl for _, _, ttl in locks), *(fields[f] for f in VARYING)]
     replicas = settings.queue_min_replicas
 
     def run() -> list:
         if not replicas:  # one command: no pipeline object needed
             try:
-                return [conn.execute_command("EVALSHA", SCRIPT_SHA, len(keys), *keys, *args)]
+                return [conn.execute_command("EVALSHA", sha, len(keys), *keys, *args)]
             except NoScriptError as exc:
                 return [exc]
         pipe = conn.pipeline(transaction=False)
-        pipe.execute_command("EVALSHA", SCRIPT_SHA, len(keys), *keys, *args)
+        pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
         pipe.execute_command("WAIT", replicas, settings.queue_wait_timeout_ms)
         return pipe.execute(raise_on_error=False)
 
     results = run()
     if isinstance(results[0], NoScriptError):
         # First use on this server (or after a failover or restart): load it, run again.
-        conn.script_load(SCRIPT)
+        conn.script_load(text)
         results = run()
     for result in results:
         if isinstance(result, Exception):

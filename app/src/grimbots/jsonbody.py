@@ -40,35 +40,43 @@ def loads(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
     return value
 
 
-def _check_scalar(value: Any) -> None:
-    if isinstance(value, str):
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise BadJson("strings must be valid Unicode (no lone surrogates)") from None
-    elif type(value) is int and not INT64_MIN <= value <= INT64_MAX:
-        raise BadJson("integers must fit in 64 bits")
+def _check_str(text: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadJson("strings must be valid Unicode (no lone surrogates)") from None
 
 
 def check(value: Any, max_depth: int = MAX_DEPTH) -> None:
-    """Walk a parsed value without recursion; raise BadJson at the first thing refused."""
+    """Walk a parsed value without recursion; raise BadJson at the first thing refused.
+
+    On the webhook's hot path for every update: exact type tests (JSON gives only dict, list,
+    str, int, float, bool, None) and no call per value unless a string is not plain ASCII.
+    """
     stack = [(value, 1)]
     while stack:
         node, depth = stack.pop()
-        if isinstance(node, dict):
-            items = node.items()
-        elif isinstance(node, list):
-            items = enumerate(node)
+        kind = type(node)
+        if kind is dict:
+            for key in node:
+                if not key.isascii():
+                    _check_str(key)
+            items = node.values()
+        elif kind is list:
+            items = node
         else:
-            _check_scalar(node)
-            continue
+            items = (node,)
+            depth = 0  # a scalar at the top
         if depth > max_depth:
             raise BadJson(f"JSON nested deeper than {max_depth} levels")
-        for key, item in items:
-            if isinstance(key, str):
-                _check_scalar(key)
-            if isinstance(item, (dict, list)):
+        for item in items:
+            kind = type(item)
+            if kind is str:
+                if not item.isascii():
+                    _check_str(item)
+            elif kind is int:
+                if not INT64_MIN <= item <= INT64_MAX:
+                    raise BadJson("integers must fit in 64 bits")
+            elif kind is dict or kind is list:
                 stack.append((item, depth + 1))
-            else:
-                _check_scalar(item)
