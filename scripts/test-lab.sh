@@ -26,13 +26,14 @@ print("\n".join(deploy_command(sys.argv[1], int(sys.argv[2]))))' "$tool" "$1")
   "${cmd[@]}"
 }
 
+# The wheel set first: the app's preflight checks (in infra/tests too) look for it.
+stage wheels bash scripts/build-wheels.sh
 # The shared package's own tests (inventory, templates, preflight, derived values), once.
 if [[ $tool == ansible ]]; then
   stage infra-tests "${PYTEST[@]}" -q infra/tests
 fi
 stage "$tool-fresh-hosts" bash -c 'bash lab/lab.sh down && bash lab/lab.sh up'
 stage "$tool-smoke" bash lab/smoke.sh
-stage wheels bash scripts/build-wheels.sh
 # The inventory's platform_phase follows GRIMBOTS_LAB_PHASE (1 when unset; 4 from phase 4 on): each phase is built
 # and tested at its own phase, as an operator raises platform_phase before the next playbook.
 export GRIMBOTS_LAB_PHASE=1
