@@ -34,9 +34,12 @@ log = logging.getLogger(__name__)
 # certainly-unsent (the job retries later) instead of holding a worker.
 MAX_RATE_WAIT = 30.0
 # Window of the per-bot and per-chat limits, with a margin for the jitter between the limiter
-# granting a send and Telegram receiving it.
+# granting a send and Telegram receiving it. The per-chat limit is one send per window, so one
+# late arrival (its outbox row committed in flight after the grant, a slow commit) shows at
+# once: its margin covers a few hundred milliseconds of such delay.
 RATE_WINDOW_MS = 1000
 RATE_MARGIN_MS = 50
+CHAT_MARGIN_MS = 300
 
 
 class TelegramError(Exception):
@@ -79,20 +82,21 @@ class SendProgress:
 
 # Sliding-window log over several keys at once: every key must allow the send, and only then is
 # it recorded in all of them, so no window of RATE_WINDOW_MS ever holds more than `limit` sends.
-# KEYS[1] is the bot's hold (set after a 429), then (log key, limit) pairs. Returns 0 (send now)
-# or the whole milliseconds to wait: Redis turns Lua numbers into integers, so a fractional wait
-# would become 0 and let a send through uncounted.
+# KEYS[1] is the bot's hold (set after a 429), then the log keys; ARGV: the number of logs, a
+# (limit, window ms) pair per log, the send's id. Returns 0 (send now) or the whole milliseconds
+# to wait: Redis turns Lua numbers into integers, so a fractional wait would become 0 and let a
+# send through uncounted.
 _WINDOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local window = tonumber(ARGV[1])
-local nlogs = tonumber(ARGV[2])
+local nlogs = tonumber(ARGV[1])
 local wait = 0
 local hold = tonumber(redis.call('GET', KEYS[1]) or 0)
 if hold > now then wait = hold - now end
 for i = 1, nlogs do
   local key = KEYS[i + 1]
-  local limit = tonumber(ARGV[2 + i])
+  local limit = tonumber(ARGV[2 * i])
+  local window = tonumber(ARGV[2 * i + 1])
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
   if redis.call('ZCARD', key) >= limit then
     local first = tonumber(redis.call('ZRANGE', key, -limit, -limit, 'WITHSCORES')[2])
@@ -101,10 +105,10 @@ for i = 1, nlogs do
   end
 end
 if wait > 0 then return math.max(1, math.ceil(wait)) end
-local member = ARGV[3 + nlogs]
+local member = ARGV[2 * nlogs + 2]
 for i = 1, nlogs do
   redis.call('ZADD', KEYS[i + 1], now, member)
-  redis.call('PEXPIRE', KEYS[i + 1], math.ceil(window) + 1000)
+  redis.call('PEXPIRE', KEYS[i + 1], math.ceil(tonumber(ARGV[2 * i + 1])) + 1000)
 end
 return 0
 """
@@ -127,7 +131,8 @@ class RateLimiter:
     def __init__(self, bot_rate: int, chat_rate: int):
         self.bot_limit = bot_rate
         self.chat_limit = chat_rate
-        self.window = RATE_WINDOW_MS + RATE_MARGIN_MS
+        self.bot_window = RATE_WINDOW_MS + RATE_MARGIN_MS
+        self.chat_window = RATE_WINDOW_MS + CHAT_MARGIN_MS
         self._window = state().register_script(_WINDOW)
         self._penalize = state().register_script(_PENALIZE)
 
@@ -138,10 +143,10 @@ class RateLimiter:
     def _keys(self, bot_id: int, chat_id: int | None) -> tuple[list[str], list]:
         tag = bot_tag(bot_id)
         keys = [self.hold_key(bot_id), f"gb:{tag}:rl:bot"]
-        limits: list = [self.bot_limit]
+        limits: list = [self.bot_limit, self.bot_window]
         if chat_id is not None:
             keys.append(f"gb:{tag}:rl:chat:{chat_id}")
-            limits.append(self.chat_limit)
+            limits += [self.chat_limit, self.chat_window]
         return keys, limits
 
     def acquire(
@@ -152,7 +157,7 @@ class RateLimiter:
     ) -> None:
         """Block until this send fits every limit; raise TransientError past max_wait."""
         keys, limits = self._keys(bot_id, chat_id)
-        args: list = [self.window, len(limits), *limits, uuid.uuid4().hex]
+        args: list = [len(limits) // 2, *limits, uuid.uuid4().hex]
         deadline = time.monotonic() + max(0.0, max_wait)
         while True:
             wait_ms = int(self._window(keys=keys, args=args))
