@@ -7,6 +7,7 @@ reached the fake Telegram."""
 from __future__ import annotations
 
 import pytest
+import redis
 from rq.registry import FailedJobRegistry
 from sqlalchemy.exc import OperationalError
 
@@ -85,3 +86,18 @@ def test_the_backoff_between_outage_retries_doubles_up_to_a_cap():
     assert max(delays) == retry.CAP
     assert retry.backoff(0, retry_after=45) == 45
     assert retry.backoff(0, retry_after=86400) == retry.CAP
+
+
+def test_a_busy_claim_is_tried_again_within_the_cap_however_often_it_was_busy():
+    """A dead sender's claim lapses after its 60 s lease: the rerun must not wait a doubling
+    backoff past it (64 s, then 128 s), or its welcome comes minutes late."""
+    from types import SimpleNamespace
+
+    from grimbots.outbox import ClaimBusy
+
+    job = SimpleNamespace(meta={retry.META_OUTAGES: 7}, retry_intervals=[10], retries_left=5)
+    assert retry.on_failure(job, ClaimBusy, ClaimBusy("welcome:1"), None) is True
+    assert job.retry_intervals == [int(retry.CLAIM_BUSY_CAP)]
+    job.meta[retry.META_OUTAGES] = 7
+    assert retry.on_failure(job, ConnectionError, redis.ConnectionError("down"), None) is True
+    assert job.retry_intervals == [retry.backoff(7)] and retry.backoff(7) > retry.CLAIM_BUSY_CAP

@@ -26,6 +26,9 @@ from grimbots import metrics
 
 BASE = 2.0
 CAP = 300.0
+# Another sender's claim ends with its run or, if that run died, with its lease (60 s): try
+# again often, or a welcome waits a doubling backoff past the lease (64 s, then 128 s).
+CLAIM_BUSY_CAP = 10.0
 META_OUTAGES = "gb_outage_retries"
 META_INTERVALS = "gb_retry_intervals"
 _REDIS_OUTAGES = (
@@ -91,7 +94,10 @@ def on_failure(job: Job, exc_type, exc_value, traceback) -> bool:
     job.meta[META_OUTAGES] = outages + 1
     # RQ's retry() spends one try and picks intervals[len - retries_left]: with one interval
     # and one more try, that is this delay, and the budget is left as it was.
-    job.retry_intervals = [backoff(outages, getattr(exc_value, "retry_after", None))]
+    delay = backoff(outages, getattr(exc_value, "retry_after", None))
+    if reason == "claim_busy":
+        delay = min(delay, int(CLAIM_BUSY_CAP))
+    job.retry_intervals = [delay]
     job.retries_left = (job.retries_left or 0) + 1
     metrics.JOB_RETRIES.labels(reason).inc()
     return True
