@@ -16,14 +16,25 @@ from grimbots_infra.inventory import load as _load
 from grimbots_infra.phases import ALL_ROLES as _ROLES
 
 
+def _known_hosts(variables) -> str:
+    path = variables.get("grimbots_known_hosts_file")
+    if not path:
+        raise SystemExit(
+            f"{variables['inventory_hostname']}: the inventory sets no grimbots_known_hosts_file "
+            "(the known_hosts file its host keys are checked against)"
+        )
+    return str(path if _Path(path).is_absolute() else _ROOT / path)
+
+
 def _connection(variables) -> dict:
     data = {
         # Plain str: ansible-core tags its values (str subclasses); keep them out of pyinfra.
         "ssh_hostname": str(variables.get("ansible_host", variables["inventory_hostname"])),
         "ssh_user": str(variables.get("ansible_user", "root")),
         "ssh_port": int(variables.get("ansible_port", 22)),
-        "ssh_known_hosts_file": "/dev/null",
-        "ssh_strict_host_key_checking": "off",
+        # Host keys checked against the inventory's file only, as Ansible does (hosts.yml).
+        "ssh_known_hosts_file": _known_hosts(variables),
+        "ssh_strict_host_key_checking": "yes",
     }
     key = variables.get("ansible_ssh_private_key_file") or variables.get("ansible_private_key_file")
     if key:

@@ -22,7 +22,7 @@ import testinfra
 import grimbots_lab as lab2
 from grimbots_infra.inventory import ROOT, Inventory, load
 from grimbots_infra.phases import ALL_ROLES
-from grimbots_lab import Public
+from grimbots_lab import KNOWN_HOSTS, Public
 
 LAB_INVENTORY = ROOT / "inventory" / "lab"
 VAULT_PASSWORD_FILE = LAB_INVENTORY / "vault-password.txt"
@@ -43,16 +43,15 @@ def _ssh_host(variables: dict[str, Any], ssh_config: Path):
 
 @pytest.fixture(scope="session")
 def ssh_config(tmp_path_factory, lab) -> Path:
-    """An ssh_config for the lab: its key, and host keys neither checked nor remembered
-    (lab hosts get new ones whenever they are recreated)."""
+    """An ssh_config for the lab: its key, and host keys checked against those lab.sh recorded."""
     key = ROOT / lab.hosts[lab.groups["all"][0]]["ansible_ssh_private_key_file"]
     path = tmp_path_factory.mktemp("ssh") / "config"
     path.write_text(
         "Host *\n"
         f"  IdentityFile {key}\n"
         "  IdentitiesOnly yes\n"
-        "  StrictHostKeyChecking no\n"
-        "  UserKnownHostsFile /dev/null\n"
+        "  StrictHostKeyChecking yes\n"
+        f"  UserKnownHostsFile {KNOWN_HOSTS}\n"
         "  LogLevel ERROR\n"
         "  ConnectTimeout 10\n"
     )

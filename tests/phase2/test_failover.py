@@ -144,8 +144,7 @@ class Writer:
     def _ssh(self) -> list[str]:
         return [
             "ssh", "-i", str(lab2.ROOT / self.app["ansible_ssh_private_key_file"]),
-            "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+            *lab2.SSH_OPTIONS,
             f"root@{self.app['ansible_host']}",
         ]  # fmt: skip
 

@@ -23,6 +23,15 @@ from grimbots_infra.phases import ALL_ROLES
 
 LAB_INVENTORY = ROOT / "inventory" / "lab"
 SNAPSHOT = ROOT / "lab" / ".state" / "phase1-snapshot.json"
+# The hosts' keys as lab.sh recorded them (docker exec, when each host came up): every SSH
+# connection of the tests checks against them, as Ansible and pyinfra do.
+KNOWN_HOSTS = ROOT / "lab" / ".state" / "known_hosts"
+SSH_OPTIONS = (
+    "-o", "BatchMode=yes",
+    "-o", "StrictHostKeyChecking=yes",
+    "-o", f"UserKnownHostsFile={KNOWN_HOSTS}",
+    "-o", "LogLevel=ERROR",
+)  # fmt: skip
 
 
 def load_lab() -> Inventory:
@@ -48,14 +57,7 @@ def ssh(
             "ssh",
             "-i",
             str(ROOT / host_vars["ansible_ssh_private_key_file"]),
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
+            *SSH_OPTIONS,
             "-o",
             "ConnectTimeout=5",
             f"root@{host_vars['ansible_host']}",
@@ -154,12 +156,17 @@ PYINFRA_LIMITS = {
 
 
 def deploy_command(
-    tool: str, phase: int, extra_vars: dict[str, Any] | None = None, ansible_tags: str = ""
+    tool: str,
+    phase: int,
+    extra_vars: dict[str, Any] | None = None,
+    ansible_tags: str = "",
+    limit: str = "",
 ) -> list[str]:
     """The command that deploys one phase of the lab with ``tool``: ansible, ansible-check
     (``--check``: what a run would change, changing nothing) or pyinfra. ``extra_vars`` override
     the inventory in both tools (Ansible's ``-e``; pyinfra's ``--data grimbots_extra_vars=``);
-    ``ansible_tags`` limits an Ansible run to those tags (pyinfra runs the whole deploy)."""
+    ``ansible_tags`` limits an Ansible run to those tags (pyinfra runs the whole deploy);
+    ``limit`` limits either tool to one host or group (``--limit``)."""
     bin_dir = ROOT / ".venv" / "bin"
     extra = json.dumps(extra_vars) if extra_vars else ""
     if tool in ("ansible", "ansible-check"):
@@ -172,10 +179,12 @@ def deploy_command(
             *(["--check"] if tool == "ansible-check" else []),
             *(["-e", extra] if extra else []),
             *(["--tags", ansible_tags] if ansible_tags else []),
+            *(["--limit", limit] if limit else []),
             str(ROOT / "playbooks" / f"phase{phase}.yml"),
         ]
     if tool == "pyinfra":
-        limits = [arg for group in PYINFRA_LIMITS[phase] for arg in ("--limit", group)]
+        groups = [limit] if limit else PYINFRA_LIMITS[phase]
+        limits = [arg for group in groups for arg in ("--limit", group)]
         return [
             str(bin_dir / "pyinfra"),
             "-y",
@@ -193,10 +202,11 @@ def deploy(
     timeout: float = 900,
     extra_vars: dict[str, Any] | None = None,
     ansible_tags: str = "",
+    limit: str = "",
 ) -> subprocess.CompletedProcess:
     """Deploy one phase of the lab with ``tool``; never raises on a failed run."""
     return subprocess.run(
-        deploy_command(tool, phase, extra_vars, ansible_tags),
+        deploy_command(tool, phase, extra_vars, ansible_tags, limit),
         cwd=ROOT,
         capture_output=True,
         text=True,
