@@ -218,9 +218,7 @@ def _app_addresses(inputs: Inputs) -> list[str]:
     redis = list(groups.get(kinds.get("redis", "redis"), []))
     out = guards.listed(inputs, "grimbots_trusted_proxies", lbs, "platform_private_address")
     if inputs["grimbots_redis_mode"] == "cluster":
-        out += guards.listed(
-            inputs, "grimbots_redis_cluster_nodes", redis, "redis_cluster_address"
-        )
+        out += guards.listed(inputs, "grimbots_redis_cluster_nodes", redis, "redis_cluster_address")
     if inputs["grimbots_queue_redis_mode"] == "sentinel":
         out += guards.listed(inputs, "grimbots_sentinels", redis, "queue_redis_address")
     return out
