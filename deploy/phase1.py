@@ -17,7 +17,7 @@ from pyinfra import host
 from pyinfra.operations import files
 
 from grimbots_infra import apply, derive
-from grimbots_infra.pyinfra_ops import fact, host_step, host_vars, wait
+from grimbots_infra.pyinfra_ops import fact, host_step, host_vars, require_phase, wait
 
 ROLES = ("common", "app")
 
@@ -110,6 +110,7 @@ def app(variables) -> None:
 
 
 if "app" in host.groups:
+    require_phase(1)
     variables = host_vars(ROLES)
     if int(variables["platform_phase"]) >= 3 or host.name == variables["platform_first_app_host"]:
         common(variables)

@@ -64,6 +64,7 @@ def db(variables) -> None:
     step("Keep etcd's leadership off the PostgreSQL leader", f"{lib}/patroni-etcd-leader-away")
 
 
+require_phase(2)
 if "db" in host.groups:
     _states = fact("systemctl is-active etcd patroni").split() + ["", ""]
     _healthy = fact(f"{inventory_var('patroni_lib_dir')}/wait-etcd 1 && echo yes") == "yes"
@@ -79,5 +80,4 @@ if "db" in host.groups:
     )
 barrier(name="Every db host is done before an app host starts")
 if "app" in host.groups:
-    require_phase(2)
     local.include(str(Path(__file__).with_name("phase1.py")))

@@ -86,6 +86,7 @@ def queue_redis(variables) -> None:
     )
 
 
+require_phase(3)
 if "redis" in host.groups:
     redis_variables = host_vars(REDIS_ROLES)
     common(redis_variables)
@@ -100,5 +101,4 @@ if "lb" in host.groups:
     haproxy(_v)
 barrier(name="The Redis hosts and HAProxy are ready before the app moves onto them")
 if "app" in host.groups:
-    require_phase(3)
     local.include(str(Path(__file__).with_name("phase1.py")))

@@ -15,7 +15,7 @@ from pyinfra import host
 from pyinfra.operations import files
 
 from grimbots_infra import apply
-from grimbots_infra.pyinfra_ops import fact, host_step, host_vars, put_template
+from grimbots_infra.pyinfra_ops import fact, host_step, host_vars, put_template, require_phase
 
 MONITORED = ("app", "db", "lb", "redis", "monitoring")
 
@@ -66,6 +66,7 @@ def monitoring(variables) -> None:
 
 
 if any(g in host.groups for g in MONITORED):
+    require_phase(4)
     if "monitoring" in host.groups:
         _states = fact(
             "systemctl is-active prometheus prometheus-alertmanager grafana-server"

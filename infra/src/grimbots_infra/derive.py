@@ -60,9 +60,13 @@ def redis_clients_needed(
 
 
 def address(hostvars: Mapping[str, Any], name: str, key: str = "patroni_address") -> str:
-    """A host's address for ``key`` (its inventory value), else its ansible_host."""
+    """A host's address for ``key`` (its inventory value), else its private address
+    (platform_private_address: production's front-door hosts have a public ansible_host), else
+    its ansible_host (the lab's and molecule's hosts have one, private, address)."""
     other = hostvars[name]
-    return str(other.get(key) or other.get("ansible_host") or name)
+    return str(
+        other.get(key) or other.get("platform_private_address") or other.get("ansible_host") or name
+    )
 
 
 def postgres_url(

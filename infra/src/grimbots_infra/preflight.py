@@ -7,15 +7,18 @@ value came from (Ansible tags every loaded value with its origin), else the inve
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from grimbots_infra import derive
+from grimbots_infra import derive, guards
 
 ROOT = Path(__file__).resolve().parents[3]
-SECRET = re.compile(r"password|secret|token", re.I)
+SECRET = re.compile(r"password|secret|token|tls_key", re.I)
+# Variables a value names plainly, "{{ vault_x }}" (followed to name the vault's key).
+REFERENCES = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 PASSWORD_CHARS = re.compile(r"^[A-Za-z0-9+/=_.~-]+$")
 
 
@@ -26,8 +29,14 @@ class PreflightError(RuntimeError):
 class Inputs:
     """What a check reads: a host's variables (templated), and where each one was set."""
 
-    def __init__(self, host: str, get: Callable[[str], Any], origin: Callable[[str], str | None]):
-        self.host, self._get, self._origin = host, get, origin
+    def __init__(
+        self,
+        host: str,
+        get: Callable[[str], Any],
+        origin: Callable[[str], str | None],
+        raw: Callable[[str], Any] | None = None,
+    ):
+        self.host, self._get, self._origin, self._raw = host, get, origin, raw
 
     def __getitem__(self, name: str) -> Any:
         return self._get(name)
@@ -53,13 +62,47 @@ class Inputs:
             return shown
         return f"the inventory (group_vars or host_vars of {self.host})"
 
+    def sources(self, name: str) -> list[str]:
+        """The variables ``name``'s raw value names (``"{{ vault_x }}"``), followed through
+        plain references: where an operator finds the value (the vault's key)."""
+        if self._raw is None:
+            return []
+        found, todo = [], [name]
+        for _ in range(8):
+            if not todo:
+                break
+            current = todo.pop(0)
+            try:
+                raw = self._raw(current)
+            except KeyError:
+                continue
+            names = REFERENCES.findall(str(raw)) if raw is not None else []
+            for ref in names:
+                single = self._raw_or_none(ref)
+                if single is not None and REFERENCES.search(str(single)):
+                    todo.append(ref)
+                elif ref not in found:
+                    found.append(ref)
+        return found
+
+    def _raw_or_none(self, name: str) -> Any:
+        try:
+            return self._raw(name) if self._raw else None
+        except KeyError:
+            return None
+
     def problem(self, name: str, text: str) -> str:
         value = "(secret)" if SECRET.search(name) else repr(self.get(name))
-        return f"{self.host}: {name}={value}: {text}; set it in {self.where(name)}"
+        sources = self.sources(name)
+        via = f" (from {', '.join(sources)})" if sources else ""
+        return f"{self.host}: {name}={value}{via}: {text}; set it in {self.where(name)}"
 
 
 def _vault_password(inputs: Inputs, name: str, source: str = "from the vault") -> list[str]:
     """The problem of a password that a URL, a config file or libpq could mangle, if any."""
+    placeholder = guards.placeholder(inputs, name)
+    if placeholder:
+        return placeholder
     password = str(inputs.get(name, ""))
     if len(password) < 16 or not PASSWORD_CHARS.match(password):
         return [
@@ -122,6 +165,8 @@ def app(inputs: Inputs) -> list[str]:
             out.append(
                 inputs.problem("grimbots_redis_password", "needs 16+ characters from the vault")
             )
+    out += guards.secrets(inputs, ["grimbots_redis_password", "grimbots_gateway_secrets"])
+    out += _app_addresses(inputs)
     if inputs["grimbots_redis_mode"] not in ("single", "cluster"):
         out.append(inputs.problem("grimbots_redis_mode", "must be single or cluster"))
     elif inputs["grimbots_redis_mode"] == "cluster" and not inputs["grimbots_redis_cluster_nodes"]:
@@ -166,6 +211,19 @@ def app(inputs: Inputs) -> list[str]:
     return out
 
 
+def _app_addresses(inputs: Inputs) -> list[str]:
+    """The app's internal endpoints: the load balancers it trusts, the phase-3 Redis."""
+    groups, kinds = inputs.get("groups", {}), inputs.get("platform_groups", {})
+    lbs = list(groups.get(kinds.get("lb", "lb"), []))
+    redis = list(groups.get(kinds.get("redis", "redis"), []))
+    out = guards.listed(inputs, "grimbots_trusted_proxies", lbs, "platform_private_address")
+    if inputs["grimbots_redis_mode"] == "cluster":
+        out += guards.listed(inputs, "grimbots_redis_cluster_nodes", redis, "redis_cluster_address")
+    if inputs["grimbots_queue_redis_mode"] == "sentinel":
+        out += guards.listed(inputs, "grimbots_sentinels", redis, "queue_redis_address")
+    return out
+
+
 def patroni(inputs: Inputs) -> list[str]:
     out = []
     group = inputs["patroni_group"]
@@ -194,13 +252,19 @@ def patroni(inputs: Inputs) -> list[str]:
         "patroni_restapi_password",
         "patroni_app_password",
     ):
-        if len(str(inputs.get(key, ""))) < 16:
+        if guards.placeholder(inputs, key):
+            out += guards.placeholder(inputs, key)
+        elif len(str(inputs.get(key, ""))) < 16:
             out.append(inputs.problem(key, "needs 16+ characters from the vault"))
     hostvars = inputs["hostvars"]
     addresses = [derive.address(hostvars, m) for m in members]
     if len(set(addresses)) != len(addresses):
         out.append(inputs.problem("patroni_address", f"each member needs its own; got {addresses}"))
-    return out
+    out += guards.own_private(inputs, "patroni_address")
+    out += guards.members_private(inputs, "etcd and Patroni", members, "patroni_address")
+    groups = inputs["groups"]
+    clients = [h for g in inputs.get("patroni_client_groups", []) for h in groups.get(g, [])]
+    return out + guards.members_private(inputs, "pg_hba", clients, "patroni_client_address")
 
 
 RULES = ROOT / "roles" / "monitoring" / "files" / "alert_rules.yml"
@@ -219,20 +283,15 @@ def monitoring(inputs: Inputs) -> list[str]:
     if not inputs["groups"].get(inputs["monitoring_group"]):
         out.append(inputs.problem("monitoring_group", "the group lists no monitoring host"))
     out += _vault_password(inputs, "monitoring_web_password")
-    if not TELEGRAM_TOKEN.match(str(inputs.get("monitoring_telegram_bot_token", ""))):
+    if guards.placeholder(inputs, "monitoring_telegram_bot_token"):
+        out += guards.placeholder(inputs, "monitoring_telegram_bot_token")
+    elif not TELEGRAM_TOKEN.match(str(inputs.get("monitoring_telegram_bot_token", ""))):
         out.append(
             inputs.problem(
                 "monitoring_telegram_bot_token", "needs a bot token <id>:<secret> (vault)"
             )
         )
-    try:
-        chat = int(inputs.get("monitoring_telegram_chat_id", 0))
-    except (TypeError, ValueError):
-        chat = 0
-    if chat == 0:
-        out.append(
-            inputs.problem("monitoring_telegram_chat_id", "needs the alert chat's id (vault)")
-        )
+    out += guards.chat_id(inputs, "monitoring_telegram_chat_id")
     for key in ("monitoring_retention_time", "monitoring_scrape_interval"):
         if not DURATION.match(str(inputs.get(key, ""))):
             out.append(inputs.problem(key, "must be a Prometheus duration such as 15s or 15d"))
@@ -249,21 +308,24 @@ def monitoring(inputs: Inputs) -> list[str]:
         )
     if inputs.get("monitoring_email_to") and not inputs.get("monitoring_email_smarthost"):
         out.append(inputs.problem("monitoring_email_smarthost", "e-mail alerts need an SMTP relay"))
-    grafana = bool(inputs.get("monitoring_grafana_enabled", False))
-    if grafana and len(str(inputs.get("monitoring_grafana_admin_password", ""))) < 16:
-        out.append(
-            inputs.problem(
-                "monitoring_grafana_admin_password", "needs 16+ characters from the vault"
-            )
-        )
-    return out
+    out += guards.secrets(inputs, ["monitoring_email_auth_password", "monitoring_haproxy_password"])
+    if bool(inputs.get("monitoring_grafana_enabled", False)):
+        out += _vault_password(inputs, "monitoring_grafana_admin_password")
+    out += guards.own_private(inputs, "monitoring_address")
+    groups = inputs["groups"]
+    targets = [h for g in inputs.get("monitoring_exporter_groups", []) for h in groups.get(g, [])]
+    return out + guards.members_private(
+        inputs, "Prometheus' targets", dict.fromkeys(targets), "monitoring_target_address"
+    )
 
 
 def exporters(inputs: Inputs) -> list[str]:
     out = []
     if inputs.host in inputs["groups"].get(inputs["exporters_postgres_group"], []):
         out += _vault_password(inputs, "exporters_postgres_password")
-    return out
+    if inputs.host in inputs["groups"].get(inputs["exporters_redis_group"], []):
+        out += guards.secrets(inputs, ["exporters_redis_password"])
+    return out + guards.own_private(inputs, "exporters_address")
 
 
 def haproxy(inputs: Inputs) -> list[str]:
@@ -286,21 +348,8 @@ def haproxy(inputs: Inputs) -> list[str]:
         out.append(inputs.problem("haproxy_recovery_seconds", "must be 1 to 30 s"))
     out += _vault_password(inputs, "haproxy_stats_password")
     if not bool(inputs["haproxy_tls_selfsigned"]):
-        cert, key = (
-            str(inputs.get("haproxy_tls_certificate", "")),
-            str(inputs.get("haproxy_tls_key", "")),
-        )
-        if "-----BEGIN CERTIFICATE-----" not in cert:
-            out.append(
-                inputs.problem(
-                    "haproxy_tls_certificate",
-                    "needs the PEM certificate chain (or haproxy_tls_selfsigned: true in a lab)",
-                )
-            )
-        if "PRIVATE KEY-----" not in key:
-            out.append(
-                inputs.problem("haproxy_tls_key", "needs the PEM private key from the vault")
-            )
+        out += guards.certificate(inputs, "haproxy_tls_certificate", "haproxy_tls_key")
+    out += guards.members_private(inputs, "HAProxy's backends", servers, "haproxy_backend_address")
     for name in ("haproxy_go_rate_limit", "haproxy_go_rate_period_s", "haproxy_body_limit_bytes"):
         if int(inputs[name]) <= 0:
             out.append(inputs.problem(name, "must be above 0"))
@@ -333,6 +382,7 @@ def redis_cluster(inputs: Inputs) -> list[str]:
                 "must be at least 5 s (a 1 s node timeout, the replica's election, the client)",
             )
         )
+    out += guards.own_private(inputs, "redis_cluster_address")
     return out + _vault_password(inputs, "redis_cluster_password")
 
 
@@ -367,6 +417,7 @@ def queue_redis(inputs: Inputs) -> list[str]:
         )
     if int(inputs["queue_redis_recovery_seconds"]) < 4:
         out.append(inputs.problem("queue_redis_recovery_seconds", "must be at least 4 s"))
+    out += guards.own_private(inputs, "queue_redis_address")
     return out + _vault_password(inputs, "queue_redis_password")
 
 
@@ -379,14 +430,29 @@ CHECKS: dict[str, Callable[[Inputs], list[str]]] = {
     "haproxy": haproxy,
     "redis_cluster": redis_cluster,
     "queue_redis": queue_redis,
+    # The phase guards: a playbook's first play and a pyinfra deploy name its phase as a check.
+    **{f"phase{n}": functools.partial(guards.phase, minimum=n) for n in guards.PHASES},
 }
 
 
-def check(roles: list[str] | tuple[str, ...], inputs: Inputs) -> list[str]:
-    """Every problem the roles' inputs have on one host (empty when it may be deployed)."""
+def check(
+    roles: list[str] | tuple[str, ...], inputs: Inputs, phase: int | None = None
+) -> list[str]:
+    """Every problem the roles' inputs have on one host (empty when it may be deployed); with
+    ``phase``, first platform_phase's (1-4, at least the phase deployed): a wrong phase makes
+    every role derive the wrong settings, so the roles are not checked then."""
+    if phase is not None:
+        problems = guards.phase(inputs, phase)
+        if problems:
+            return problems
     return [p for role in roles if role in CHECKS for p in CHECKS[role](inputs)]
 
 
 def from_host_vars(host_vars: Mapping[str, Any]) -> Inputs:
     """Inputs from grimbots_infra.inventory.HostVars (the pyinfra side)."""
-    return Inputs(host_vars.name, host_vars.__getitem__, host_vars.origin)  # type: ignore[attr-defined]
+    return Inputs(
+        host_vars.name,  # type: ignore[attr-defined]
+        host_vars.__getitem__,
+        host_vars.origin,  # type: ignore[attr-defined]
+        host_vars.raw,  # type: ignore[attr-defined]
+    )

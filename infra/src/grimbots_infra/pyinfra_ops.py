@@ -117,12 +117,10 @@ def inventory_var(name: str) -> Any:
 
 
 def require_phase(minimum: int) -> None:
-    """Refuse (as the playbook's first play does) an inventory below platform_phase ``minimum``:
-    every role derives that phase's settings from it."""
-    phase = int(inventory_var("platform_phase"))
-    if phase < minimum:
-        raise preflight.PreflightError(
-            f"platform_phase is {phase}: set platform_phase: {minimum} in the inventory "
-            f"(group_vars/all; the lab: export GRIMBOTS_LAB_PHASE={minimum}) before deploying "
-            f"phase {minimum}"
-        )
+    """Refuse (as the playbook's first play does, with the same check) an inventory whose
+    platform_phase is not one of 1-4 or is below ``minimum``: every role derives that phase's
+    settings from it."""
+    variables = load(ALL_ROLES).vars(host.name, extra_vars() or None)
+    problems = preflight.check([f"phase{minimum}"], preflight.from_host_vars(variables))
+    if problems:
+        raise preflight.PreflightError("\n".join(problems))
