@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from grimbots import jobs, reconcile
-from grimbots.models import InboundUpdate, Lead
+from grimbots.models import InboundUpdate, Lead, Payment
 from tests.factories import callback_update, make_bot, make_funnel, make_seller, start_update
 
 HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -114,3 +114,82 @@ def test_inbound_rows_past_the_window_are_purged_and_recent_ones_kept(shop, db):
     with db.session() as session:
         left = session.scalars(select(InboundUpdate.update_id)).all()
     assert left == [8]
+
+
+@pytest.fixture
+def bump_shop(db):
+    with db.session() as session:
+        seller, _ = make_seller(session)
+        funnel = make_funnel(session, seller, downsells=0, bump=True)
+        bot = make_bot(session, seller, funnel)
+        return {"bot": bot, "offer": funnel.offers[0].id}
+
+
+def charges(db, bot) -> list[Payment]:
+    with db.session() as session:
+        return session.scalars(select(Payment).where(Payment.bot_id == bot.id)).all()
+
+
+def pix_codes_sent(fake_tg, chat: int) -> int:
+    texts = [c["params"].get("text", "") for c in fake_tg.sent(method="sendMessage", chat_id=chat)]
+    return sum("PIX" in t for t in texts)
+
+
+def bump_proposals(fake_tg, chat: int) -> int:
+    texts = [c["params"].get("text", "") for c in fake_tg.sent(method="sendMessage", chat_id=chat)]
+    return sum(t.startswith("Aproveite") for t in texts)
+
+
+def test_a_tap_whose_update_id_an_old_tap_had_gets_a_new_charge(
+    client, shop, fake_tg, drain, db, redis_client
+):
+    bot, chat = shop["bot"], 7106
+    deliver(client, bot, start_update(chat, update_id=900))
+    deliver(client, bot, callback_update(chat, f"buy:{shop['offer']}", update_id=901))
+    drain()
+    assert len(charges(db, bot)) == 1 and pix_codes_sent(fake_tg, chat) == 1
+    let_time_pass(db, redis_client, days=8)
+
+    # Telegram restarted its ids: the same offer tapped again arrives as update 901.
+    deliver(client, bot, callback_update(chat, f"buy:{shop['offer']}", update_id=901))
+    drain()
+    assert len(charges(db, bot)) == 2
+    assert pix_codes_sent(fake_tg, chat) == 2
+
+
+def test_a_tap_whose_update_id_an_old_tap_had_is_proposed_the_bump_again(
+    client, bump_shop, fake_tg, drain, db, redis_client
+):
+    bot, chat = bump_shop["bot"], 7107
+    deliver(client, bot, start_update(chat, update_id=910))
+    deliver(client, bot, callback_update(chat, f"buy:{bump_shop['offer']}", update_id=911))
+    drain()
+    assert bump_proposals(fake_tg, chat) == 1
+    let_time_pass(db, redis_client, days=8)
+
+    deliver(client, bot, callback_update(chat, f"buy:{bump_shop['offer']}", update_id=911))
+    drain()
+    assert bump_proposals(fake_tg, chat) == 2
+
+
+def test_a_retried_tap_is_charged_and_proposed_the_bump_once(
+    bump_shop, fake_tg, drain, db, redis_client
+):
+    bot, chat = bump_shop["bot"], 7108
+    jobs.process_update(bot.id, start_update(chat, update_id=920))
+    tap = callback_update(chat, f"buy:{bump_shop['offer']}", update_id=921)
+    answer = callback_update(chat, f"bump:{bump_shop['offer']}:1", update_id=922)
+    assert jobs.process_update(bot.id, tap) == "callback buy"
+    assert jobs.process_update(bot.id, answer) == "callback bump"
+    # Both jobs died after their work and before marking the update processed: they run again,
+    # after the send locks (10 s) expired, so only the idempotency keys stand in the way.
+    with db.session() as session:
+        for row in session.scalars(select(InboundUpdate)):
+            row.processed_at = None
+    for key in redis_client.scan_iter("*:sendt:*"):
+        redis_client.delete(key)
+    jobs.process_update(bot.id, tap)
+    jobs.process_update(bot.id, answer)
+    drain()
+    assert bump_proposals(fake_tg, chat) == 1
+    assert len(charges(db, bot)) == 1 and pix_codes_sent(fake_tg, chat) == 1

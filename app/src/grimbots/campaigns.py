@@ -184,15 +184,18 @@ def _finish(campaign_id: int, status: str) -> None:
     get_db().transaction(fn)
 
 
-def run_campaign_batch(campaign_id: int, batch_size: int = BATCH_SIZE) -> dict:
-    """One batch of a campaign (an RQ job on `marathon`); enqueues the next batch itself.
+@dataclass
+class _BatchCounts:
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0
+    stopped: bool = False
 
-    Returns what happened, for logs and tests.
-    """
-    from grimbots import outbox
 
-    db = get_db()
-    with db.session() as session:
+def _load_batch(campaign_id: int, batch_size: int):
+    """The campaign, its bot and the next leads after its cursor, detached from the session;
+    or the outcome dict when the campaign cannot run (not running, stop requested, bot gone)."""
+    with get_db().session() as session:
         campaign = session.get(Campaign, campaign_id)
         if campaign is None or campaign.status != "running":
             return {"campaign_id": campaign_id, "outcome": "not running"}
@@ -205,51 +208,64 @@ def run_campaign_batch(campaign_id: int, batch_size: int = BATCH_SIZE) -> dict:
             _finish(campaign_id, "stopped")
             return {"campaign_id": campaign_id, "outcome": "bot unavailable"}
         session.expunge(bot)
-        start_cursor = campaign.cursor
         leads = session.execute(
             select(Lead.id, Lead.chat_id, Lead.blocked, _is_blocked_clause().label("listed"))
             .join(Bot, Bot.id == Lead.bot_id)
-            .where(*_audience(campaign), Lead.id > start_cursor)
+            .where(*_audience(campaign), Lead.id > campaign.cursor)
             .order_by(Lead.id)
             .limit(batch_size)
         ).all()
         session.expunge(campaign)
+    return campaign, bot, leads
 
-    # Sends happen outside any transaction: the outbox writes its own rows, and a long-open
-    # transaction would hold SQLite's writer lock for the whole batch.
-    sent = failed = skipped = 0
-    cursor = start_cursor
-    stopped = False
+
+def _send_to_lead(campaign: Campaign, bot: Bot, lead) -> str:
+    """Deliver the campaign to one lead: "sent", or the first outbox outcome that was not."""
+    from grimbots import outbox
+
+    for message in build_messages(campaign, lead.id, lead.chat_id):
+        result = outbox.send(
+            bot,
+            lead.chat_id,
+            message.key,
+            message.method,
+            message.payload,
+            lead_id=lead.id,
+        )
+        # "duplicate": an earlier, interrupted run of this batch already sent it.
+        if result not in ("sent", "duplicate"):
+            return result
+    return "sent"
+
+
+def _send_batch(campaign: Campaign, bot: Bot, leads: list) -> tuple[_BatchCounts, int]:
+    """Send to the batch's leads, re-reading the stop flag every STOP_CHECK_EVERY leads;
+    the counts and the cursor after the last lead handled."""
+    counts = _BatchCounts()
+    cursor = campaign.cursor
     for index, lead in enumerate(leads):
-        if index and index % STOP_CHECK_EVERY == 0 and _stop_requested(campaign_id):
-            stopped = True
+        if index and index % STOP_CHECK_EVERY == 0 and _stop_requested(campaign.id):
+            counts.stopped = True
             break
         if lead.blocked or lead.listed:
-            skipped += 1
+            counts.skipped += 1
         else:
-            outcome = "sent"
-            for message in build_messages(campaign, lead.id, lead.chat_id):
-                result = outbox.send(
-                    bot,
-                    lead.chat_id,
-                    message.key,
-                    message.method,
-                    message.payload,
-                    lead_id=lead.id,
-                )
-                # "duplicate": an earlier, interrupted run of this batch already sent it.
-                if result not in ("sent", "duplicate"):
-                    outcome = result
-                    break
+            outcome = _send_to_lead(campaign, bot, lead)
             if outcome == "sent":
-                sent += 1
+                counts.sent += 1
             elif outcome == "blocked":
-                skipped += 1
+                counts.skipped += 1
             else:
-                failed += 1
+                counts.failed += 1
         cursor = lead.id
+    return counts, cursor
 
-    done = not stopped and len(leads) < batch_size
+
+def _commit_batch(
+    campaign_id: int, start_cursor: int, cursor: int, counts: _BatchCounts, done: bool
+) -> bool:
+    """Move the cursor and counters (and the status when the chain ends) in one transaction;
+    False when another run moved the cursor first."""
 
     def commit(session: Session) -> bool:
         moved = session.execute(
@@ -258,14 +274,14 @@ def run_campaign_batch(campaign_id: int, batch_size: int = BATCH_SIZE) -> dict:
             .values(
                 cursor=cursor,
                 progressed_at=datetime.now(UTC),
-                sent=Campaign.sent + sent,
-                failed=Campaign.failed + failed,
-                skipped_blocked=Campaign.skipped_blocked + skipped,
+                sent=Campaign.sent + counts.sent,
+                failed=Campaign.failed + counts.failed,
+                skipped_blocked=Campaign.skipped_blocked + counts.skipped,
             )
         ).rowcount
         if moved != 1:
             return False
-        if done or stopped:
+        if done or counts.stopped:
             session.execute(
                 update(Campaign)
                 .where(Campaign.id == campaign_id, Campaign.status == "running")
@@ -275,19 +291,36 @@ def run_campaign_batch(campaign_id: int, batch_size: int = BATCH_SIZE) -> dict:
 
     # A commit whose answer was lost is not run twice: db.transaction finds its own stored
     # result, so this chain continues instead of calling itself "superseded".
-    if not db.transaction(commit):
+    return get_db().transaction(commit)
+
+
+def run_campaign_batch(campaign_id: int, batch_size: int = BATCH_SIZE) -> dict:
+    """One batch of a campaign (an RQ job on `marathon`); enqueues the next batch itself.
+
+    Returns what happened, for logs and tests.
+    """
+    loaded = _load_batch(campaign_id, batch_size)
+    if isinstance(loaded, dict):
+        return loaded
+    campaign, bot, leads = loaded
+    start_cursor = campaign.cursor
+    # Sends happen outside any transaction: the outbox writes its own rows, and a long-open
+    # transaction would hold SQLite's writer lock for the whole batch.
+    counts, cursor = _send_batch(campaign, bot, leads)
+    done = not counts.stopped and len(leads) < batch_size
+    if not _commit_batch(campaign_id, start_cursor, cursor, counts, done):
         # Another run of this campaign moved the cursor first (a restart while a batch was
         # queued): it owns the progress, this chain ends here.
         return {"campaign_id": campaign_id, "outcome": "superseded"}
     result = {
         "campaign_id": campaign_id,
-        "outcome": "finished" if done else "stopped" if stopped else "continuing",
-        "sent": sent,
-        "failed": failed,
-        "skipped_blocked": skipped,
+        "outcome": "finished" if done else "stopped" if counts.stopped else "continuing",
+        "sent": counts.sent,
+        "failed": counts.failed,
+        "skipped_blocked": counts.skipped,
         "cursor": cursor,
     }
-    if not done and not stopped:
+    if not done and not counts.stopped:
         enqueue_batch(campaign_id, batch_size, cursor=cursor)
     log.info("campaign batch", extra=result)
     return result

@@ -138,8 +138,11 @@ def send_welcome(bot: Bot, lead: Lead, generation: int) -> None:
     outbox.send(bot, lead.chat_id, key, "sendMessage", payload, lead_id=lead.id)
 
 
-def offer_tapped(bot: Bot, lead: Lead, offer_id: int, update_id: int) -> None:
-    """buy:<offer>: propose the order bump first when the funnel has one, else charge."""
+def offer_tapped(bot: Bot, lead: Lead, offer_id: int, tap: str) -> None:
+    """buy:<offer>: propose the order bump first when the funnel has one, else charge.
+
+    `tap` identifies the tap's update (jobs.tap_id): a retried tap proposes and charges once.
+    """
     with get_db().session() as session:
         funnel = load_funnel(session, bot.funnel_id)
     offer = _offer_of(funnel, offer_id)
@@ -163,16 +166,16 @@ def offer_tapped(bot: Bot, lead: Lead, offer_id: int, update_id: int) -> None:
         outbox.send(
             bot,
             lead.chat_id,
-            f"bump:{bot.id}:{lead.id}:{update_id}",
+            f"bump:{bot.id}:{lead.id}:{tap}",
             "sendMessage",
             {"text": text, "reply_markup": markup},
             lead_id=lead.id,
         )
         return
-    _charge_offer(bot, lead, offer, offer.price_cents, update_id)
+    _charge_offer(bot, lead, offer, offer.price_cents, tap)
 
 
-def bump_answered(bot: Bot, lead: Lead, offer_id: int, accepted: bool, update_id: int) -> None:
+def bump_answered(bot: Bot, lead: Lead, offer_id: int, accepted: bool, tap: str) -> None:
     with get_db().session() as session:
         funnel = load_funnel(session, bot.funnel_id)
     offer = _offer_of(funnel, offer_id)
@@ -182,12 +185,12 @@ def bump_answered(bot: Bot, lead: Lead, offer_id: int, accepted: bool, update_id
     if accepted and funnel.order_bump_offer_id:
         bump = _offer_of(funnel, funnel.order_bump_offer_id)
         amount += bump.price_cents if bump else 0
-    _charge_offer(bot, lead, offer, amount, update_id)
+    _charge_offer(bot, lead, offer, amount, tap)
 
 
-def _charge_offer(bot: Bot, lead: Lead, offer: Offer, amount_cents: int, update_id: int) -> None:
-    """Charge on the gateway queue; keyed by the tap's update, so a retried tap charges once."""
-    source = f"offer:{offer.id}:{update_id}"
+def _charge_offer(bot: Bot, lead: Lead, offer: Offer, amount_cents: int, tap: str) -> None:
+    """Charge on the gateway queue; keyed by the tap, so a retried tap charges once."""
+    source = f"offer:{offer.id}:{tap}"
     enqueue(GATEWAY, create_charge, bot.id, lead.id, source, offer.id, amount_cents, None)
 
 

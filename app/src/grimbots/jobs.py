@@ -120,7 +120,7 @@ def _dispatch(bot: Bot, kind: str, body, update_id: int, generation: int) -> str
     if kind == "message":
         return _message(bot, body, update_id, generation)
     if kind == "callback_query":
-        return _callback(bot, body, update_id)
+        return _callback(bot, body, tap_id(update_id, generation))
     if kind == "my_chat_member":
         return _member_changed(bot, body)
     return "acknowledged"
@@ -156,7 +156,18 @@ def _message(bot: Bot, msg: dict, update_id: int, generation: int) -> str:
     return "message"
 
 
-def _callback(bot: Bot, cq: dict, update_id: int) -> str:
+def tap_id(update_id: int, generation: int) -> str:
+    """What keys a tap's bump proposal and charge: the update's id and its receipt stamp.
+
+    Not the update_id alone: Telegram restarts update_id at random after a week without
+    updates, so a new tap could carry the id of an old one and get its bump deduplicated and its
+    old charge back. The receipt stamp is stored with the inbound row, so a retried job of the
+    same tap gets the same id; the update_id keeps two taps received in one millisecond apart.
+    """
+    return f"{update_id}-{generation}"
+
+
+def _callback(bot: Bot, cq: dict, tap: str) -> str:
     user = cq.get("from") or {}
     message = cq.get("message") or {}
     chat_id = (message.get("chat") or {}).get("id") or user.get("id")
@@ -177,9 +188,9 @@ def _callback(bot: Bot, cq: dict, update_id: int) -> str:
     parts = str(cq.get("data") or "").split(":")
     try:
         if parts[0] == "buy" and len(parts) == 2:
-            funnel.offer_tapped(bot, lead, int(parts[1]), update_id)
+            funnel.offer_tapped(bot, lead, int(parts[1]), tap)
         elif parts[0] == "bump" and len(parts) == 3:
-            funnel.bump_answered(bot, lead, int(parts[1]), parts[2] == "1", update_id)
+            funnel.bump_answered(bot, lead, int(parts[1]), parts[2] == "1", tap)
         elif parts[0] == "ds" and len(parts) == 3:
             funnel.downsell_tapped(bot, lead, int(parts[1]), int(parts[2]))
         else:

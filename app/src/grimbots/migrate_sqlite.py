@@ -380,6 +380,47 @@ def _validate_and_reset_sequence(engine: Engine, table: Table, report: TableRepo
         report.sequence_value = value or None
 
 
+def _check_sqlite_readable(path: Path, head: str) -> None:
+    """Open the SQLite file and check its schema is at `head`; MigrationError otherwise."""
+    try:
+        # Not mode=ro: a WAL database may need its -shm file created to be read at all.
+        probe = sqlite3.connect(str(path))
+        try:
+            _check_sqlite_schema(probe, path, head)
+        finally:
+            probe.close()
+    except sqlite3.DatabaseError as exc:
+        raise MigrationError(f"cannot read SQLite database {path}: {exc}") from exc
+
+
+def _copy_tables(backup: Path, engine: Engine, report: MigrationReport) -> None:
+    """Copy and validate every table, parents first, adding each table's report to `report`.
+
+    Reads from the backup: a consistent snapshot of every table, and exactly the rows the
+    rollback file holds.
+    """
+    src = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
+    src.row_factory = sqlite3.Row
+    try:
+        for name in TABLES_IN_FK_ORDER:
+            table = Base.metadata.tables[name]
+            table_report = _copy_table(src, engine, table, report.batch_size)
+            _validate_and_reset_sequence(engine, table, table_report)
+            report.tables.append(table_report)
+            log.info(
+                "table %s: %d source rows, %d copied, %d already present, %d in PostgreSQL, "
+                "%d text values stripped of NUL",
+                name,
+                table_report.source_rows,
+                table_report.copied,
+                table_report.already_present,
+                table_report.target_rows,
+                table_report.nul_cleaned,
+            )
+    finally:
+        src.close()
+
+
 def migrate(
     sqlite_path: str | os.PathLike[str],
     postgres_url: str,
@@ -399,15 +440,7 @@ def migrate(
     path = Path(sqlite_path).expanduser().resolve()
     _check_sqlite_file(path)
     head = migrations_runner.head_revision()
-    try:
-        # Not mode=ro: a WAL database may need its -shm file created to be read at all.
-        probe = sqlite3.connect(str(path))
-        try:
-            _check_sqlite_schema(probe, path, head)
-        finally:
-            probe.close()
-    except sqlite3.DatabaseError as exc:
-        raise MigrationError(f"cannot read SQLite database {path}: {exc}") from exc
+    _check_sqlite_readable(path, head)
 
     engine = _postgres_engine(postgres_url)
     try:
@@ -426,28 +459,7 @@ def migrate(
         except DBAPIError as exc:
             raise MigrationError(f"upgrading the PostgreSQL schema failed: {exc}") from exc
 
-        # Read from the backup: a consistent snapshot of every table, and exactly the rows the
-        # rollback file holds.
-        src = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
-        src.row_factory = sqlite3.Row
-        try:
-            for name in TABLES_IN_FK_ORDER:
-                table = Base.metadata.tables[name]
-                table_report = _copy_table(src, engine, table, batch_size)
-                _validate_and_reset_sequence(engine, table, table_report)
-                report.tables.append(table_report)
-                log.info(
-                    "table %s: %d source rows, %d copied, %d already present, %d in PostgreSQL, "
-                    "%d text values stripped of NUL",
-                    name,
-                    table_report.source_rows,
-                    table_report.copied,
-                    table_report.already_present,
-                    table_report.target_rows,
-                    table_report.nul_cleaned,
-                )
-        finally:
-            src.close()
+        _copy_tables(backup, engine, report)
     finally:
         engine.dispose()
 

@@ -50,6 +50,7 @@ from grimbots.telegram import (
     NotDueError,
     PermanentError,
     SendProgress,
+    TelegramClient,
     get_client,
 )
 
@@ -265,6 +266,83 @@ def _kind(exc: BaseException) -> str:
     return type(exc).__name__[:60]
 
 
+def _settled_outcome(bot_id: int, chat_id: int, status: str) -> str:
+    """What a retry gets back for a row that was already settled."""
+    outcome = _SETTLED.get(status, DUPLICATE)
+    if outcome == DUPLICATE:
+        metrics.DUPLICATES.labels(dedup.LAYER_DATABASE).inc()
+    elif outcome == BLOCKED:
+        set_blocked(bot_id, chat_id, True)  # an earlier run may have died before this
+    return outcome
+
+
+def _request(
+    client: TelegramClient,
+    bot: Bot,
+    chat_id: int,
+    key: str,
+    attempt: int,
+    method: str,
+    payload: dict,
+    deadline: float,
+    progress: SendProgress,
+    still_due: Callable[[], bool] | None,
+) -> dict | None:
+    """Take the send lock and make the request; None when a twin was sent recently (settled
+    "suppressed" here)."""
+    media = method in MEDIA_METHODS
+    digest = dedup.content_digest(
+        method,
+        payload.get("text") or payload.get("caption") or "",
+        payload.get("photo") or payload.get("video") or payload.get("document") or "",
+    )
+    if not dedup.send_lock(bot.id, chat_id, digest, key, media):
+        _finish(key, attempt, status="suppressed", error="twin of a recent send")
+        return None
+    return client.call(
+        bot.token,
+        method,
+        payload,
+        bot_id=bot.id,
+        chat_id=chat_id,
+        deadline=deadline,
+        progress=progress,
+        still_due=still_due,
+        fence=lambda: _fence(key, attempt),
+        unsent=lambda: _unsent(key, attempt),
+    )
+
+
+def _settle_refusal(
+    exc: Exception, bot_id: int, chat_id: int, key: str, attempt: int, lead_id: int | None
+) -> str:
+    """Record a send that ended with a known answer other than success; its outcome."""
+    if isinstance(exc, NotDueError):
+        _finish(key, attempt, status=CANCELLED, error=str(exc)[:500])
+        log.info("message no longer due; not sent", extra={"key": key})
+        return CANCELLED
+    if isinstance(exc, BlockedError):
+        _finish(key, attempt, status="blocked", error=exc.description[:500])
+        log.info("user blocked the bot", extra={"bot_id": bot_id, "lead_id": lead_id})
+        set_blocked(bot_id, chat_id, True)
+        return BLOCKED
+    if isinstance(exc, PermanentError):
+        log.warning(
+            "telegram refused message",
+            extra={"key": key, "lead_id": lead_id, "error": exc.description[:200]},
+        )
+        _finish(key, attempt, status="failed", error=exc.description[:500])
+        return FAILED
+    assert isinstance(exc, AmbiguousError)
+    _finish(key, attempt, status=AMBIGUOUS, error=exc.description[:500])
+    metrics.OUTBOX_AMBIGUOUS.labels("answer_lost").inc()
+    log.warning(
+        "send may have reached telegram; not repeated",
+        extra={"key": key, "lead_id": lead_id},
+    )
+    return AMBIGUOUS
+
+
 def send(
     bot: Bot,
     chat_id: int,
@@ -285,12 +363,7 @@ def send(
     payload = {**payload, "chat_id": chat_id}
     claim = _claim(bot.id, chat_id, idempotency_key, method, payload)
     if claim.outcome == "settled":
-        outcome = _SETTLED.get(claim.status, DUPLICATE)
-        if outcome == DUPLICATE:
-            metrics.DUPLICATES.labels(dedup.LAYER_DATABASE).inc()
-        elif outcome == BLOCKED:
-            set_blocked(bot.id, chat_id, True)  # an earlier run may have died before this
-        return outcome
+        return _settled_outcome(bot.id, chat_id, claim.status)
     if claim.outcome == "busy":
         raise ClaimBusy(idempotency_key)
     attempt = claim.attempt
@@ -303,56 +376,27 @@ def send(
         - POST_MARGIN
     )
     try:
-        media = method in MEDIA_METHODS
-        digest = dedup.content_digest(
-            method,
-            payload.get("text") or payload.get("caption") or "",
-            payload.get("photo") or payload.get("video") or payload.get("document") or "",
-        )
-        if not dedup.send_lock(bot.id, chat_id, digest, idempotency_key, media):
-            _finish(idempotency_key, attempt, status="suppressed", error="twin of a recent send")
-            return DUPLICATE
-        result = client.call(
-            bot.token,
+        result = _request(
+            client,
+            bot,
+            chat_id,
+            idempotency_key,
+            attempt,
             method,
             payload,
-            bot_id=bot.id,
-            chat_id=chat_id,
-            deadline=deadline,
-            progress=progress,
-            still_due=still_due,
-            fence=lambda: _fence(idempotency_key, attempt),
-            unsent=lambda: _unsent(idempotency_key, attempt),
+            deadline,
+            progress,
+            still_due,
         )
-    except NotDueError as exc:
-        _finish(idempotency_key, attempt, status=CANCELLED, error=str(exc)[:500])
-        log.info("message no longer due; not sent", extra={"key": idempotency_key})
-        return CANCELLED
-    except BlockedError as exc:
-        _finish(idempotency_key, attempt, status="blocked", error=exc.description[:500])
-        log.info("user blocked the bot", extra={"bot_id": bot.id, "lead_id": lead_id})
-        set_blocked(bot.id, chat_id, True)
-        return BLOCKED
-    except PermanentError as exc:
-        log.warning(
-            "telegram refused message",
-            extra={"key": idempotency_key, "lead_id": lead_id, "error": exc.description[:200]},
-        )
-        _finish(idempotency_key, attempt, status="failed", error=exc.description[:500])
-        return FAILED
-    except AmbiguousError as exc:
-        _finish(idempotency_key, attempt, status=AMBIGUOUS, error=exc.description[:500])
-        metrics.OUTBOX_AMBIGUOUS.labels("answer_lost").inc()
-        log.warning(
-            "send may have reached telegram; not repeated",
-            extra={"key": idempotency_key, "lead_id": lead_id},
-        )
-        return AMBIGUOUS
+    except (NotDueError, BlockedError, PermanentError, AmbiguousError) as exc:
+        return _settle_refusal(exc, bot.id, chat_id, idempotency_key, attempt, lead_id)
     except BaseException as exc:
         # TransientError, a Redis error, the job's timeout, a database error: settle the claim
         # by what is known, so the retry sends at once when nothing went out.
         _interrupted(idempotency_key, attempt, progress.maybe_sent, exc)
         raise
+    if result is None:
+        return DUPLICATE
     _finish(
         idempotency_key,
         attempt,

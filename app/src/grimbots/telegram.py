@@ -242,69 +242,103 @@ class TelegramClient:
         for attempt in range(attempts):
             if attempt:
                 self._backoff(attempt - 1, last, deadline)
-            if rate_limited and bot_id is not None:
-                max_wait = MAX_RATE_WAIT
-                if deadline is not None:
-                    max_wait = min(max_wait, deadline - time.monotonic())
-                self.limiter.acquire(bot_id, chat_id, max_wait)
-            if still_due is not None and not still_due():
-                raise NotDueError("no longer due when its rate slot came")
-            if deadline is not None and time.monotonic() > deadline:
-                raise TransientError(0, "send deadline passed before the request")
-            if fence is not None:
-                fence()
+            self._clear_to_send(bot_id, chat_id, rate_limited, deadline, still_due, fence)
             progress.maybe_sent = True
-            try:
-                resp = self.session.post(url, json=payload, timeout=self.settings.telegram_timeout)
-            except requests.RequestException as exc:
-                if not _certainly_unsent(exc):
-                    kind = "timeout" if isinstance(exc, requests.Timeout) else "reset"
-                    metrics.TELEGRAM_ERRORS.labels(f"ambiguous_{kind}").inc()
-                    # Not chained: requests' message quotes the URL, and the URL holds the token.
-                    raise AmbiguousError(
-                        0, f"no answer after the request went out ({kind}: {_cause(exc)})"
-                    ) from None
-                progress.maybe_sent = False
-                self._unsent(unsent)
-                metrics.TELEGRAM_ERRORS.labels("connection").inc()
-                last = TransientError(0, f"connection error ({_cause(exc)})")
+            resp = self._post(url, payload, progress, unsent)
+            if isinstance(resp, TransientError):
+                last = resp
                 continue
             body = _json(resp)
             if resp.status_code == 200 and body.get("ok"):
                 return body.get("result") or {}
-            description = str(body.get("description") or resp.reason or "error")
-            if resp.status_code == 429:
-                progress.maybe_sent = False
-                self._unsent(unsent)
-                metrics.TELEGRAM_ERRORS.labels("rate_limited").inc()
-                retry_after = _retry_after(body)
-                if bot_id is not None:
-                    self.limiter.penalize(bot_id, retry_after)
-                last = TransientError(429, description, retry_after)
-                if bot_id is None or not rate_limited:
-                    if retry_after > MAX_RATE_WAIT:
-                        break
-                    time.sleep(retry_after)
-                continue  # the shared limiter holds the next attempt back for retry_after
-            if resp.status_code == 403:
-                progress.maybe_sent = False
-                metrics.TELEGRAM_ERRORS.labels("blocked").inc()
-                raise BlockedError(403, description)
-            if resp.status_code >= 500:
-                progress.maybe_sent = False
-                self._unsent(unsent)
-                metrics.TELEGRAM_ERRORS.labels("server_error").inc()
-                last = TransientError(resp.status_code, description)
-                continue
-            progress.maybe_sent = False
-            metrics.TELEGRAM_ERRORS.labels("bad_request").inc()
-            raise PermanentError(resp.status_code, description)
+            last = self._refused(resp, body, bot_id, progress, unsent)
+            if last.status == 429 and (bot_id is None or not rate_limited):
+                if last.retry_after > MAX_RATE_WAIT:
+                    break
+                time.sleep(last.retry_after)
+            # Otherwise, after a 429 the shared limiter holds the next attempt back.
         assert last is not None
         raise TransientError(
             last.status,
             f"gave up after {attempts} attempts: {last.description}",
             last.retry_after,
         )
+
+    def _clear_to_send(
+        self,
+        bot_id: int | None,
+        chat_id: int | None,
+        rate_limited: bool,
+        deadline: float | None,
+        still_due: Callable[[], bool] | None,
+        fence: Callable[[], None] | None,
+    ) -> None:
+        """Everything that must pass right before a request: the rate slot, `still_due`, the
+        deadline, then the fence (last, so nothing can stop the request after it)."""
+        if rate_limited and bot_id is not None:
+            max_wait = MAX_RATE_WAIT
+            if deadline is not None:
+                max_wait = min(max_wait, deadline - time.monotonic())
+            self.limiter.acquire(bot_id, chat_id, max_wait)
+        if still_due is not None and not still_due():
+            raise NotDueError("no longer due when its rate slot came")
+        if deadline is not None and time.monotonic() > deadline:
+            raise TransientError(0, "send deadline passed before the request")
+        if fence is not None:
+            fence()
+
+    def _post(
+        self,
+        url: str,
+        payload: dict[str, Any],
+        progress: SendProgress,
+        unsent: Callable[[], None] | None,
+    ) -> requests.Response | TransientError:
+        """The request itself: Telegram's answer, a TransientError when the connection was
+        never made; AmbiguousError when the request may have gone out unanswered."""
+        try:
+            return self.session.post(url, json=payload, timeout=self.settings.telegram_timeout)
+        except requests.RequestException as exc:
+            if not _certainly_unsent(exc):
+                kind = "timeout" if isinstance(exc, requests.Timeout) else "reset"
+                metrics.TELEGRAM_ERRORS.labels(f"ambiguous_{kind}").inc()
+                # Not chained: requests' message quotes the URL, and the URL holds the token.
+                raise AmbiguousError(
+                    0, f"no answer after the request went out ({kind}: {_cause(exc)})"
+                ) from None
+            progress.maybe_sent = False
+            self._unsent(unsent)
+            metrics.TELEGRAM_ERRORS.labels("connection").inc()
+            return TransientError(0, f"connection error ({_cause(exc)})")
+
+    def _refused(
+        self,
+        resp: requests.Response,
+        body: dict,
+        bot_id: int | None,
+        progress: SendProgress,
+        unsent: Callable[[], None] | None,
+    ) -> TransientError:
+        """Classify an answer other than success: a TransientError to retry (429, 5xx), or
+        raise BlockedError (403) / PermanentError (any other 4xx). None of them was delivered."""
+        description = str(body.get("description") or resp.reason or "error")
+        progress.maybe_sent = False
+        if resp.status_code == 429:
+            self._unsent(unsent)
+            metrics.TELEGRAM_ERRORS.labels("rate_limited").inc()
+            retry_after = _retry_after(body)
+            if bot_id is not None:
+                self.limiter.penalize(bot_id, retry_after)
+            return TransientError(429, description, retry_after)
+        if resp.status_code == 403:
+            metrics.TELEGRAM_ERRORS.labels("blocked").inc()
+            raise BlockedError(403, description)
+        if resp.status_code >= 500:
+            self._unsent(unsent)
+            metrics.TELEGRAM_ERRORS.labels("server_error").inc()
+            return TransientError(resp.status_code, description)
+        metrics.TELEGRAM_ERRORS.labels("bad_request").inc()
+        raise PermanentError(resp.status_code, description)
 
     @staticmethod
     def _unsent(unsent: Callable[[], None] | None) -> None:

@@ -17,6 +17,7 @@ from grimbots.api.common import (
     Input,
     Page,
     bp,
+    change_owned,
     invalidate_bot_cache,
     operation,
     owned,
@@ -136,14 +137,9 @@ def get_bot(bot_id: int):
 )
 def update_bot(bot_id: int):
     data = read_body(BotWrite)
-
-    def fn(session: Session) -> dict:
-        bot = owned(session, Bot, bot_id)
-        _apply(session, bot, data)
-        session.flush()
-        return bot_json(bot)
-
-    result = write(fn, TAKEN)
+    result = change_owned(
+        Bot, bot_id, lambda session, bot: _apply(session, bot, data), bot_json, TAKEN
+    )
     invalidate_bot_cache(bot_id)
     if result["active"] and "active" in data.model_fields_set and data.active is True:
         _resume_deliveries(bot_id)
@@ -163,18 +159,15 @@ def _resume_deliveries(bot_id: int) -> None:
         )
 
 
+def _deactivate(session: Session, bot: Bot) -> None:
+    bot.active = False
+
+
 @bp.delete("/bots/<int:bot_id>")
 @operation("Delete a bot", (200, "deleted", BotOut), by_id=True, conflict=CONFLICT)
 def delete_bot(bot_id: int):
     """Deactivate: the webhook stops answering for it, but its leads and sales stay on record."""
-
-    def fn(session: Session) -> dict:
-        bot = owned(session, Bot, bot_id)
-        bot.active = False
-        session.flush()
-        return bot_json(bot)
-
-    result = write(fn)
+    result = change_owned(Bot, bot_id, _deactivate, bot_json)
     invalidate_bot_cache(bot_id)
     return jsonify(result)
 

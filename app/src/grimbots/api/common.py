@@ -44,6 +44,7 @@ URL_RE = re.compile(r"https?://[^\s/$.?#][^\s]*", re.IGNORECASE)
 BUTTON_URL_RE = re.compile(r"(https?|tg)://[^\s]+", re.IGNORECASE)
 # A Telegram file_id, as an alternative to a media URL.
 FILE_ID_RE = re.compile(r"[A-Za-z0-9_-]{10,200}")
+CONFLICTS = "conflicts with an existing object"
 
 
 # -- schema building blocks ----------------------------------------------------------------------
@@ -209,7 +210,7 @@ def _idempotency_key() -> str | None:
     return "api:" + hashlib.sha256(scope.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def write(fn: Callable[[Session], Any], conflict: str = "conflicts with an existing object"):
+def write(fn: Callable[[Session], Any], conflict: str = CONFLICTS):
     """Run fn in a transaction (retried on failover, never applied twice); unique violations
     answer 409."""
     try:
@@ -218,6 +219,42 @@ def write(fn: Callable[[Session], Any], conflict: str = "conflicts with an exist
         # The database's text quotes the conflicting values (a username, a token): not logged.
         log.info("api write conflict", extra={"error_type": type(exc.orig).__name__})
         raise ApiError(409, conflict) from None
+
+
+def change_owned(
+    model,
+    obj_id: int,
+    change: Callable[[Session, Any], None],
+    serialize: Callable[[Any], dict],
+    conflict: str = CONFLICTS,
+) -> dict:
+    """Change the seller's object in one transaction (see write); its JSON after the change.
+
+    What every update (PATCH/PUT) and every soft delete does: look it up (404 for anyone
+    else's), change it, flush so a conflict surfaces here as a 409, serialize it.
+    """
+
+    def fn(session: Session) -> dict:
+        obj = owned(session, model, obj_id)
+        change(session, obj)
+        session.flush()
+        return serialize(obj)
+
+    return write(fn, conflict)
+
+
+def delete_owned(model, obj_id: int, before: Callable[[Session, Any], None] | None = None) -> dict:
+    """Delete the seller's object in one transaction, after `before` (which detaches what must
+    outlive it); the answer every delete gives."""
+
+    def fn(session: Session) -> None:
+        obj = owned(session, model, obj_id)
+        if before is not None:
+            before(session, obj)
+        session.delete(obj)
+
+    write(fn)
+    return {"ok": True, "id": obj_id, "deleted": True}
 
 
 def paged(session: Session, select_query, serialize: Callable[[Any], dict], page: Page) -> dict:

@@ -20,6 +20,8 @@ from grimbots.api.common import (
     Price,
     bad,
     bp,
+    change_owned,
+    delete_owned,
     link,
     media,
     operation,
@@ -233,26 +235,20 @@ def get_funnel(funnel_id: int):
 )
 def update_funnel(funnel_id: int):
     data = read_body(FunnelWrite)
-
-    def fn(session: Session) -> dict:
-        funnel = owned(session, Funnel, funnel_id)
-        _apply(session, funnel, data)
-        session.flush()
-        return funnel_json(funnel)
-
-    return jsonify(write(fn))
+    return jsonify(
+        change_owned(
+            Funnel, funnel_id, lambda session, funnel: _apply(session, funnel, data), funnel_json
+        )
+    )
 
 
 @bp.delete("/funnels/<int:funnel_id>")
 @operation("Delete a funnel", (200, "deleted", Deleted), by_id=True, conflict=CONFLICT)
 def delete_funnel(funnel_id: int) -> Any:
     """Delete a funnel; its bots keep running without one (funnel_id becomes null)."""
+    return jsonify(delete_owned(Funnel, funnel_id, _detach_bots))
 
-    def fn(session: Session) -> None:
-        funnel = owned(session, Funnel, funnel_id)
-        for bot in session.execute(select(Bot).where(Bot.funnel_id == funnel.id)).scalars():
-            bot.funnel_id = None
-        session.delete(funnel)
 
-    write(fn)
-    return jsonify({"ok": True, "id": funnel_id, "deleted": True})
+def _detach_bots(session: Session, funnel: Funnel) -> None:
+    for bot in session.execute(select(Bot).where(Bot.funnel_id == funnel.id)).scalars():
+        bot.funnel_id = None

@@ -18,6 +18,8 @@ from grimbots.api.common import (
     Page,
     bad,
     bp,
+    change_owned,
+    delete_owned,
     operation,
     owned,
     page_of,
@@ -150,24 +152,21 @@ def get_pool(pool_id: int):
 )
 def update_pool(pool_id: int):
     data = read_body(PoolWrite)
-
-    def fn(session: Session) -> dict:
-        pool = owned(session, RedirectPool, pool_id)
-        _apply(session, pool, data)
-        session.flush()
-        return pool_json(pool)
-
-    return jsonify(write(fn, TAKEN))
+    return jsonify(
+        change_owned(
+            RedirectPool,
+            pool_id,
+            lambda session, pool: _apply(session, pool, data),
+            pool_json,
+            TAKEN,
+        )
+    )
 
 
 @bp.delete("/pools/<int:pool_id>")
 @operation("Delete a pool", (200, "deleted", Deleted), by_id=True, conflict=CONFLICT)
 def delete_pool(pool_id: int):
-    def fn(session: Session) -> None:
-        session.delete(owned(session, RedirectPool, pool_id))
-
-    write(fn)
-    return jsonify({"ok": True, "id": pool_id, "deleted": True})
+    return jsonify(delete_owned(RedirectPool, pool_id))
 
 
 @bp.get("/pools/<int:pool_id>/stats")

@@ -33,7 +33,7 @@ def _fk(column: str, target: str, ondelete: str = "CASCADE", nullable: bool = Fa
     )
 
 
-def upgrade() -> None:
+def _create_sellers_funnels_and_bots() -> None:
     op.create_table(
         "sellers",
         _id(),
@@ -94,6 +94,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_bots_seller_id", "bots", ["seller_id"])
 
+
+def _create_pools_clicks_and_leads() -> None:
     op.create_table(
         "redirect_pools",
         _id(),
@@ -158,6 +160,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_leads_bot_id", "leads", ["bot_id"])
 
+
+def _create_updates_messages_and_payments() -> None:
     op.create_table(
         "inbound_updates",
         _id(),
@@ -211,6 +215,8 @@ def upgrade() -> None:
     op.create_index("ix_payments_lead_id", "payments", ["lead_id"])
     op.create_index("ix_payments_status", "payments", ["status"])
 
+
+def _create_campaigns_and_blocklist() -> None:
     op.create_table(
         "campaigns",
         _id(),
@@ -244,6 +250,14 @@ def upgrade() -> None:
         sa.Column("blocked_at", TS, nullable=False),
         sa.UniqueConstraint("bot_id", "telegram_user_id", name="uq_blocked_bot_user"),
     )
+
+
+def upgrade() -> None:
+    # Parents before children: each group only references tables created before it.
+    _create_sellers_funnels_and_bots()
+    _create_pools_clicks_and_leads()
+    _create_updates_messages_and_payments()
+    _create_campaigns_and_blocklist()
 
 
 def downgrade() -> None:
