@@ -28,7 +28,7 @@ from pyinfra.facts.files import File, FileContents, Sha1File
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util.files import ensure_mode_int
 
-from grimbots_infra.inventory import ROLES_DIR
+from grimbots_infra.inventory import role_dir
 from grimbots_infra.render import render, sha1
 
 Triggers = dict[str, list[OperationMeta]]
@@ -135,7 +135,7 @@ def _put_role_file(role: str, f: dict, verb: str):
     """files.put of one of the role's files/ (a manifest's preseed or files entry)."""
     return files.put(
         name=f"{verb} {f['dest']}",
-        src=str(ROLES_DIR / role / "files" / f["src"]),
+        src=str(role_dir(role) / "files" / f["src"]),
         dest=f["dest"],
         user=f["owner"],
         group=f["group"],
@@ -194,7 +194,7 @@ def install(role: str, variables: Any) -> Triggers:
     role_files = list(filter(_on, m.get("files", [])))
     due = []
     for f in role_files:
-        local = (ROLES_DIR / role / "files" / f["src"]).read_bytes()
+        local = (role_dir(role) / "files" / f["src"]).read_bytes()
         digest = hashlib.sha1(local).hexdigest()  # noqa: S324 - a change marker, as pyinfra's
         if f.get("on_change") and _differs(f["dest"], digest, f):
             due += f["on_change"]
