@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -121,12 +122,10 @@ def _start(tool: str) -> None:
     name = container(tool)
     docker("create", "--name", name, "--hostname", "conformance", "--network", NETWORK,
            *SYSTEMD_FLAGS, IMAGE, "/sbin/init")  # fmt: skip
-    machine_id = HERE / f".machine-id-{tool}"  # its own: the image's is shared
-    machine_id.write_text(uuid.uuid4().hex + "\n")
-    try:
+    with tempfile.TemporaryDirectory() as tmp:  # its own machine-id: the image's is shared
+        machine_id = Path(tmp) / "machine-id"
+        machine_id.write_text(uuid.uuid4().hex + "\n")
         docker("cp", str(machine_id), f"{name}:/etc/machine-id")
-    finally:
-        machine_id.unlink()
     docker("start", name)
     deadline, state = time.monotonic() + 120, ""
     while state not in ("running", "degraded") and time.monotonic() < deadline:
