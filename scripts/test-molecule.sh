@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # molecule test for every role scenario under molecule/, on the lab image (built if missing).
 # Each scenario is timed; containers sit on an internal network and are destroyed at the end.
+# Then the conformance suite (tests/conformance): the same fixture roles through Ansible and
+# pyinfra on two fresh containers of the same image; what happened on the hosts must be equal.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=$PWD/.venv/bin:$PATH
@@ -13,4 +15,5 @@ rc=0
 for s in $scenarios; do
   stage "molecule-$s" molecule test -s "$s" || rc=1
 done
+stage conformance pytest -p no:cacheprovider -q tests/conformance || rc=1
 exit $rc

@@ -24,11 +24,12 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import operation
 from pyinfra.api.operation import OperationMeta
-from pyinfra.facts.files import File, FileContents, Sha1File
+from pyinfra.facts.files import Directory, File, FileContents, Sha1File
+from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util.files import ensure_mode_int
 
-from grimbots_infra.inventory import ROLES_DIR
+from grimbots_infra.inventory import role_dir
 from grimbots_infra.render import render, sha1
 
 Triggers = dict[str, list[OperationMeta]]
@@ -122,6 +123,21 @@ def validated_put(text: str, dest: str, user: str, group: str, mode: str, valida
 
 
 @operation()
+def check_first(text: str, dest: str, user: str, group: str, mode: str, validate: str):
+    """A validated template's new content staged next to ``dest`` and checked by its validator
+    before what its change triggers is recorded: Ansible records only what landed, so a rejected
+    template leaves nothing pending (validated_put then moves the staged file in place)."""
+    if host.get_fact(Sha1File, path=dest) == sha1(text):
+        return
+    staged = f"{dest}.pyinfra-new"
+    yield from files.put._inner(
+        src=io.StringIO(text), dest=staged, user=user, group=group, mode=mode
+    )
+    check = validate.replace("%s", shlex.quote(staged))
+    yield f"{check} || {{ rm -f {shlex.quote(staged)}; exit 1; }}"
+
+
+@operation()
 def put_if_absent(text: str, dest: str, user: str, group: str, mode: str):
     """files.put of a rendered template only when ``dest`` does not exist (Ansible's
     ``force: false``): for a file the service rewrites itself (Sentinel's), which the template
@@ -131,11 +147,41 @@ def put_if_absent(text: str, dest: str, user: str, group: str, mode: str):
     yield from files.put._inner(src=io.StringIO(text), dest=dest, user=user, group=group, mode=mode)
 
 
+@operation()
+def directory(path: str, user: str, group: str, mode: str):
+    """files.directory, its missing parents created with the same owner, group and mode, as
+    Ansible's file module (state: directory) creates them (decided when the operation runs)."""
+    missing = [path]
+    parent = Path(path).parent
+    while parent != parent.parent and not host.get_fact(Directory, path=str(parent)):
+        missing.append(str(parent))
+        parent = parent.parent
+    for folder in reversed(missing):
+        yield from files.directory._inner(path=folder, user=user, group=group, mode=mode)
+
+
+@operation()
+def without_waiting(unit: str, state: str):
+    """systemctl with --no-block (a manifest's ``no_block``; systemd.service has no such flag), as
+    Ansible's systemd_service decides: ``restarted`` always; ``reloaded`` reloads a running unit
+    and starts a stopped one; ``started``/``stopped`` only when the unit is not so already."""
+    service = unit if "." in unit else f"{unit}.service"
+    running = host.get_fact(SystemdStatus, services=[service]).get(service)
+    verb = {
+        "restarted": "restart",
+        "reloaded": "reload" if running else "start",
+        "started": None if running else "start",
+        "stopped": "stop" if running else None,
+    }[state]
+    if verb:
+        yield f"systemctl {verb} --no-block {shlex.quote(service)}"
+
+
 def _put_role_file(role: str, f: dict, verb: str):
     """files.put of one of the role's files/ (a manifest's preseed or files entry)."""
     return files.put(
         name=f"{verb} {f['dest']}",
-        src=str(ROLES_DIR / role / "files" / f["src"]),
+        src=str(role_dir(role) / "files" / f["src"]),
         dest=f["dest"],
         user=f["owner"],
         group=f["group"],
@@ -187,14 +233,14 @@ def install(role: str, variables: Any) -> Triggers:
             ensure_home=False,
         )
     for d in filter(_on, m.get("directories", [])):
-        files.directory(
+        directory(
             name=f"Create {d['path']}", path=d["path"], user=d["owner"], group=d["group"],
             mode=d["mode"],
         )  # fmt: skip
     role_files = list(filter(_on, m.get("files", [])))
     due = []
     for f in role_files:
-        local = (ROLES_DIR / role / "files" / f["src"]).read_bytes()
+        local = (role_dir(role) / "files" / f["src"]).read_bytes()
         digest = hashlib.sha1(local).hexdigest()  # noqa: S324 - a change marker, as pyinfra's
         if f.get("on_change") and _differs(f["dest"], digest, f):
             due += f["on_change"]
@@ -217,6 +263,11 @@ def configure(role: str, variables: Any, extra: list[str] | None = None) -> Trig
     ]
     due = list(extra or [])
     for t, text in templates:
+        if t.get("validate") and t.get("force", True):
+            check_first(
+                name=f"Check the new {t['dest']} before it lands", text=text, dest=t["dest"],
+                user=t["owner"], group=t["group"], mode=t["mode"], validate=t["validate"],
+            )  # fmt: skip
         if not t.get("on_change"):
             continue
         if t.get("force", True):
@@ -289,9 +340,8 @@ def service(role: str, variables: Any, triggers: Triggers, extra: Triggers | Non
         for unit in a["units"]:
             name = f"{a['state'].capitalize()} {unit} ({a['name']})"
             when = {"_if": due(a["name"]), "_serial": bool(a.get("serial"))}
-            if a.get("no_block"):  # systemd.service has no --no-block
-                verb = {"restarted": "restart", "reloaded": "reload"}[a["state"]]
-                server.shell(name=name, commands=[f"systemctl {verb} --no-block {unit}"], **when)
+            if a.get("no_block"):
+                without_waiting(name=name, unit=unit, state=a["state"], **when)
             else:
                 systemd.service(
                     name=name,
@@ -307,11 +357,15 @@ def service(role: str, variables: Any, triggers: Triggers, extra: Triggers | Non
         )
     for u in filter(_on, m.get("units", [])):
         for unit in u["names"]:
-            state = u.get("state")
-            systemd.service(
-                name=f"Put {unit} in its state ({state or 'as is'}, enabled={u.get('enabled')})",
-                service=unit,
-                running=None if state is None else state == "started",
-                enabled=u.get("enabled"),
-            )
+            state, enabled = u.get("state"), u.get("enabled")
+            label = f"{unit} ({state or 'as is'}, enabled={enabled})"
+            # As Ansible's systemd_service: enabled (or disabled) first, then started or stopped.
+            if enabled is not None:
+                systemd.service(name=f"Enable {label}", service=unit, running=None, enabled=enabled)
+            if state and u.get("no_block"):
+                without_waiting(name=f"Put {label} in its state without waiting", unit=unit,
+                                state=state)  # fmt: skip
+            elif state:
+                systemd.service(name=f"Put {label} in its state", service=unit,
+                                running=state == "started")  # fmt: skip
     _clear(role, variables)

@@ -20,6 +20,19 @@ ROLES_DIR = ROOT / "roles"
 PLAYBOOKS_DIR = ROOT / "playbooks"
 
 
+def roles_path() -> list[Path]:
+    """Where roles are looked up, in order: ANSIBLE_ROLES_PATH's folders (relative ones from the
+    repository's root), then roles/. Ansible reads the same variable, so a run with it set (the
+    conformance suite's fixture roles) finds the same roles with both tools."""
+    extra = [Path(p) for p in os.environ.get("ANSIBLE_ROLES_PATH", "").split(os.pathsep) if p]
+    return [p if p.is_absolute() else ROOT / p for p in extra] + [ROLES_DIR]
+
+
+def role_dir(role: str) -> Path:
+    """The folder of ``role``: the first of roles_path() that has it (roles/<role> otherwise)."""
+    return next((d / role for d in roles_path() if (d / role).is_dir()), ROLES_DIR / role)
+
+
 class InventoryError(RuntimeError):
     """An inventory the deploys cannot use; the message says what to fix."""
 
@@ -140,15 +153,16 @@ class Inventory:
             )
         self.variable_manager = VariableManager(loader=self.loader, inventory=self.inventory)
         AnsibleHostVars(self.inventory, self.variable_manager, self.loader)  # hostvars magic var
-        missing = [r for r in roles if not (ROLES_DIR / r).is_dir()]
+        missing = [r for r in roles if not role_dir(r).is_dir()]
         if missing:
-            raise InventoryError(f"no such role(s) under {ROLES_DIR}: {', '.join(missing)}")
+            searched = ", ".join(map(str, roles_path()))
+            raise InventoryError(f"no such role(s) under {searched}: {', '.join(missing)}")
         self.play = Play.load(
             {
                 "name": "grimbots_infra",
                 "hosts": "all",
                 "gather_facts": False,
-                "roles": [str(ROLES_DIR / r) for r in roles],
+                "roles": [str(role_dir(r)) for r in roles],
             },
             variable_manager=self.variable_manager,
             loader=self.loader,

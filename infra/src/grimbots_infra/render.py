@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from grimbots_infra.inventory import ROLES_DIR, HostVars
+from grimbots_infra.inventory import HostVars, role_dir
 
 
 def template_path(role: str, src: str) -> Path:
-    """roles/<role>/templates/<src>."""
-    path = ROLES_DIR / role / "templates" / src
+    """<role folder>/templates/<src> (roles/<role> unless ANSIBLE_ROLES_PATH has it first)."""
+    path = role_dir(role) / "templates" / src
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     return path
@@ -26,8 +26,8 @@ def render(role: str, src: str, variables: HostVars) -> str:
     from ansible.template import trust_as_template
 
     path = template_path(role, src)
-    role_dir = ROLES_DIR / role
-    searchpath = [str(role_dir / "templates"), str(role_dir), str(path.parent)]
+    folder = role_dir(role)
+    searchpath = [str(folder / "templates"), str(folder), str(path.parent)]
     templar = variables.templar.copy_with_new_env(searchpath=searchpath)
     out = templar.template(
         trust_as_template(path.read_text()),
