@@ -60,6 +60,18 @@ def _attrs(module, path, spec, changed):
     return module.set_fs_attributes_if_different(args, changed)
 
 
+def _make_dirs(module, path, spec):
+    """path and its missing parents, each with the directory's owner, group and mode (as
+    ansible.builtin.file gives the parents it creates)."""
+    missing = []
+    while path and not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for new in reversed(missing):
+        os.mkdir(new)
+        _attrs(module, new, spec, True)
+
+
 def _stage_and_move(module, spec, data):
     """Write data beside dest, give it its owner and mode, validate, then move it into place."""
     dest = spec["dest"]
@@ -111,7 +123,7 @@ def _apply(module, changed_dirs, changed_files):
         path = spec["path"]
         created = not os.path.isdir(path)
         if created and not module.check_mode:
-            os.makedirs(path)
+            _make_dirs(module, path, spec)
         if (created and module.check_mode) or _attrs(module, path, spec, created):
             changed_dirs.append(path)
     for spec in module.params["files"]:
