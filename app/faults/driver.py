@@ -22,10 +22,10 @@ import redis as redis_lib
 from rq import Queue, SimpleWorker
 from sqlalchemy import select
 
-from faults import outages
+from faults import inputs, outages
 from faults.inject import CommitLoss, HarnessConnection, RedisFaults, RedisPlan
 from faults.lane import GATEWAY_SECRET, Lane, Standby
-from faults.scenario import EXTRA_KINDS, Action, Fault, Scenario
+from faults.scenario import EXTRA_KINDS, LONG_RETRY_AFTER, Action, Fault, Scenario
 from grimbots import db as db_module
 from grimbots import webhook
 from grimbots.models import Campaign, Lead, Payment
@@ -79,6 +79,11 @@ class Observation:
     notes: list[str]
     redis_url: str
     backend: str
+    paused: list[tuple[float, float]] = field(default_factory=list)
+    holds_dropped: list[float] = field(default_factory=list)
+    go_answers: list[int] = field(default_factory=list)
+    go_tokens: list[str] = field(default_factory=list)
+    malformed: list[tuple[int, int, bool]] = field(default_factory=list)
 
 
 class ScenarioRun:
@@ -111,6 +116,14 @@ class ScenarioRun:
         self.standby: Standby | None = None
         self.worker_crashes = 0
         self.op_seconds: Counter[str] = Counter()
+        self.paused: list[tuple[float, float]] = []  # wall times the bot was inactive
+        self.reactivate = False  # a reactivation the seller still owes (it got 5xx)
+        self.holds_dropped: list[float] = []  # wall times a 429 hold ran out (time passing)
+        self.go_slug: str | None = None
+        self.go_answers: list[int] = []  # statuses of the /go clicks
+        self.go_tokens: list[str] = []  # the /start tokens they handed out
+        self.low_restarts = 0
+        self.malformed: list[tuple[int, int, bool]] = []  # (body, answer, paid by it)
 
     # -- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -137,12 +150,16 @@ class ScenarioRun:
         )
         self.r.flushdb()
         self.fake.clear()
+        long_text = ""
+        if "long_caption" in s.kinds:
+            long_text = " Conteudo exclusivo, acesso vitalicio." * 40  # over 1,024 characters
+            self.fired["long_caption"] += int(s.media)
         with db.session() as session:
             seller, self.api_token = make_seller(session)
             funnel = make_funnel(
                 session,
                 seller,
-                text=f"Bem-vindo {s.index}! Escolha sua oferta:",
+                text=f"Bem-vindo {s.index}! Escolha sua oferta:" + long_text,
                 media="photo" if s.media else None,
                 downsells=s.downsells,
                 bump=s.bump,
@@ -200,7 +217,7 @@ class ScenarioRun:
             elif f.kind == "telegram_403":
                 self._block_chat(p["lead"])
                 self.fired[f.kind] += 1
-            elif f.kind.startswith("telegram_"):
+            elif f.kind.startswith("telegram_") and f.kind not in EXTRA_KINDS:
                 self.fake.add_fault(
                     status=p["status"],
                     method=p.get("method"),
@@ -209,7 +226,9 @@ class ScenarioRun:
                     token=self.token,
                     delay=p.get("delay", 0.0),
                 )
-        self._telegram_faults = [f for f in faults if f.kind.startswith("telegram_")]
+        self._telegram_faults = [
+            f for f in faults if f.kind.startswith("telegram_") and f.kind not in EXTRA_KINDS
+        ]
         self._telegram_pending = len(self.fake.faults())
         self.redis_faults.arm(plans)
         if commits and self.s.backend == "postgres":
@@ -240,7 +259,14 @@ class ScenarioRun:
     def _act(self, a: Action) -> None:
         op = a.op
         if op == "start":
-            self._deliver(self._new_update(a.lead, "start", self._start_body(a.lead)))
+            kinds = {f.kind: f for f in a.faults}
+            token = None
+            if "hostile_go" in kinds:
+                token = inputs.go_click(self, int(kinds["hostile_go"].params["query"]))
+            if "update_id_low" in kinds:
+                inputs.restart_update_ids(self)
+            body = self._start_body(a.lead, token)
+            self._deliver(self._new_update(a.lead, "start", body))
         elif op == "twin":
             mine = [u for u in self.updates if u.lead == a.lead]
             if mine:
@@ -264,6 +290,8 @@ class ScenarioRun:
                 self._kill_worker_mid_job(kill.params)
             elif extra is not None and extra.kind == "db_outage":
                 outages.drain_through_db_outage(self, int(extra.params["tries"]))
+            elif extra is not None and extra.kind == "telegram_429_long":
+                outages.drain_after_long_429(self, int(extra.params["retry_after"]))
             elif extra is not None:
                 outages.drain_with_a_stale_run(self)
             elif a.arg and int(a.arg) > 1:
@@ -274,7 +302,18 @@ class ScenarioRun:
             self._later(int(a.arg))
         elif op in ("pay", "pay_twin"):
             self.pay_wanted.add(a.lead)
-            self._pay(a.lead, twin=op == "pay_twin")
+            if (
+                any(f.kind == "pay_during_downsell" for f in a.faults)
+                and inputs.downsells_waiting()
+            ):
+                self.fired["pay_during_downsell"] += 1
+            malformed = next((f for f in a.faults if f.kind == "gateway_malformed"), None)
+            if malformed is not None:
+                inputs.post_malformed(self, a.lead, list(malformed.params["picks"]))
+            if any(f.kind == "bot_paused" for f in a.faults):
+                outages.pay_while_paused(self, a.lead, twin=op == "pay_twin")
+            else:
+                self._pay(a.lead, twin=op == "pay_twin")
         elif op == "campaign":
             for _ in range(int(a.arg or 1)):
                 self._campaign()
@@ -292,7 +331,7 @@ class ScenarioRun:
     def _user(self, lead: int) -> dict:
         return {"id": self.chats[lead], "is_bot": False, "first_name": "Lead", "username": "lead"}
 
-    def _start_body(self, lead: int) -> dict:
+    def _start_body(self, lead: int, token: str | None = None) -> dict:
         chat = self.chats[lead]
         return {
             "message": {
@@ -300,7 +339,7 @@ class ScenarioRun:
                 "date": int(time.time()),
                 "chat": {"id": chat, "type": "private", "first_name": "Lead"},
                 "from": self._user(lead),
-                "text": "/start",
+                "text": f"/start {token}" if token else "/start",
             }
         }
 
@@ -421,6 +460,8 @@ class ScenarioRun:
                     self.r.delete(key)
                 else:
                     self.r.pexpire(key, ttl - ms)
+        if outages.age_rate_holds(self.r, ms):
+            self.holds_dropped.append(time.time())
         self.lane.shift_time(self.s.backend, seconds)
         webhook.forget_local_bot_meta()
 
@@ -587,6 +628,8 @@ class ScenarioRun:
     def _recover(self, deadline: float) -> None:
         self._disarm()
         self.fake.clear_faults()
+        if self.reactivate:
+            self.reactivate = not outages.set_active(self, True)
         for lead in list(self.blocked):
             self.blocked.discard(lead)
             self._block_chat(lead)
@@ -690,7 +733,8 @@ class ScenarioRun:
         """Telegram faults that fired, by kind, from the fake's own record."""
         for c in calls:
             if c["status"] == 429 and c.get("fault"):
-                self.fired["telegram_429"] += 1
+                long = f"retry after {LONG_RETRY_AFTER}" in str(c.get("description"))
+                self.fired["telegram_429_long" if long else "telegram_429"] += 1
             elif c["status"] >= 500 and c.get("fault"):
                 kind = "telegram_timeout_before" if c.get("delay") else "telegram_5xx"
                 self.fired[kind] += 1
@@ -727,6 +771,11 @@ class ScenarioRun:
             notes=self.notes,
             redis_url=self.lane.redis_url,
             backend=self.s.backend,
+            paused=self.paused,
+            holds_dropped=self.holds_dropped,
+            go_answers=self.go_answers,
+            go_tokens=self.go_tokens,
+            malformed=self.malformed,
         )
 
 

@@ -111,3 +111,66 @@ def drain_with_a_stale_run(run) -> None:
         RateLimiter.acquire = original
     if stalled.is_set():
         run.fired["double_run"] += 1
+
+
+def drain_after_long_429(run, retry_after: int) -> None:
+    """Telegram answers the bot's next send 429 with a retry_after longer than RQ's whole retry
+    budget; the queues drain. The job must be retried outside the budget and its message go out
+    once, after the hold (which passes only as the harness lets time pass: `age_rate_holds`).
+    Counted as fired from the fake's record (`count_telegram_faults`)."""
+    run.fake.add_fault(status=429, retry_after=retry_after, count=1, token=run.token)
+    run._drain()
+
+
+def age_rate_holds(r, ms: int) -> bool:
+    """Time passes for the bots' 429 holds (absolute Redis-clock deadlines, not TTLs): each
+    moves `ms` earlier and is dropped once past. True if any hold was dropped."""
+    now_s, now_us = r.time()
+    now = now_s * 1000 + now_us // 1000
+    dropped = False
+    for key in r.scan_iter(match="gb:*:rl:hold", count=1000):
+        raw = r.get(key)
+        if raw is None:
+            continue
+        until = float(raw) - ms
+        if until <= now:
+            r.delete(key)
+            dropped = True
+        else:
+            r.set(key, int(until), px=int(until - now) + 1000)
+    return dropped
+
+
+def set_active(run, active: bool) -> bool:
+    """The seller switches the bot off or on through the API, retrying a 5xx like a client."""
+    auth = {"Authorization": f"Bearer {run.api_token}"}
+    for _ in range(12):
+        try:
+            status = run.client.patch(
+                f"/api/bots/{run.bot_id}", json={"active": active}, headers=auth
+            ).status_code
+        except Exception as exc:  # noqa: BLE001 - an escaped exception is a 500 to the seller
+            run.notes.append(f"PATCH bot raised {type(exc).__name__}: {exc}")
+            status = 500
+        if status == 200:
+            return True
+    run.notes.append(f"PATCH bot active={active} never answered 200")
+    return False
+
+
+def pay_while_paused(run, lead: int, twin: bool) -> None:
+    """The seller deactivates the bot, the customer pays and the queues drain (the delivery is
+    held), then the seller reactivates it: the held delivery must go out once, after that.
+    The window in which no delivery may reach the chat is recorded in `run.paused`."""
+    if not set_active(run, False):
+        run._pay(lead, twin=twin)
+        return
+    start = time.time()
+    run._pay(lead, twin=twin)
+    run._drain()
+    end = time.time()
+    run.paused.append((start, end))
+    if not set_active(run, True):
+        run.reactivate = True  # the seller tries again once the faults are over
+    if run.paid_at.get(run.chats[lead], 0.0) >= start:
+        run.fired["bot_paused"] += 1

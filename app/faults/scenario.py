@@ -28,11 +28,41 @@ KINDS = (
     "worker_kill",
     "db_outage",
     "double_run",
+    "telegram_429_long",
+    "bot_paused",
+    "pay_during_downsell",
+    "hostile_go",
+    "update_id_low",
+    "gateway_malformed",
+    "long_caption",
 )
 # Drawn apart from the others, from their own random stream, so adding them left every other
-# scenario of a seed as it was.
-EXTRA_KINDS = ("db_outage", "double_run")
+# scenario of a seed as it was (only the scenarios they are drawn for change).
+EXTRA_KINDS = (
+    "db_outage",
+    "double_run",
+    "telegram_429_long",
+    "bot_paused",
+    "pay_during_downsell",
+    "hostile_go",
+    "update_id_low",
+    "gateway_malformed",
+    "long_caption",
+)
+# Played on a drain inserted right after a /start or an offer tap, so the drain has a job to run.
+DRAIN_EXTRAS = ("db_outage", "double_run", "telegram_429_long")
 EXTRA_RATE = 0.1
+# Longer than RQ's whole retry budget (DEFAULT_RETRY: 2+10+30+60+120 s = 222 s).
+LONG_RETRY_AFTER = 600
+# Signed malformed gateway bodies (faults.inputs): each scenario posts three of them.
+MALFORMED_BODIES = 11
+# Hostile query strings on a /go click: NUL, control characters, bad UTF-8, huge and repeated.
+HOSTILE_QUERIES = (
+    "utm_source=a%00b&utm_campaign=%00%00&fbclid=x%00",
+    "utm_source=%01%02%1b%5B31m&utm_medium=%7f%09%0d%0a&utm_term=%ff%fe%c3",
+    "utm_source=" + "x" * 9000 + "&fbclid=" + "%F0%9F%98%80" * 600,
+    "&".join(f"utm_source=s{i}&fbclid=f{i}" for i in range(60)) + "&utm_content=&=&&",
+)
 # How often each kind is drawn (a worker kill costs a subprocess, so it is rarer).
 # Actions whose faults hit the webhook intake (Telegram's or the gateway's request).
 INTAKE_OPS = ("start", "twin", "tap", "bump", "block", "pay", "pay_twin")
@@ -215,38 +245,92 @@ def generate(seed: int, index: int, kinds: tuple[str, ...] = KINDS) -> Scenario:
             action = actions[rng.choice(candidates)]
             at_intake = action.op in INTAKE_OPS
             action.faults.append(_fault(rng, kind, leads, at_intake))
-    chosen += _extras(seed, index, kinds, actions, rate=EXTRA_RATE if pool else 1.0)
+    chosen += _extras(seed, index, kinds, actions, EXTRA_RATE if pool else 1.0, downsells)
     return Scenario(
         seed, index, backend, tuple(chosen), rng.random() < 0.7, downsells, bump, leads, crowd,
         actions,
     )  # fmt: skip
 
 
-def _extras(seed: int, index: int, kinds, actions: list[Action], rate: float) -> list[str]:
-    """The extra kinds of this scenario, each attached to one in-process drain."""
+def _extras(seed: int, index: int, kinds, actions: list[Action], rate: float, downsells: int):
+    """The extra kinds of this scenario, from their own random stream (see EXTRA_KINDS)."""
     rng = random.Random(f"grimbots-faults-extra:{seed}:{index}")
     chosen = []
     for kind in EXTRA_KINDS:
         if kind not in kinds or rng.random() >= rate:
             continue
-        candidates = [a for a in actions if _fits(kind, a)]
-        if candidates:
-            action = rng.choice(candidates)
-            action.faults.append(Fault(kind, {"tries": 8} if kind == "db_outage" else {}))
+        if _place_extra(rng, kind, actions, downsells):
             chosen.append(kind)
     return chosen
 
 
+def _place_extra(rng: random.Random, kind: str, actions: list[Action], downsells: int) -> bool:
+    """Put an extra kind into the actions; False when the scenario has no place for it.
+
+    A drain extra gets a drain of its own right after a /start or an offer tap (so it has that
+    job to run); `bot_paused` goes on a payment; `pay_during_downsell` moves a lead's payment
+    to right after its charge, while its downsells wait; `hostile_go` makes a lead's first
+    /start come from a /go click with a hostile query string; `update_id_low` restarts the
+    bot's update ids low before a /start that is not the scenario's first."""
+    ops = [a.op for a in actions]
+    if kind in DRAIN_EXTRAS:
+        at = _pick(rng, [i for i, op in enumerate(ops) if op in ("start", "tap")])
+        if at is not None:
+            actions.insert(at + 1, Action("drain", faults=[Fault(kind, _extra_params(kind))]))
+    elif kind == "bot_paused":
+        at = _pick(rng, [i for i, op in enumerate(ops) if op == "pay"])
+        if at is not None:
+            actions[at].faults.append(Fault(kind, {}))
+    elif kind == "pay_during_downsell":
+        at = _pick(rng, [i for i, op in enumerate(ops) if op == "pay"]) if downsells else None
+        if at is not None:
+            pay = actions.pop(at)
+            charge = max(i for i, a in enumerate(actions[:at]) if a.lead == pay.lead and
+                         a.op in ("tap", "bump"))  # fmt: skip
+            pay.faults.append(Fault(kind, {}))
+            actions[charge + 1 : charge + 1] = [Action("drain"), pay]
+    elif kind == "hostile_go":
+        firsts = {}
+        for i, a in enumerate(actions):
+            if a.op == "start":
+                firsts.setdefault(a.lead, i)
+        at = _pick(rng, sorted(firsts.values()))
+        if at is not None:
+            actions[at].faults.append(Fault(kind, {"query": rng.randrange(len(HOSTILE_QUERIES))}))
+    elif kind == "gateway_malformed":
+        # On a payment with no other fault: a refused forgery must not be an injected outage.
+        at = _pick(rng, [i for i, a in enumerate(actions) if a.op == "pay" and not a.faults])
+        if at is not None:
+            picks = rng.sample(range(MALFORMED_BODIES), 3)
+            actions[at].faults.append(Fault(kind, {"picks": picks}))
+    elif kind == "long_caption":
+        return True  # the welcome's text is over the caption limit (a property of the funnel)
+    elif kind == "update_id_low":
+        at = _pick(rng, [i for i, op in enumerate(ops) if op == "start"][1:])
+        if at is not None:
+            actions[at].faults.append(Fault(kind, {}))
+    else:
+        raise ValueError(kind)
+    return at is not None
+
+
+def _pick(rng: random.Random, candidates: list[int]) -> int | None:
+    return rng.choice(candidates) if candidates else None
+
+
+def _extra_params(kind: str) -> dict:
+    if kind == "db_outage":
+        return {"tries": 8}
+    if kind == "telegram_429_long":
+        return {"retry_after": LONG_RETRY_AFTER}
+    return {}
+
+
 def _fits(kind: str, action: Action) -> bool:
-    if kind in EXTRA_KINDS:
-        # A drain in this process (not worker subprocesses), with no other extra fault on it.
-        return (
-            action.op == "drain"
-            and not (action.arg and int(action.arg) > 1)
-            and not any(f.kind == "worker_kill" or f.kind in EXTRA_KINDS for f in action.faults)
-        )
     if kind == "worker_kill":
-        return action.op == "drain" and not any(f.kind == "worker_kill" for f in action.faults)
+        return action.op == "drain" and not any(
+            f.kind == "worker_kill" or f.kind in EXTRA_KINDS for f in action.faults
+        )
     if kind == "db_commit_lost":
         # Commits happen in workers and in the payment and admin endpoints, not at intake.
         return action.op in ("drain", "later", "pay", "pay_twin", "campaign")
