@@ -149,6 +149,8 @@ class ScenarioRun:
             self.lane.redis_url, decode_responses=True, connection_class=HarnessConnection
         )
         self.r.flushdb()
+        # RQ's registries as the harness reads them (raw replies, never faulted).
+        self.rq = redis_lib.Redis.from_url(self.lane.redis_url, connection_class=HarnessConnection)
         self.fake.clear()
         long_text = ""
         if "long_caption" in s.kinds:
@@ -187,6 +189,8 @@ class ScenarioRun:
         self.commit_loss.uninstall()
         with contextlib.suppress(Exception):
             self.r.close()
+        with contextlib.suppress(Exception):
+            self.rq.close()
         with contextlib.suppress(Exception):
             self.hdb.dispose()
 
@@ -302,9 +306,8 @@ class ScenarioRun:
             self._later(int(a.arg))
         elif op in ("pay", "pay_twin"):
             self.pay_wanted.add(a.lead)
-            if (
-                any(f.kind == "pay_during_downsell" for f in a.faults)
-                and inputs.downsells_waiting()
+            if any(f.kind == "pay_during_downsell" for f in a.faults) and inputs.downsells_waiting(
+                self.rq
             ):
                 self.fired["pay_during_downsell"] += 1
             malformed = next((f for f in a.faults if f.kind == "gateway_malformed"), None)
@@ -668,14 +671,14 @@ class ScenarioRun:
                 self.notes.append(f"{getattr(hook, '__name__', hook)} failed: {exc}")
 
     def _queued(self) -> int:
-        conn = queue_connection()
+        conn = self.rq
         try:
             return sum(Queue(n, connection=conn).count for n in QUEUE_NAMES)
         except Exception:
             return 1
 
     def _stuck_jobs(self) -> int:
-        conn = queue_connection()
+        conn = self.rq
         return sum(Queue(n, connection=conn).started_job_registry.count for n in QUEUE_NAMES)
 
     def _quiet(self) -> bool:
@@ -686,7 +689,7 @@ class ScenarioRun:
             return False
         if any(not c["done"] and len(c["answers"]) <= MAX_REDELIVERIES for c in self.campaigns):
             return False
-        conn = queue_connection()
+        conn = self.rq
         for name in QUEUE_NAMES:
             q = Queue(name, connection=conn)
             if q.count or q.scheduled_job_registry.count or q.started_job_registry.count:
@@ -711,7 +714,7 @@ class ScenarioRun:
     def job_notes(self) -> list[str]:
         """Jobs RQ still holds (failed, started, scheduled), for a failing scenario's report."""
         out = []
-        conn = queue_connection()
+        conn = self.rq
         for name in QUEUE_NAMES:
             q = Queue(name, connection=conn)
             for label, registry in (

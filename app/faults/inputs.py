@@ -13,7 +13,6 @@ from sqlalchemy import select
 from faults.scenario import HOSTILE_QUERIES
 from grimbots.models import Bot, Lead, Payment, Seller
 from grimbots.queues import TASKS
-from grimbots.redis_pool import queue_connection
 from tests.factories import make_pool
 
 LOW_UPDATE_BASE = 100
@@ -53,9 +52,9 @@ def restart_update_ids(run) -> None:
     run.fired["update_id_low"] += 1
 
 
-def downsells_waiting() -> int:
-    """Downsell jobs scheduled and not run yet."""
-    queue = Queue(TASKS, connection=queue_connection())
+def downsells_waiting(conn) -> int:
+    """Downsell jobs scheduled and not run yet (read on the harness's connection `conn`)."""
+    queue = Queue(TASKS, connection=conn)
     registry = queue.scheduled_job_registry
     waiting = 0
     for job_id in registry.get_job_ids(0, -1):

@@ -33,9 +33,8 @@ DB_OUTAGE = DatabaseOutage()
 STALL_WAIT = 10.0
 
 
-def move_outage_retries() -> int:
+def move_outage_retries(conn) -> int:
     """Make the retries scheduled because of an outage due now; returns how many moved."""
-    conn = queue_connection()
     moved = 0
     for name in QUEUE_NAMES:
         queue = Queue(name, connection=conn)
@@ -58,7 +57,7 @@ def drain_through_db_outage(run, tries: int) -> None:
     try:
         for _ in range(tries):
             run._drain()
-            if not move_outage_retries() and not run._queued():
+            if not move_outage_retries(run.rq) and not run._queued():
                 break
     finally:
         DB_OUTAGE.down = False
@@ -66,8 +65,7 @@ def drain_through_db_outage(run, tries: int) -> None:
         run.fired["db_outage"] += 1
 
 
-def _first_queued_job() -> Job | None:
-    conn = queue_connection()
+def _first_queued_job(conn) -> Job | None:
     for name in (WEBHOOK, TASKS):
         ids = Queue(name, connection=conn).get_job_ids(0, 0)
         if ids:
@@ -78,10 +76,11 @@ def _first_queued_job() -> Job | None:
 
 def drain_with_a_stale_run(run) -> None:
     """Drain while a stale run of the first queued job is stalled before its first send."""
-    job = _first_queued_job()
+    job = _first_queued_job(run.rq)
     if job is None:
         run._drain()
         return
+    job.connection = queue_connection()  # the stale run is the app's code: faults reach it
     stalled, resume = threading.Event(), threading.Event()
     original = RateLimiter.acquire
 
