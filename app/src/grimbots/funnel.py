@@ -17,7 +17,17 @@ from sqlalchemy.orm import selectinload
 from grimbots import outbox
 from grimbots.cleantext import clean
 from grimbots.db import get_db
-from grimbots.models import Bot, Click, Downsell, Funnel, Lead, Offer, Payment, utcnow
+from grimbots.models import (
+    Bot,
+    Click,
+    Downsell,
+    Funnel,
+    Lead,
+    Offer,
+    OutboundMessage,
+    Payment,
+    utcnow,
+)
 from grimbots.queues import GATEWAY, TASKS, enqueue, enqueue_in
 from grimbots.redis_pool import state
 
@@ -115,6 +125,21 @@ def start(bot: Bot, lead: Lead, payload: str, generation: int) -> None:
     send_welcome(bot, lead, generation)
 
 
+def welcome_claimed(bot: Bot, lead: Lead, generation: int) -> bool:
+    """True when this /start's welcome has an outbox row: a run of its job got past the
+    last-start throttle before (the row is written after it), so a retry must not be throttled
+    by a later /start that took the lock meanwhile (a long 429 hold or an outage bunches the
+    retries of two distinct /starts together)."""
+    key = f"welcome:{bot.id}:{lead.id}:{generation}"
+    with get_db().session() as session:
+        found = session.scalar(
+            select(OutboundMessage.id)
+            .where(OutboundMessage.idempotency_key.in_((key, f"{key}:media", f"{key}:text")))
+            .limit(1)
+        )
+    return found is not None
+
+
 def send_welcome(bot: Bot, lead: Lead, generation: int) -> None:
     with get_db().session() as session:
         funnel = load_funnel(session, bot.funnel_id)
@@ -122,6 +147,7 @@ def send_welcome(bot: Bot, lead: Lead, generation: int) -> None:
         log.warning("bot has no funnel; /start gets no welcome", extra={"bot_id": bot.id})
         return
     key = f"welcome:{bot.id}:{lead.id}:{generation}"
+    scope = str(generation)  # each accepted /start gets its welcome, however late it goes out
     markup = offer_keyboard(funnel.offers) if funnel.offers else None
     text = funnel.welcome_text[:TEXT_LIMIT]
     media_method = {"photo": "sendPhoto", "video": "sendVideo"}.get(funnel.welcome_media_type or "")
@@ -129,13 +155,23 @@ def send_welcome(bot: Bot, lead: Lead, generation: int) -> None:
         media = {funnel.welcome_media_type: funnel.welcome_media_url}
         if len(text) <= CAPTION_LIMIT:
             payload = media | {"caption": text} | ({"reply_markup": markup} if markup else {})
-            outbox.send(bot, lead.chat_id, key, media_method, payload, lead_id=lead.id)
+            outbox.send(
+                bot, lead.chat_id, key, media_method, payload, lead_id=lead.id, twin_scope=scope
+            )
             return
         # Telegram caps captions at 1,024 characters: the text follows the media on its own.
-        outbox.send(bot, lead.chat_id, f"{key}:media", media_method, media, lead_id=lead.id)
+        outbox.send(
+            bot,
+            lead.chat_id,
+            f"{key}:media",
+            media_method,
+            media,
+            lead_id=lead.id,
+            twin_scope=scope,
+        )
         key = f"{key}:text"
     payload = {"text": text or "👋"} | ({"reply_markup": markup} if markup else {})
-    outbox.send(bot, lead.chat_id, key, "sendMessage", payload, lead_id=lead.id)
+    outbox.send(bot, lead.chat_id, key, "sendMessage", payload, lead_id=lead.id, twin_scope=scope)
 
 
 def offer_tapped(bot: Bot, lead: Lead, offer_id: int, update_id: int) -> None:
