@@ -147,7 +147,6 @@ def send_welcome(bot: Bot, lead: Lead, generation: int) -> None:
         log.warning("bot has no funnel; /start gets no welcome", extra={"bot_id": bot.id})
         return
     key = f"welcome:{bot.id}:{lead.id}:{generation}"
-    scope = str(generation)  # each accepted /start gets its welcome, however late it goes out
     markup = offer_keyboard(funnel.offers) if funnel.offers else None
     text = funnel.welcome_text[:TEXT_LIMIT]
     media_method = {"photo": "sendPhoto", "video": "sendVideo"}.get(funnel.welcome_media_type or "")
@@ -155,23 +154,13 @@ def send_welcome(bot: Bot, lead: Lead, generation: int) -> None:
         media = {funnel.welcome_media_type: funnel.welcome_media_url}
         if len(text) <= CAPTION_LIMIT:
             payload = media | {"caption": text} | ({"reply_markup": markup} if markup else {})
-            outbox.send(
-                bot, lead.chat_id, key, media_method, payload, lead_id=lead.id, twin_scope=scope
-            )
+            outbox.send(bot, lead.chat_id, key, media_method, payload, lead_id=lead.id)
             return
         # Telegram caps captions at 1,024 characters: the text follows the media on its own.
-        outbox.send(
-            bot,
-            lead.chat_id,
-            f"{key}:media",
-            media_method,
-            media,
-            lead_id=lead.id,
-            twin_scope=scope,
-        )
+        outbox.send(bot, lead.chat_id, f"{key}:media", media_method, media, lead_id=lead.id)
         key = f"{key}:text"
     payload = {"text": text or "👋"} | ({"reply_markup": markup} if markup else {})
-    outbox.send(bot, lead.chat_id, key, "sendMessage", payload, lead_id=lead.id, twin_scope=scope)
+    outbox.send(bot, lead.chat_id, key, "sendMessage", payload, lead_id=lead.id)
 
 
 def offer_tapped(bot: Bot, lead: Lead, offer_id: int, update_id: int) -> None:

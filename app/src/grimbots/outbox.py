@@ -265,6 +265,19 @@ def _kind(exc: BaseException) -> str:
     return type(exc).__name__[:60]
 
 
+def twin_scope(idempotency_key: str) -> tuple[str, ...]:
+    """What narrows the send lock (layers 5-6) beyond chat and content: a welcome's /start
+    generation, so welcomes of two /starts the intake and layer 4 took as distinct are never
+    twins, even when a long 429 hold or an outage makes them go out within the lock's seconds
+    (whoever sends: the job or the outbox reconciler). Other messages: nothing (their lock
+    keys stay as they were)."""
+    kind, _, rest = idempotency_key.partition(":")
+    if kind != "welcome":
+        return ()
+    parts = rest.split(":")  # bot, lead, generation[, media | text]
+    return (parts[2],) if len(parts) >= 3 else ()
+
+
 def send(
     bot: Bot,
     chat_id: int,
@@ -274,7 +287,6 @@ def send(
     *,
     lead_id: int | None = None,
     still_due: Callable[[], bool] | None = None,
-    twin_scope: str = "",
 ) -> str:
     """Send once. Returns "sent", "duplicate" (sent before), "blocked", "failed", "ambiguous"
     or "cancelled"; raises TransientError (nothing was sent, the job retries) or ClaimBusy.
@@ -282,10 +294,6 @@ def send(
     `still_due` is asked once the rate slot is granted, immediately before the request: a
     message whose reason lapsed during the limiter's wait (a downsell whose lead paid) is
     settled "cancelled" instead of sent.
-
-    `twin_scope` narrows the send lock (layers 5-6) to messages of the same cause: two welcomes
-    of two /starts the intake and layer 4 took as distinct are never twins, even when a long
-    429 hold or an outage makes them go out within the lock's seconds.
     """
     payload = {**payload, "chat_id": chat_id}
     claim = _claim(bot.id, chat_id, idempotency_key, method, payload)
@@ -313,7 +321,7 @@ def send(
             method,
             payload.get("text") or payload.get("caption") or "",
             payload.get("photo") or payload.get("video") or payload.get("document") or "",
-            *((twin_scope,) if twin_scope else ()),  # other messages keep their lock keys
+            *twin_scope(idempotency_key),
         )
         if not dedup.send_lock(bot.id, chat_id, digest, idempotency_key, media):
             _finish(idempotency_key, attempt, status="suppressed", error="twin of a recent send")
