@@ -22,7 +22,7 @@ import redis as redis_lib
 from rq import Queue, SimpleWorker
 from sqlalchemy import select
 
-from faults import inputs, outages
+from faults import inputs, outages, sellers
 from faults.inject import CommitLoss, HarnessConnection, RedisFaults, RedisPlan
 from faults.lane import GATEWAY_SECRET, Lane, Standby
 from faults.scenario import EXTRA_KINDS, LONG_RETRY_AFTER, Action, Fault, Scenario
@@ -32,6 +32,7 @@ from grimbots.models import Campaign, Lead, Payment
 from grimbots.payments import SandboxGateway
 from grimbots.queues import QUEUE_NAMES
 from grimbots.redis_pool import queue_connection
+from grimbots.telegram import RateLimiter
 from grimbots.worker import drain_queues, enqueue_due_scheduled
 from tests.factories import make_bot, make_funnel, make_seller
 
@@ -43,6 +44,7 @@ MAX_REDELIVERIES = 12
 RECOVERY_STEP = 120
 MIN_RECOVERY_ROUNDS = 2
 PERSISTENT = 10**6
+HOLD_END_MS = 10**9  # past any retry_after
 
 
 @dataclass
@@ -59,6 +61,18 @@ class Sent:
     @property
     def accepted(self) -> bool:
         return any(200 <= a < 300 for a in self.answers)
+
+
+@dataclass
+class BotCtx:
+    """One seller's bot in a scenario (several with `several_sellers`)."""
+
+    bot_id: int
+    token: str
+    secret: str
+    api_token: str
+    offers: list[int]
+    welcome_text: str
 
 
 @dataclass
@@ -80,10 +94,12 @@ class Observation:
     redis_url: str
     backend: str
     paused: list[tuple[float, float]] = field(default_factory=list)
-    holds_dropped: list[float] = field(default_factory=list)
+    hold_ends: list[tuple[float, float]] = field(default_factory=list)
     go_answers: list[int] = field(default_factory=list)
     go_tokens: list[str] = field(default_factory=list)
     malformed: list[tuple[int, int, bool]] = field(default_factory=list)
+    foreign_chats: set[int] = field(default_factory=set)  # other sellers' leads
+    tenancy: list[tuple[str, int]] = field(default_factory=list)
 
 
 class ScenarioRun:
@@ -116,14 +132,17 @@ class ScenarioRun:
         self.standby: Standby | None = None
         self.worker_crashes = 0
         self.op_seconds: Counter[str] = Counter()
-        self.paused: list[tuple[float, float]] = []  # wall times the bot was inactive
-        self.reactivate = False  # a reactivation the seller still owes (it got 5xx)
-        self.holds_dropped: list[float] = []  # wall times a 429 hold ran out (time passing)
-        self.go_slug: str | None = None
+        self.paused: list[tuple[float, float, int]] = []  # wall times a bot was inactive
+        self.reactivate: list[BotCtx] = []  # reactivations the sellers still owe (5xx)
+        # (when, the wall time a 429 hold ends) each time the harness let time pass for it
+        self.hold_ends: list[tuple[float, float, str]] = []  # and the hold's key
+        self.go_slug: dict[int, str] = {}  # bot id -> its pool's /go slug
         self.go_answers: list[int] = []  # statuses of the /go clicks
         self.go_tokens: list[str] = []  # the /start tokens they handed out
         self.low_restarts = 0
         self.malformed: list[tuple[int, int, bool]] = []  # (body, answer, paid by it)
+        self.bots: list[BotCtx] = []  # bot 0 first: campaigns and the other faults are its
+        self.tenancy: list[tuple[str, int]] = []  # another seller's probes and their answers
 
     # -- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -157,25 +176,36 @@ class ScenarioRun:
             long_text = " Conteudo exclusivo, acesso vitalicio." * 40  # over 1,024 characters
             self.fired["long_caption"] += int(s.media)
         with db.session() as session:
-            seller, self.api_token = make_seller(session)
-            funnel = make_funnel(
-                session,
-                seller,
-                text=f"Bem-vindo {s.index}! Escolha sua oferta:" + long_text,
-                media="photo" if s.media else None,
-                downsells=s.downsells,
-                bump=s.bump,
-            )
-            for ds in funnel.downsells:
-                ds.text = f"Desconto {ds.position + 1} (cenario {s.index})"
-            bot = make_bot(session, seller, funnel)
-            self.bot_id, self.token, self.secret = bot.id, bot.token, bot.webhook_secret
-            self.offers = [o.id for o in funnel.offers][:2]
-            self.welcome_text = funnel.welcome_text
+            for k in range(s.bots):
+                shop = f" loja {k}" if k else ""  # bot 0 keeps the one-seller texts
+                seller, api_token = make_seller(session)
+                funnel = make_funnel(
+                    session,
+                    seller,
+                    text=f"Bem-vindo {s.index}{shop}! Escolha sua oferta:" + long_text,
+                    media="photo" if s.media else None,
+                    downsells=s.downsells,
+                    bump=s.bump,
+                )
+                for ds in funnel.downsells:
+                    ds.text = f"Desconto {ds.position + 1} (cenario {s.index}{shop})"
+                bot = make_bot(session, seller, funnel)
+                offers = [o.id for o in funnel.offers][:2]
+                self.bots.append(
+                    BotCtx(bot.id, bot.token, bot.webhook_secret, api_token, offers,
+                           funnel.welcome_text)
+                )  # fmt: skip
+            first = self.bots[0]
+            self.bot_id, self.token, self.secret = first.bot_id, first.token, first.secret
+            self.api_token, self.offers, self.welcome_text = (
+                first.api_token, first.offers, first.welcome_text
+            )  # fmt: skip
             for i in range(s.crowd):
                 chat = 5 * 10**9 + s.index * 1000 + i
-                session.add(Lead(bot_id=bot.id, telegram_user_id=chat, chat_id=chat))
+                session.add(Lead(bot_id=first.bot_id, telegram_user_id=chat, chat_id=chat))
         self.chats = dict(enumerate(s.leads))
+        if s.bots > 1:
+            sellers.probe_tenancy(self)
         self._next_update = 10_000 + s.index * 1000
         if s.lagging_reads:
             self.standby = Standby(self.lane, s.backend)
@@ -227,7 +257,7 @@ class ScenarioRun:
                     method=p.get("method"),
                     count=p["count"],
                     retry_after=p.get("retry_after", 1),
-                    token=self.token,
+                    token=self.fault_token,
                     delay=p.get("delay", 0.0),
                 )
         self._telegram_faults = [
@@ -251,13 +281,26 @@ class ScenarioRun:
             self.commit_loss.fired = 0
         self.commit_loss.disarm()
 
+    def hold_ends_of(self, bot_id: int) -> list[tuple[float, float]]:
+        key = RateLimiter.hold_key(bot_id)
+        return [(at, end) for at, end, hold in self.hold_ends if hold == key]
+
+    def bot(self, lead: int) -> BotCtx:
+        """The bot this lead talks to."""
+        return self.bots[self.s.bot_of(lead)]
+
+    @property
+    def fault_token(self) -> str | None:
+        """Telegram faults hit the one bot, or, with several sellers, whichever bot calls."""
+        return self.token if len(self.bots) == 1 else None
+
     def _block_chat(self, lead: int) -> None:
         """The user blocked the bot: Telegram answers 403 for that chat from now on."""
         if lead in self.blocked:
             return
         self.blocked.add(lead)
         self.fake.add_fault(
-            status=403, count=PERSISTENT, chat_id=self.chats[lead], token=self.token
+            status=403, count=PERSISTENT, chat_id=self.chats[lead], token=self.bot(lead).token
         )
 
     def _act(self, a: Action) -> None:
@@ -266,7 +309,8 @@ class ScenarioRun:
             kinds = {f.kind: f for f in a.faults}
             token = None
             if "hostile_go" in kinds:
-                token = inputs.go_click(self, int(kinds["hostile_go"].params["query"]))
+                query = int(kinds["hostile_go"].params["query"])
+                token = inputs.go_click(self, query, a.lead)
             if "update_id_low" in kinds:
                 inputs.restart_update_ids(self)
             body = self._start_body(a.lead, token)
@@ -276,11 +320,12 @@ class ScenarioRun:
             if mine:
                 self._deliver_copies(mine[-1], int(a.arg or 1))
         elif op == "tap":
-            offer = self.offers[int(a.arg) % len(self.offers)]
+            offers = self.bot(a.lead).offers
+            offer = offers[int(a.arg) % len(offers)]
             self.tapped[a.lead] = offer
             self._deliver(self._new_update(a.lead, "tap", self._callback(a.lead, f"buy:{offer}")))
         elif op == "bump":
-            offer = self.tapped.get(a.lead, self.offers[0])
+            offer = self.tapped.get(a.lead, self.bot(a.lead).offers[0])
             data = f"bump:{offer}:{1 if a.arg else 0}"
             self._deliver(self._new_update(a.lead, "bump", self._callback(a.lead, data)))
         elif op == "block":
@@ -294,6 +339,8 @@ class ScenarioRun:
                 self._kill_worker_mid_job(kill.params)
             elif extra is not None and extra.kind == "db_outage":
                 outages.drain_through_db_outage(self, int(extra.params["tries"]))
+            elif extra is not None and extra.kind == "redis_data_loss":
+                outages.drain_losing_redis_writes(self, str(extra.params["lost"]))
             elif extra is not None and extra.kind == "telegram_429_long":
                 outages.drain_after_long_429(self, int(extra.params["retry_after"]))
             elif extra is not None:
@@ -389,11 +436,12 @@ class ScenarioRun:
             t.join(timeout=60)
 
     def _deliver(self, sent: Sent, client=None) -> int:
+        bot = self.bot(sent.lead)
         try:
             resp = (client or self.client).post(
-                f"/webhook/telegram/{self.bot_id}",
+                f"/webhook/telegram/{bot.bot_id}",
                 data=json.dumps(sent.body),
-                headers={SECRET_HEADER: self.secret, "Content-Type": "application/json"},
+                headers={SECRET_HEADER: bot.secret, "Content-Type": "application/json"},
             )
             status = resp.status_code
             body = resp.get_json(silent=True) or {}
@@ -463,8 +511,8 @@ class ScenarioRun:
                     self.r.delete(key)
                 else:
                     self.r.pexpire(key, ttl - ms)
-        if outages.age_rate_holds(self.r, ms):
-            self.holds_dropped.append(time.time())
+        # Recovery lets all the time pass that the remaining work needs: holds run out.
+        self.hold_ends += outages.age_rate_holds(self.r, HOLD_END_MS if everything else ms)
         self.lane.shift_time(self.s.backend, seconds)
         webhook.forget_local_bot_meta()
 
@@ -517,7 +565,7 @@ class ScenarioRun:
 
     def _kill_worker_mid_job(self, params: dict) -> None:
         """A real worker process takes the queued jobs; it is SIGKILLed while one is running."""
-        self.fake.add_fault(status=None, delay=params["slow"], count=2, token=self.token)
+        self.fake.add_fault(status=None, delay=params["slow"], count=2, token=self.fault_token)
         proc = self._worker_process(burst=False)
         try:
             time.sleep(params["kill_after"])
@@ -534,7 +582,7 @@ class ScenarioRun:
             payments = session.scalars(
                 select(Payment)
                 .join(Lead, Lead.id == Payment.lead_id)
-                .where(Lead.bot_id == self.bot_id, Lead.telegram_user_id == chat)
+                .where(Lead.bot_id == self.bot(lead).bot_id, Lead.telegram_user_id == chat)
                 .order_by(Payment.id.desc())
             ).all()
             if not payments:
@@ -631,8 +679,7 @@ class ScenarioRun:
     def _recover(self, deadline: float) -> None:
         self._disarm()
         self.fake.clear_faults()
-        if self.reactivate:
-            self.reactivate = not outages.set_active(self, True)
+        self.reactivate = [b for b in self.reactivate if not outages.set_active(self, True, b)]
         for lead in list(self.blocked):
             self.blocked.discard(lead)
             self._block_chat(lead)
@@ -705,7 +752,10 @@ class ScenarioRun:
                 session.scalar(
                     select(Payment.id)
                     .join(Lead, Lead.id == Payment.lead_id)
-                    .where(Lead.bot_id == self.bot_id, Lead.telegram_user_id == self.chats[lead])
+                    .where(
+                        Lead.bot_id == self.bot(lead).bot_id,
+                        Lead.telegram_user_id == self.chats[lead],
+                    )
                 )
                 is not None
             )
@@ -744,7 +794,11 @@ class ScenarioRun:
             elif c["status"] == 200 and c.get("delay"):
                 self.fired["telegram_timeout_after"] += 1
 
-    def observe(self) -> Observation:
+    def observe(self) -> list[Observation]:
+        """One observation per bot (bot 0 first: it holds the campaigns and scenario inputs)."""
+        return sellers.per_bot(self, self._observe())
+
+    def _observe(self) -> Observation:
         audience: dict[int, set[int]] = {}
         texts: dict[int, str] = {}
         with self.hdb.session() as session:
@@ -774,8 +828,8 @@ class ScenarioRun:
             notes=self.notes,
             redis_url=self.lane.redis_url,
             backend=self.s.backend,
-            paused=self.paused,
-            holds_dropped=self.holds_dropped,
+            paused=[(start, end) for start, end, _ in self.paused],
+            hold_ends=self.hold_ends_of(self.bot_id),
             go_answers=self.go_answers,
             go_tokens=self.go_tokens,
             malformed=self.malformed,

@@ -18,20 +18,21 @@ from tests.factories import make_pool
 LOW_UPDATE_BASE = 100
 
 
-def go_click(run, query: int) -> str | None:
-    """GET /go/<slug>?<hostile query> for the scenario's bot; the /start token it hands out
+def go_click(run, query: int, lead: int) -> str | None:
+    """GET /go/<slug>?<hostile query> for the lead's bot; the /start token it hands out
     (None if it handed none out). Every answer is kept in `run.go_answers`."""
-    if run.go_slug is None:
+    bot_id = run.bot(lead).bot_id
+    if bot_id not in run.go_slug:
         with run.hdb.session() as session:
-            bot = session.get(Bot, run.bot_id)
+            bot = session.get(Bot, bot_id)
             seller = session.get(Seller, bot.seller_id)
             slug = f"go-{run.s.index}-{secrets.token_hex(3)}"
             make_pool(session, seller, [(bot, 1)], slug=slug)
-        run.go_slug = slug
+        run.go_slug[bot_id] = slug
         if run.standby is not None:
             run.standby.catch_up()  # /go reads the pool from the read URL
     try:
-        resp = run.client.get(f"/go/{run.go_slug}?{HOSTILE_QUERIES[query]}")
+        resp = run.client.get(f"/go/{run.go_slug[bot_id]}?{HOSTILE_QUERIES[query]}")
         status, location = resp.status_code, resp.headers.get("Location") or ""
     except Exception as exc:  # noqa: BLE001 - an escaped exception is a 500 to the visitor
         run.notes.append(f"/go raised {type(exc).__name__}: {exc}")
@@ -69,7 +70,7 @@ def _latest_payment(run, lead: int) -> SimpleNamespace | None:
         p = session.scalars(
             select(Payment)
             .join(Lead, Lead.id == Payment.lead_id)
-            .where(Lead.bot_id == run.bot_id, Lead.telegram_user_id == run.chats[lead])
+            .where(Lead.bot_id == run.bot(lead).bot_id, Lead.telegram_user_id == run.chats[lead])
             .order_by(Payment.id.desc())
         ).first()
         if p is None:

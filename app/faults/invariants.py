@@ -182,6 +182,7 @@ def check(obs, calls: list[dict], db) -> list[Violation]:
 
     out += _held_sends(obs, mine, sent)
     out += _clicks(obs, db)
+    out += _tenancy(obs, sent)
 
     # 6. Every campaign ends, and reaches each of its audience once.
     for campaign in campaigns:
@@ -217,7 +218,8 @@ def welcome_keys(text: str, method: str) -> tuple[tuple, ...]:
 def _held_sends(obs, mine: list[dict], sent: list[dict]) -> list[Violation]:
     """7. Nothing goes out while it must be held: no delivery while the bot is inactive, and
     no send of the bot between a 429 with a long retry_after and the end of that hold (which
-    ends only when the harness lets the time pass: `obs.holds_dropped`)."""
+    ends only as the harness lets time pass: `obs.hold_ends`, each (when it aged the hold, the
+    wall time the hold then ends); the earliest end recorded after the 429 counts)."""
     out = []
     for start, end in getattr(obs, "paused", ()):
         for c in sent:
@@ -228,9 +230,9 @@ def _held_sends(obs, mine: list[dict], sent: list[dict]) -> list[Violation]:
         for c in mine
         if c["status"] == 429 and c.get("fault") and LONG_429 in str(c.get("description"))
     ]
-    dropped = sorted(getattr(obs, "holds_dropped", ()))
+    hold_ends = list(getattr(obs, "hold_ends", ()))
     for t in long_429:
-        end = next((d for d in dropped if d > t), float("inf"))
+        end = min((e for at, e in hold_ends if at > t), default=float("inf"))
         early = [c for c in sent if t < arrival(c) < end]
         if early:
             out.append(
@@ -239,6 +241,21 @@ def _held_sends(obs, mine: list[dict], sent: list[dict]) -> list[Violation]:
                     f"{len(early)} sends, first {arrival(early[0]) - t:.2f} s after the 429",
                 )
             )
+    return out
+
+
+def _tenancy(obs, sent: list[dict]) -> list[Violation]:
+    """9. Several sellers: no lead hears from a bot it never talked to, and another seller's
+    API token or webhook secret is refused (4xx) on this seller's bot."""
+    foreign = {str(c) for c in getattr(obs, "foreign_chats", ())}
+    out = [
+        Violation("message to another seller's lead", f"chat {c['chat_key']}: {_body(c)[:30]!r}")
+        for c in sent
+        if c["chat_key"] in foreign
+    ]
+    for what, status in getattr(obs, "tenancy", ()):
+        if not 400 <= status < 500:
+            out.append(Violation("another seller reached the bot", f"{what}: {status}"))
     return out
 
 

@@ -90,11 +90,13 @@ def _lane_main(index: int, redis_url: str, kinds: tuple, todo, results) -> None:
                 run.setup()
                 run.run()
                 recovery = run.recover()
-                obs = run.observe()
-                calls = fake.calls(token=run.token)
+                observed = run.observe()
+                tokens = {obs.token for obs in observed}
+                calls = [c for c in fake.calls() if c["token"] in tokens]
                 run.count_telegram_faults(calls)
-                violations = check(obs, calls, run.hdb)
-                if violations:
+                for obs in observed:
+                    violations += check(obs, calls, run.hdb)
+                for obs in observed if violations else ():
                     rows = outbox_rows(obs, run.hdb)
                     rows = [r for r in rows if not r.startswith("campaign:")]
                     run.notes += [f"outbox: {r}" for r in rows[:40]]

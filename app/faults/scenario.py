@@ -35,6 +35,8 @@ KINDS = (
     "update_id_low",
     "gateway_malformed",
     "long_caption",
+    "several_sellers",
+    "redis_data_loss",
 )
 # Drawn apart from the others, from their own random stream, so adding them left every other
 # scenario of a seed as it was (only the scenarios they are drawn for change).
@@ -48,9 +50,11 @@ EXTRA_KINDS = (
     "update_id_low",
     "gateway_malformed",
     "long_caption",
+    "several_sellers",
+    "redis_data_loss",
 )
 # Played on a drain inserted right after a /start or an offer tap, so the drain has a job to run.
-DRAIN_EXTRAS = ("db_outage", "double_run", "telegram_429_long")
+DRAIN_EXTRAS = ("db_outage", "double_run", "telegram_429_long", "redis_data_loss")
 EXTRA_RATE = 0.1
 # Longer than RQ's whole retry budget (DEFAULT_RETRY: 2+10+30+60+120 s = 222 s).
 LONG_RETRY_AFTER = 600
@@ -107,6 +111,10 @@ class Scenario:
     leads: list[int]
     crowd: int
     actions: list[Action]
+    bots: int = 1  # several_sellers: each of 2-3 sellers has a bot; lead i talks to bot i % bots
+
+    def bot_of(self, lead: int) -> int:
+        return lead % self.bots
 
     @property
     def name(self) -> str:
@@ -120,7 +128,7 @@ class Scenario:
         lines = [
             f"scenario {self.name}: backend={self.backend} kinds={','.join(self.kinds) or '-'}",
             f"  funnel: media={self.media} downsells={self.downsells} bump={self.bump}; "
-            f"leads={len(self.leads)} crowd={self.crowd}",
+            f"leads={len(self.leads)} crowd={self.crowd} bots={self.bots}",
         ]
         lines += [f"  {i:>2}. {a}" for i, a in enumerate(self.actions)]
         return "\n".join(lines)
@@ -245,23 +253,53 @@ def generate(seed: int, index: int, kinds: tuple[str, ...] = KINDS) -> Scenario:
             action = actions[rng.choice(candidates)]
             at_intake = action.op in INTAKE_OPS
             action.faults.append(_fault(rng, kind, leads, at_intake))
-    chosen += _extras(seed, index, kinds, actions, EXTRA_RATE if pool else 1.0, downsells)
-    return Scenario(
-        seed, index, backend, tuple(chosen), rng.random() < 0.7, downsells, bump, leads, crowd,
-        actions,
+    media = rng.random() < 0.7
+    scenario = Scenario(
+        seed, index, backend, tuple(chosen), media, downsells, bump, leads, crowd, actions,
     )  # fmt: skip
+    extra = _extras(scenario, kinds, EXTRA_RATE if pool else 1.0)
+    scenario.kinds = (*chosen, *extra)
+    return scenario
 
 
-def _extras(seed: int, index: int, kinds, actions: list[Action], rate: float, downsells: int):
+def _extras(s: Scenario, kinds, rate: float) -> list[str]:
     """The extra kinds of this scenario, from their own random stream (see EXTRA_KINDS)."""
-    rng = random.Random(f"grimbots-faults-extra:{seed}:{index}")
+    rng = random.Random(f"grimbots-faults-extra:{s.seed}:{s.index}")
     chosen = []
     for kind in EXTRA_KINDS:
         if kind not in kinds or rng.random() >= rate:
             continue
-        if _place_extra(rng, kind, actions, downsells):
+        if kind == "several_sellers":
+            _several_sellers(rng, s)
+            chosen.append(kind)
+        elif _place_extra(rng, kind, s.actions, s.downsells):
             chosen.append(kind)
     return chosen
+
+
+def _several_sellers(rng: random.Random, s: Scenario) -> None:
+    """2-3 sellers, a bot each, their leads' journeys interleaved: a lead joins if a bot would
+    have none (lead i talks to bot i % bots)."""
+    s.bots = rng.choice((2, 3))
+    while len(s.leads) < s.bots:
+        lead = len(s.leads)
+        s.leads.append(rng.randrange(10**6, 10**9))
+        _merge(rng, s.actions, _journey(rng, lead, s.bump, s.downsells))
+
+
+def _merge(rng: random.Random, actions: list[Action], journey: list[Action]) -> None:
+    """Interleave a journey into the actions, in order, before the final drain (never between
+    a drain extra and the start or tap it follows)."""
+    pos = 0
+    for action in journey:
+        free = [p for p in range(pos, len(actions)) if not (actions[p].op == "drain" and
+                                                            actions[p].faults)]  # fmt: skip
+        pos = rng.choice(free)
+        actions.insert(pos, action)
+        pos += 1
+        if rng.random() < 0.5:
+            actions.insert(pos, Action("drain"))
+            pos += 1
 
 
 def _place_extra(rng: random.Random, kind: str, actions: list[Action], downsells: int) -> bool:
@@ -274,9 +312,14 @@ def _place_extra(rng: random.Random, kind: str, actions: list[Action], downsells
     bot's update ids low before a /start that is not the scenario's first."""
     ops = [a.op for a in actions]
     if kind in DRAIN_EXTRAS:
-        at = _pick(rng, [i for i, op in enumerate(ops) if op in ("start", "tap")])
+        # One drain extra per start or tap: a second would find the job already run.
+        taken = {
+            i - 1 for i, a in enumerate(actions) if any(f.kind in DRAIN_EXTRAS for f in a.faults)
+        }
+        fits = [i for i, op in enumerate(ops) if op in ("start", "tap") and i not in taken]
+        at = _pick(rng, fits)
         if at is not None:
-            actions.insert(at + 1, Action("drain", faults=[Fault(kind, _extra_params(kind))]))
+            actions.insert(at + 1, Action("drain", faults=[Fault(kind, _extra_params(rng, kind))]))
     elif kind == "bot_paused":
         at = _pick(rng, [i for i, op in enumerate(ops) if op == "pay"])
         if at is not None:
@@ -318,11 +361,16 @@ def _pick(rng: random.Random, candidates: list[int]) -> int | None:
     return rng.choice(candidates) if candidates else None
 
 
-def _extra_params(kind: str) -> dict:
+def _extra_params(rng: random.Random, kind: str) -> dict:
     if kind == "db_outage":
         return {"tries": 8}
     if kind == "telegram_429_long":
         return {"retry_after": LONG_RETRY_AFTER}
+    if kind == "redis_data_loss":
+        # "all": every write of the drain is gone (one Redis, its replica last synced before
+        # the drain); "state": the state Redis's (the bots' locks, rate limiter, 429 holds,
+        # bot cache) are gone while the queue Redis kept RQ's (phase 3: two Redis services).
+        return {"lost": rng.choice(("all", "state"))}
     return {}
 
 

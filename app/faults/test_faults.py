@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from faults import inputs, runner
+from faults import inputs, outages, runner
 from faults.driver import Sent
 from faults.invariants import check, max_in_window
 from faults.scenario import KINDS, MALFORMED_BODIES, generate
@@ -46,7 +46,7 @@ def observation(**overrides):
         "refused_payments": [],
         "campaign_refused": [],
         "paused": [],
-        "holds_dropped": [],
+        "hold_ends": [],
         "go_answers": [],
         "go_tokens": [],
         "malformed": [],
@@ -127,10 +127,20 @@ def long_429(t: float) -> dict:
 
 
 def test_a_send_before_a_long_429_hold_ran_out_is_reported():
-    obs = observation(updates=[], holds_dropped=[110.0])
+    obs = observation(updates=[], hold_ends=[(110.0, 110.0)])
     early = names(check(obs, [long_429(100.0), call(101.5)], NoRows()))
     assert early == {"send during a 429 hold"}
     assert check(obs, [long_429(100.0), call(111.0)], NoRows()) == []
+    # Aged at 105 s to end at 130 s, and real time reached it: a send at 131 s is in time.
+    aged = observation(updates=[], hold_ends=[(105.0, 130.0), (140.0, 140.0)])
+    assert check(aged, [long_429(100.0), call(131.0)], NoRows()) == []
+    assert names(check(aged, [long_429(100.0), call(129.0)], NoRows())) == {
+        "send during a 429 hold"
+    }
+    before = observation(updates=[], hold_ends=[(90.0, 95.0)])  # an earlier hold's end
+    assert "send during a 429 hold" in names(
+        check(before, [long_429(100.0), call(101.0)], NoRows())
+    )
     never_dropped = observation(updates=[])
     assert "send during a 429 hold" in names(
         check(never_dropped, [long_429(100.0), call(200.0)], NoRows())
@@ -138,7 +148,7 @@ def test_a_send_before_a_long_429_hold_ran_out_is_reported():
 
 
 def test_a_drain_fault_gets_its_own_drain_right_after_a_start_or_tap():
-    for kind in ("db_outage", "double_run", "telegram_429_long"):
+    for kind in ("db_outage", "double_run", "telegram_429_long", "redis_data_loss"):
         for index in range(20):
             actions = generate(5, index, (kind,)).actions
             at = [i for i, a in enumerate(actions) if any(f.kind == kind for f in a.faults)]
@@ -180,6 +190,54 @@ def test_a_signed_malformed_gateway_body_must_be_refused_with_400_and_pay_nothin
         assert "malformed gateway body not answered 400" in found
     assert "paid by a malformed gateway body" in found
     assert len(inputs._malformed_bodies("tx1", 990)) == MALFORMED_BODIES
+
+
+def test_a_message_to_another_sellers_lead_is_reported():
+    obs = observation(updates=[], foreign_chats={77})
+    assert check(obs, [call(100.0, chat=42)], NoRows()) == []
+    found = names(check(obs, [call(100.0, "Oi", chat=77)], NoRows()))
+    assert found == {"message to another seller's lead"}
+
+
+def test_another_seller_reaching_the_bot_is_reported():
+    refused = observation(updates=[], tenancy=[("GET", 404), ("webhook", 403)])
+    assert check(refused, [], NoRows()) == []
+    for status in (200, 500):
+        reached = observation(updates=[], tenancy=[("PATCH", status)])
+        assert names(check(reached, [], NoRows())) == {"another seller reached the bot"}
+
+
+def test_several_sellers_give_each_bot_a_lead_and_keep_the_drain_extras_in_place():
+    for index in range(30):
+        s = generate(11, index, ("several_sellers", "redis_data_loss", "db_outage"))
+        assert s.bots in (2, 3) and len(s.leads) >= s.bots
+        starts = {s.bot_of(a.lead) for a in s.actions if a.op == "start"}
+        assert starts == set(range(s.bots))
+        for i, a in enumerate(s.actions):
+            if a.op == "drain" and a.faults:
+                assert s.actions[i - 1].op in ("start", "tap")
+
+
+def test_a_redis_rollback_puts_back_what_was_there_and_drops_what_was_new():
+    import redis
+
+    conn = redis.Redis.from_url(os.environ.get("GRIMBOTS_TEST_REDIS_URL", "redis://127.0.0.1/15"))
+    prefix = f"faults-test:{os.getpid()}:"
+    try:
+        conn.set(prefix + "kept", "1")
+        conn.set(prefix + "changed", "old", px=60_000)
+        before = outages.snapshot(conn, prefix + "*")
+        conn.set(prefix + "changed", "new")
+        conn.set(prefix + "new", "x")
+        conn.delete(prefix + "kept")
+        assert outages.roll_back(conn, prefix + "*", before, 0.5) == 3
+        assert conn.get(prefix + "kept") == b"1" and conn.get(prefix + "changed") == b"old"
+        assert conn.get(prefix + "new") is None
+        assert 0 < conn.pttl(prefix + "changed") <= 59_500
+        assert outages.roll_back(conn, prefix + "*", before, 0.5) == 0
+    finally:
+        for key in conn.scan_iter(match=prefix + "*"):
+            conn.delete(key)
 
 
 def test_max_in_window_counts_a_half_open_window():
