@@ -65,6 +65,22 @@ def max_in_window(times: list[float], window: float) -> tuple[int, float]:
     return best, at
 
 
+def _cuts(obs, window: str) -> list[float]:
+    return sorted(t for t, w in getattr(obs, "rate_resets", ()) if w == window)
+
+
+def peak(times: list[float], cuts: list[float]) -> tuple[int, float]:
+    """max_in_window over each stretch between cuts: a failover that lost the limiter's window
+    (redis_data_loss) makes it forget the sends before; a send after it is judged anew, as a
+    limiter can only be, and Telegram's 429 for it is honoured like any other."""
+    best, at = 0, 0.0
+    for lo, hi in zip([float("-inf"), *cuts], [*cuts, float("inf")], strict=True):
+        n, start = max_in_window([t for t in times if lo <= t < hi], RATE_WINDOW)
+        if n > best:
+            best, at = n, start
+    return best, at
+
+
 def check(obs, calls: list[dict], db) -> list[Violation]:
     """Every invariant; an empty list means the scenario kept every promise."""
     out: list[Violation] = []
@@ -144,16 +160,17 @@ def check(obs, calls: list[dict], db) -> list[Violation]:
                     Violation("duplicate message", f"chat {chat}: {n} x {key[0]} {key[1][:40]!r}")
                 )
 
-    # 4. Telegram's limits, measured at the fake: 30/s per bot, 1/s per chat, in any window.
+    # 4. Telegram's limits, measured at the fake: 30/s per bot, 1/s per chat, in any window
+    # that no Redis data loss cut (the limiter's memory of a window starts anew there).
     times = [arrival(c) for c in sent]
-    n, at = max_in_window(times, RATE_WINDOW)
+    n, at = peak(times, _cuts(obs, f"bot:{obs.bot_id}"))
     if n > BOT_RATE:
         out.append(Violation("bot rate over 30/s", f"{n} sends in {RATE_WINDOW} s from {at:.3f}"))
     by_chat: dict[str, list[float]] = defaultdict(list)
     for c in sent:
         by_chat[c["chat_key"]].append(arrival(c))
     for chat, ts in by_chat.items():
-        n, at = max_in_window(ts, RATE_WINDOW)
+        n, at = peak(ts, _cuts(obs, chat))
         if n > CHAT_RATE:
             out.append(
                 Violation("chat rate over 1/s", f"chat {chat}: {n} sends within {RATE_WINDOW} s")

@@ -193,8 +193,10 @@ def drain_losing_redis_writes(run, lost: str) -> None:
     before = snapshot(run.rq, pattern)
     started = time.monotonic()
     run._drain()
-    if roll_back(run.rq, pattern, before, time.monotonic() - started):
+    lost_keys = roll_back(run.rq, pattern, before, time.monotonic() - started)
+    if lost_keys:
         run.fired["redis_data_loss"] += 1
+        run.rate_resets += [(time.time(), window) for window in rate_resets(lost_keys)]
 
 
 def snapshot(conn, pattern: str) -> dict[bytes, tuple[int, bytes]]:
@@ -207,14 +209,14 @@ def snapshot(conn, pattern: str) -> dict[bytes, tuple[int, bytes]]:
     return out
 
 
-def roll_back(conn, pattern: str, before: dict, elapsed: float) -> int:
+def roll_back(conn, pattern: str, before: dict, elapsed: float) -> list[str]:
     """Put the keys matching `pattern` back as `before` had them (a key `before` lacked is
-    deleted; expiries keep running); returns how many keys the rollback changed."""
-    changed = 0
+    deleted; expiries keep running); returns the keys the rollback changed."""
+    changed = []
     now = snapshot(conn, pattern)
     for key in now.keys() - before.keys():
         conn.delete(key)
-        changed += 1
+        changed.append(key.decode())
     for key, (ttl, payload) in before.items():
         if key in now and now[key][1] == payload:
             continue
@@ -222,5 +224,17 @@ def roll_back(conn, pattern: str, before: dict, elapsed: float) -> int:
         if ttl and left <= 0:
             continue  # it would have expired on the replica too
         conn.restore(key, left, payload, replace=True)
-        changed += 1
+        changed.append(key.decode())
     return changed
+
+
+def rate_resets(keys: list[str]) -> list[str]:
+    """The rate-limiter windows among rolled-back keys: a chat id, or "bot:<id>" for a bot's."""
+    out = []
+    for key in keys:
+        head, rl, rest = key.partition(":rl:")
+        if rl and rest.startswith("chat:"):
+            out.append(rest.removeprefix("chat:"))
+        elif rl and rest == "bot":
+            out.append("bot:" + head.removeprefix("gb:{bot:").removesuffix("}"))
+    return out

@@ -230,14 +230,29 @@ def test_a_redis_rollback_puts_back_what_was_there_and_drops_what_was_new():
         conn.set(prefix + "changed", "new")
         conn.set(prefix + "new", "x")
         conn.delete(prefix + "kept")
-        assert outages.roll_back(conn, prefix + "*", before, 0.5) == 3
+        assert len(outages.roll_back(conn, prefix + "*", before, 0.5)) == 3
         assert conn.get(prefix + "kept") == b"1" and conn.get(prefix + "changed") == b"old"
         assert conn.get(prefix + "new") is None
         assert 0 < conn.pttl(prefix + "changed") <= 59_500
-        assert outages.roll_back(conn, prefix + "*", before, 0.5) == 0
+        assert outages.roll_back(conn, prefix + "*", before, 0.5) == []
     finally:
         for key in conn.scan_iter(match=prefix + "*"):
             conn.delete(key)
+
+
+def test_a_limiter_window_lost_in_a_failover_is_judged_anew_only_across_that_loss():
+    sends = [call(100.0, "a"), call(100.6, "b")]
+    lost = observation(updates=[], rate_resets=[(100.3, "42")])
+    assert check(lost, sends, NoRows()) == []
+    elsewhere = observation(updates=[], rate_resets=[(100.3, "43"), (99.0, "42")])
+    assert names(check(elsewhere, sends, NoRows())) == {"chat rate over 1/s"}
+    after = observation(updates=[], rate_resets=[(100.3, "42")])
+    late = [*sends, call(101.2, "c")]  # 100.6 and 101.2: both after the loss
+    assert names(check(after, late, NoRows())) == {"chat rate over 1/s"}
+    assert outages.rate_resets(["gb:{bot:7}:rl:chat:42", "gb:{bot:7}:rl:bot", "rq:x"]) == [
+        "42",
+        "bot:7",
+    ]
 
 
 def test_max_in_window_counts_a_half_open_window():
