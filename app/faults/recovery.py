@@ -16,7 +16,8 @@ from grimbots.queues import QUEUE_NAMES
 from grimbots.redis_pool import queue_connection
 from grimbots.worker import enqueue_due_scheduled
 
-RECOVERY_WAIT = float(os.environ.get("FAULT_RECOVERY_WAIT", "60"))
+# Real seconds of patience (a dead worker's job needs them; a loaded machine needs more).
+RECOVERY_WAIT = float(os.environ.get("FAULT_RECOVERY_WAIT", "120"))
 # Never wait on more than this many redeliveries of one update (Telegram gives up too).
 MAX_REDELIVERIES = 12
 # Each recovery round lets this much time pass (seconds) for Redis keys and the database.
