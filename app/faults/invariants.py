@@ -15,15 +15,18 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from faults.lane import TELEGRAM_TIMEOUT
-from grimbots.models import Campaign, InboundUpdate, Lead, OutboundMessage, Payment
+from faults.scenario import LONG_RETRY_AFTER
+from grimbots.models import Campaign, Click, InboundUpdate, Lead, OutboundMessage, Payment
 
 SEND_METHODS = {"sendMessage", "sendPhoto", "sendVideo", "sendDocument", "sendAnimation"}
 BOT_RATE, CHAT_RATE = 30, 1
-# Windows are measured on the fake's arrival stamps; the client's own scheduling jitter between
-# its limiter's decision and the request's arrival (a loaded 2-core machine) stays under this.
-WINDOW_SLACK = 0.15
+# Telegram's documented windows, measured on the fake's arrival stamps: what reaches Telegram.
+RATE_WINDOW = 1.0
 DELIVERY_PREFIX = "Pagamento confirmado"
 DOWNSELL_PREFIX = "Desconto "
+LONG_429 = f"retry after {LONG_RETRY_AFTER}"
+CAPTION_LIMIT = 1024
+WELCOME_MEDIA = "https://example.com/welcome.jpg"
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,22 @@ def max_in_window(times: list[float], window: float) -> tuple[int, float]:
     return best, at
 
 
+def _cuts(obs, window: str) -> list[float]:
+    return sorted(t for t, w in getattr(obs, "rate_resets", ()) if w == window)
+
+
+def peak(times: list[float], cuts: list[float]) -> tuple[int, float]:
+    """max_in_window over each stretch between cuts: a failover that lost the limiter's window
+    (redis_data_loss) makes it forget the sends before; a send after it is judged anew, as a
+    limiter can only be, and Telegram's 429 for it is honoured like any other."""
+    best, at = 0, 0.0
+    for lo, hi in zip([float("-inf"), *cuts], [*cuts, float("inf")], strict=True):
+        n, start = max_in_window([t for t in times if lo <= t < hi], RATE_WINDOW)
+        if n > best:
+            best, at = n, start
+    return best, at
+
+
 def check(obs, calls: list[dict], db) -> list[Violation]:
     """Every invariant; an empty list means the scenario kept every promise."""
     out: list[Violation] = []
@@ -95,13 +114,11 @@ def check(obs, calls: list[dict], db) -> list[Violation]:
         out.append(Violation("campaign never started", text))
 
     # 1. Each /start (distinct update) answered 200 gets exactly one welcome.
-    welcome_text, welcome_method = obs.welcome_content
-    welcome_key = (welcome_method, welcome_text, "https://example.com/welcome.jpg")
-    if welcome_method == "sendMessage":
-        welcome_key = (welcome_method, welcome_text, "")
+    welcome = welcome_keys(*obs.welcome_content)
     starts = Counter(str(obs.chats[u.lead]) for u in obs.updates if u.kind == "start")
     for chat, n in starts.items():
-        expect("welcome", chat, welcome_key, n)
+        for key in welcome:
+            expect("welcome", chat, key, n)
 
     with db.session() as session:
         payments = session.execute(
@@ -135,35 +152,41 @@ def check(obs, calls: list[dict], db) -> list[Violation]:
         elif got < want and chat not in blocked and got + unsure < want:
             out.append(Violation("paid order not delivered", f"chat {chat}: {got} for {want} paid"))
 
-    # 3. No chat gets two copies of one message (welcomes: one per /start).
+    # 3. No chat gets two copies of one message (welcomes are counted per /start in 1.).
     for chat, keys in per_chat.items():
         for key, n in keys.items():
-            allowed = starts.get(chat, 0) if key == welcome_key else 1
-            if n > max(allowed, 1) and key != welcome_key:
+            if n > 1 and key not in welcome:
                 out.append(
                     Violation("duplicate message", f"chat {chat}: {n} x {key[0]} {key[1][:40]!r}")
                 )
 
-    # 4. Telegram's limits, measured at the fake: 30/s per bot, 1/s per chat, in any window.
+    # 4. Telegram's limits, measured at the fake: 30/s per bot, 1/s per chat, in any window
+    # that no Redis data loss cut (the limiter's memory of a window starts anew there).
     times = [arrival(c) for c in sent]
-    n, at = max_in_window(times, 1.0 - WINDOW_SLACK)
+    n, at = peak(times, _cuts(obs, f"bot:{obs.bot_id}"))
     if n > BOT_RATE:
-        out.append(
-            Violation("bot rate over 30/s", f"{n} sends in {1 - WINDOW_SLACK:.1f} s from {at:.3f}")
-        )
+        out.append(Violation("bot rate over 30/s", f"{n} sends in {RATE_WINDOW} s from {at:.3f}"))
     by_chat: dict[str, list[float]] = defaultdict(list)
     for c in sent:
         by_chat[c["chat_key"]].append(arrival(c))
     for chat, ts in by_chat.items():
-        n, at = max_in_window(ts, 1.0 - WINDOW_SLACK)
+        n, at = peak(ts, _cuts(obs, chat))
         if n > CHAT_RATE:
             out.append(
-                Violation(
-                    "chat rate over 1/s", f"chat {chat}: {n} sends within {1 - WINDOW_SLACK:.1f} s"
-                )
+                Violation("chat rate over 1/s", f"chat {chat}: {n} sends within {RATE_WINDOW} s")
             )
 
-    # 5. No downsell after the payment was confirmed.
+    # 5. No downsell after the payment was confirmed, nor after the access link went out.
+    delivered: dict[str, float] = {}
+    for c in sent:
+        if _body(c).startswith(DELIVERY_PREFIX):
+            delivered.setdefault(c["chat_key"], arrival(c))
+        elif _body(c).startswith(DOWNSELL_PREFIX) and c["chat_key"] in delivered:
+            out.append(
+                Violation(
+                    "downsell after the access link", f"chat {c['chat_key']}: {_body(c)[:30]!r}"
+                )
+            )
     for c in sent:
         paid = obs.paid_at.get(int(c["chat_key"])) if c["chat_key"].lstrip("-").isdigit() else None
         if paid is not None and _body(c).startswith(DOWNSELL_PREFIX) and arrival(c) > paid:
@@ -173,6 +196,10 @@ def check(obs, calls: list[dict], db) -> list[Violation]:
                     f"chat {c['chat_key']}: {_body(c)[:30]!r} {arrival(c) - paid:.2f} s after",
                 )
             )
+
+    out += _held_sends(obs, mine, sent)
+    out += _clicks(obs, db)
+    out += _tenancy(obs, sent)
 
     # 6. Every campaign ends, and reaches each of its audience once.
     for campaign in campaigns:
@@ -192,6 +219,79 @@ def check(obs, calls: list[dict], db) -> list[Violation]:
             if text is not None:
                 expect("campaign message", str(chat_id), ("sendMessage", text, ""), 1)
 
+    return out
+
+
+def welcome_keys(text: str, method: str) -> tuple[tuple, ...]:
+    """The messages of one welcome: a media welcome whose text is over Telegram's caption limit
+    is the media alone, then the text as its own message (each exactly once per /start)."""
+    if method == "sendMessage":
+        return ((method, text, ""),)
+    if len(text) > CAPTION_LIMIT:
+        return ((method, "", WELCOME_MEDIA), ("sendMessage", text, ""))
+    return ((method, text, WELCOME_MEDIA),)
+
+
+def _held_sends(obs, mine: list[dict], sent: list[dict]) -> list[Violation]:
+    """7. Nothing goes out while it must be held: no delivery while the bot is inactive, and
+    no send of the bot between a 429 with a long retry_after and the end of that hold (which
+    ends only as the harness lets time pass: `obs.hold_ends`, each (when it aged the hold, the
+    wall time the hold then ends); the earliest end recorded after the 429 counts)."""
+    out = []
+    for start, end in getattr(obs, "paused", ()):
+        for c in sent:
+            if _body(c).startswith(DELIVERY_PREFIX) and start <= arrival(c) <= end:
+                out.append(Violation("delivery while bot inactive", f"chat {c['chat_key']}"))
+    long_429 = [
+        arrival(c)
+        for c in mine
+        if c["status"] == 429 and c.get("fault") and LONG_429 in str(c.get("description"))
+    ]
+    hold_ends = list(getattr(obs, "hold_ends", ()))
+    for t in long_429:
+        end = min((e for at, e in hold_ends if at > t), default=float("inf"))
+        early = [c for c in sent if t < arrival(c) < end]
+        if early:
+            out.append(
+                Violation(
+                    "send during a 429 hold",
+                    f"{len(early)} sends, first {arrival(early[0]) - t:.2f} s after the 429",
+                )
+            )
+    return out
+
+
+def _tenancy(obs, sent: list[dict]) -> list[Violation]:
+    """9. Several sellers: no lead hears from a bot it never talked to, and another seller's
+    API token or webhook secret is refused (4xx) on this seller's bot."""
+    foreign = {str(c) for c in getattr(obs, "foreign_chats", ())}
+    out = [
+        Violation("message to another seller's lead", f"chat {c['chat_key']}: {_body(c)[:30]!r}")
+        for c in sent
+        if c["chat_key"] in foreign
+    ]
+    for what, status in getattr(obs, "tenancy", ()):
+        if not 400 <= status < 500:
+            out.append(Violation("another seller reached the bot", f"{what}: {status}"))
+    return out
+
+
+def _clicks(obs, db) -> list[Violation]:
+    """8. A /go click never answers 5xx, and each token it handed out has its click row; a
+    signed malformed gateway body is answered 400 and pays nothing."""
+    out = [
+        Violation("/go answered 5xx", str(s)) for s in getattr(obs, "go_answers", ()) if s >= 500
+    ]
+    tokens = list(getattr(obs, "go_tokens", ()))
+    if tokens:
+        with db.session() as session:
+            found = set(session.scalars(select(Click.token).where(Click.token.in_(tokens))).all())
+        out += [Violation("click not recorded", t) for t in tokens if t not in found]
+    for body, status, paid in getattr(obs, "malformed", ()):
+        if status != 400:
+            out.append(Violation("malformed gateway body not answered 400", f"#{body}: {status}"))
+        if paid:
+            out.append(Violation("paid by a malformed gateway body", f"#{body}"))
     return out
 
 

@@ -90,11 +90,13 @@ def _lane_main(index: int, redis_url: str, kinds: tuple, todo, results) -> None:
                 run.setup()
                 run.run()
                 recovery = run.recover()
-                obs = run.observe()
-                calls = fake.calls(token=run.token)
+                observed = run.observe()
+                tokens = {obs.token for obs in observed}
+                calls = [c for c in fake.calls() if c["token"] in tokens]
                 run.count_telegram_faults(calls)
-                violations = check(obs, calls, run.hdb)
-                if violations:
+                for obs in observed:
+                    violations += check(obs, calls, run.hdb)
+                for obs in observed if violations else ():
                     rows = outbox_rows(obs, run.hdb)
                     rows = [r for r in rows if not r.startswith("campaign:")]
                     run.notes += [f"outbox: {r}" for r in rows[:40]]
@@ -170,6 +172,19 @@ class Summary:
     def failed(self) -> list[dict]:
         return [r for r in self.results if r["violations"]]
 
+    def drawn_fired(self) -> dict[str, tuple[int, int]]:
+        """Per kind: scenarios it was drawn for, and scenarios in which it actually fired."""
+        drawn: Counter = Counter()
+        fired: Counter = Counter()
+        for r in self.results:
+            drawn.update(set(r["kinds"]))
+            fired.update(k for k, n in r["fired"].items() if n)
+        return {k: (drawn.get(k, 0), fired.get(k, 0)) for k in KINDS}
+
+    def unfired(self) -> list[str]:
+        """Kinds drawn but never fired across the run: the suite did not test them."""
+        return [k for k, (drawn, fired) in self.drawn_fired().items() if drawn and not fired]
+
     def figures(self) -> str:
         fired: Counter = Counter()
         by_kind_failed: Counter = Counter()
@@ -195,6 +210,8 @@ class Summary:
             + ", ".join(f"{b} {n}" for b, n in sorted(backends.items()))
             + ")",
             "faults injected by kind: " + ", ".join(f"{k} {fired.get(k, 0)}" for k in KINDS),
+            "scenarios per kind drawn/fired: "
+            + ", ".join(f"{k} {d}/{f}" for k, (d, f) in self.drawn_fired().items()),
             "scenarios per kind (failed): "
             + ", ".join(f"{k} {by_kind_run.get(k, 0)} ({by_kind_failed.get(k, 0)})" for k in KINDS),
             "slowest: "
@@ -336,7 +353,10 @@ def main(argv: list[str] | None = None) -> int:
     write_report(summary)
     print(summary.report(args.report, verbose=args.calls))
     print(summary.figures())
-    return 1 if summary.failed else 0
+    unfired = summary.unfired() if len(indexes) >= DEFAULT_SCENARIOS else []
+    if unfired:
+        print(f"drawn but never fired: {', '.join(unfired)}")
+    return 1 if summary.failed or unfired else 0
 
 
 if __name__ == "__main__":

@@ -28,11 +28,45 @@ KINDS = (
     "worker_kill",
     "db_outage",
     "double_run",
+    "telegram_429_long",
+    "bot_paused",
+    "pay_during_downsell",
+    "hostile_go",
+    "update_id_low",
+    "gateway_malformed",
+    "long_caption",
+    "several_sellers",
+    "redis_data_loss",
 )
 # Drawn apart from the others, from their own random stream, so adding them left every other
-# scenario of a seed as it was.
-EXTRA_KINDS = ("db_outage", "double_run")
+# scenario of a seed as it was (only the scenarios they are drawn for change).
+EXTRA_KINDS = (
+    "db_outage",
+    "double_run",
+    "telegram_429_long",
+    "bot_paused",
+    "pay_during_downsell",
+    "hostile_go",
+    "update_id_low",
+    "gateway_malformed",
+    "long_caption",
+    "several_sellers",
+    "redis_data_loss",
+)
+# Played on a drain inserted right after a /start or an offer tap, so the drain has a job to run.
+DRAIN_EXTRAS = ("db_outage", "double_run", "telegram_429_long", "redis_data_loss")
 EXTRA_RATE = 0.1
+# Longer than RQ's whole retry budget (DEFAULT_RETRY: 2+10+30+60+120 s = 222 s).
+LONG_RETRY_AFTER = 600
+# Signed malformed gateway bodies (faults.inputs): each scenario posts three of them.
+MALFORMED_BODIES = 11
+# Hostile query strings on a /go click: NUL, control characters, bad UTF-8, huge and repeated.
+HOSTILE_QUERIES = (
+    "utm_source=a%00b&utm_campaign=%00%00&fbclid=x%00",
+    "utm_source=%01%02%1b%5B31m&utm_medium=%7f%09%0d%0a&utm_term=%ff%fe%c3",
+    "utm_source=" + "x" * 9000 + "&fbclid=" + "%F0%9F%98%80" * 600,
+    "&".join(f"utm_source=s{i}&fbclid=f{i}" for i in range(60)) + "&utm_content=&=&&",
+)
 # How often each kind is drawn (a worker kill costs a subprocess, so it is rarer).
 # Actions whose faults hit the webhook intake (Telegram's or the gateway's request).
 INTAKE_OPS = ("start", "twin", "tap", "bump", "block", "pay", "pay_twin")
@@ -77,6 +111,10 @@ class Scenario:
     leads: list[int]
     crowd: int
     actions: list[Action]
+    bots: int = 1  # several_sellers: each of 2-3 sellers has a bot; lead i talks to bot i % bots
+
+    def bot_of(self, lead: int) -> int:
+        return lead % self.bots
 
     @property
     def name(self) -> str:
@@ -90,7 +128,7 @@ class Scenario:
         lines = [
             f"scenario {self.name}: backend={self.backend} kinds={','.join(self.kinds) or '-'}",
             f"  funnel: media={self.media} downsells={self.downsells} bump={self.bump}; "
-            f"leads={len(self.leads)} crowd={self.crowd}",
+            f"leads={len(self.leads)} crowd={self.crowd} bots={self.bots}",
         ]
         lines += [f"  {i:>2}. {a}" for i, a in enumerate(self.actions)]
         return "\n".join(lines)
@@ -215,38 +253,132 @@ def generate(seed: int, index: int, kinds: tuple[str, ...] = KINDS) -> Scenario:
             action = actions[rng.choice(candidates)]
             at_intake = action.op in INTAKE_OPS
             action.faults.append(_fault(rng, kind, leads, at_intake))
-    chosen += _extras(seed, index, kinds, actions, rate=EXTRA_RATE if pool else 1.0)
-    return Scenario(
-        seed, index, backend, tuple(chosen), rng.random() < 0.7, downsells, bump, leads, crowd,
-        actions,
+    media = rng.random() < 0.7
+    scenario = Scenario(
+        seed, index, backend, tuple(chosen), media, downsells, bump, leads, crowd, actions,
     )  # fmt: skip
+    extra = _extras(scenario, kinds, EXTRA_RATE if pool else 1.0)
+    scenario.kinds = (*chosen, *extra)
+    return scenario
 
 
-def _extras(seed: int, index: int, kinds, actions: list[Action], rate: float) -> list[str]:
-    """The extra kinds of this scenario, each attached to one in-process drain."""
-    rng = random.Random(f"grimbots-faults-extra:{seed}:{index}")
+def _extras(s: Scenario, kinds, rate: float) -> list[str]:
+    """The extra kinds of this scenario, from their own random stream (see EXTRA_KINDS)."""
+    rng = random.Random(f"grimbots-faults-extra:{s.seed}:{s.index}")
     chosen = []
     for kind in EXTRA_KINDS:
         if kind not in kinds or rng.random() >= rate:
             continue
-        candidates = [a for a in actions if _fits(kind, a)]
-        if candidates:
-            action = rng.choice(candidates)
-            action.faults.append(Fault(kind, {"tries": 8} if kind == "db_outage" else {}))
+        if kind == "several_sellers":
+            _several_sellers(rng, s)
+            chosen.append(kind)
+        elif _place_extra(rng, kind, s.actions, s.downsells):
             chosen.append(kind)
     return chosen
 
 
+def _several_sellers(rng: random.Random, s: Scenario) -> None:
+    """2-3 sellers, a bot each, their leads' journeys interleaved: a lead joins if a bot would
+    have none (lead i talks to bot i % bots)."""
+    s.bots = rng.choice((2, 3))
+    while len(s.leads) < s.bots:
+        lead = len(s.leads)
+        s.leads.append(rng.randrange(10**6, 10**9))
+        _merge(rng, s.actions, _journey(rng, lead, s.bump, s.downsells))
+
+
+def _merge(rng: random.Random, actions: list[Action], journey: list[Action]) -> None:
+    """Interleave a journey into the actions, in order, before the final drain (never between
+    a drain extra and the start or tap it follows)."""
+    pos = 0
+    for action in journey:
+        free = [p for p in range(pos, len(actions)) if not (actions[p].op == "drain" and
+                                                            actions[p].faults)]  # fmt: skip
+        pos = rng.choice(free)
+        actions.insert(pos, action)
+        pos += 1
+        if rng.random() < 0.5:
+            actions.insert(pos, Action("drain"))
+            pos += 1
+
+
+def _place_extra(rng: random.Random, kind: str, actions: list[Action], downsells: int) -> bool:
+    """Put an extra kind into the actions; False when the scenario has no place for it.
+
+    A drain extra gets a drain of its own right after a /start or an offer tap (so it has that
+    job to run); `bot_paused` goes on a payment; `pay_during_downsell` moves a lead's payment
+    to right after its charge, while its downsells wait; `hostile_go` makes a lead's first
+    /start come from a /go click with a hostile query string; `update_id_low` restarts the
+    bot's update ids low before a /start that is not the scenario's first."""
+    ops = [a.op for a in actions]
+    if kind in DRAIN_EXTRAS:
+        # One drain extra per start or tap: a second would find the job already run.
+        taken = {
+            i - 1 for i, a in enumerate(actions) if any(f.kind in DRAIN_EXTRAS for f in a.faults)
+        }
+        fits = [i for i, op in enumerate(ops) if op in ("start", "tap") and i not in taken]
+        at = _pick(rng, fits)
+        if at is not None:
+            actions.insert(at + 1, Action("drain", faults=[Fault(kind, _extra_params(rng, kind))]))
+    elif kind == "bot_paused":
+        at = _pick(rng, [i for i, op in enumerate(ops) if op == "pay"])
+        if at is not None:
+            actions[at].faults.append(Fault(kind, {}))
+    elif kind == "pay_during_downsell":
+        at = _pick(rng, [i for i, op in enumerate(ops) if op == "pay"]) if downsells else None
+        if at is not None:
+            pay = actions.pop(at)
+            charge = max(i for i, a in enumerate(actions[:at]) if a.lead == pay.lead and
+                         a.op in ("tap", "bump"))  # fmt: skip
+            pay.faults.append(Fault(kind, {}))
+            actions[charge + 1 : charge + 1] = [Action("drain"), pay]
+    elif kind == "hostile_go":
+        firsts = {}
+        for i, a in enumerate(actions):
+            if a.op == "start":
+                firsts.setdefault(a.lead, i)
+        at = _pick(rng, sorted(firsts.values()))
+        if at is not None:
+            actions[at].faults.append(Fault(kind, {"query": rng.randrange(len(HOSTILE_QUERIES))}))
+    elif kind == "gateway_malformed":
+        # On a payment with no other fault: a refused forgery must not be an injected outage.
+        at = _pick(rng, [i for i, a in enumerate(actions) if a.op == "pay" and not a.faults])
+        if at is not None:
+            picks = rng.sample(range(MALFORMED_BODIES), 3)
+            actions[at].faults.append(Fault(kind, {"picks": picks}))
+    elif kind == "long_caption":
+        return True  # the welcome's text is over the caption limit (a property of the funnel)
+    elif kind == "update_id_low":
+        at = _pick(rng, [i for i, op in enumerate(ops) if op == "start"][1:])
+        if at is not None:
+            actions[at].faults.append(Fault(kind, {}))
+    else:
+        raise ValueError(kind)
+    return at is not None
+
+
+def _pick(rng: random.Random, candidates: list[int]) -> int | None:
+    return rng.choice(candidates) if candidates else None
+
+
+def _extra_params(rng: random.Random, kind: str) -> dict:
+    if kind == "db_outage":
+        return {"tries": 8}
+    if kind == "telegram_429_long":
+        return {"retry_after": LONG_RETRY_AFTER}
+    if kind == "redis_data_loss":
+        # "all": every write of the drain is gone (one Redis, its replica last synced before
+        # the drain); "state": the state Redis's (the bots' locks, rate limiter, 429 holds,
+        # bot cache) are gone while the queue Redis kept RQ's (phase 3: two Redis services).
+        return {"lost": rng.choice(("all", "state"))}
+    return {}
+
+
 def _fits(kind: str, action: Action) -> bool:
-    if kind in EXTRA_KINDS:
-        # A drain in this process (not worker subprocesses), with no other extra fault on it.
-        return (
-            action.op == "drain"
-            and not (action.arg and int(action.arg) > 1)
-            and not any(f.kind == "worker_kill" or f.kind in EXTRA_KINDS for f in action.faults)
-        )
     if kind == "worker_kill":
-        return action.op == "drain" and not any(f.kind == "worker_kill" for f in action.faults)
+        return action.op == "drain" and not any(
+            f.kind == "worker_kill" or f.kind in EXTRA_KINDS for f in action.faults
+        )
     if kind == "db_commit_lost":
         # Commits happen in workers and in the payment and admin endpoints, not at intake.
         return action.op in ("drain", "later", "pay", "pay_twin", "campaign")

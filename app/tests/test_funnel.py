@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from sqlalchemy import select
 
+from grimbots import telegram
 from grimbots.models import BlockedUser, Click, Lead, OutboundMessage, Payment
 from grimbots.payments import sandbox_event
 from tests.factories import (
@@ -129,6 +130,25 @@ def test_new_start_resets_the_funnel_and_sends_the_welcome_again(
     deliver(client, bot, start_update(7003))
     drain()
     assert len(fake_tg.sent(method="sendPhoto", chat_id=7003)) == 2
+
+
+def test_two_starts_whose_welcomes_a_429_hold_bunched_together_get_a_welcome_each(
+    client, shop, fake_tg, drain, redis_client
+):
+    """Two /starts seconds apart, their welcomes held back by Telegram's retry_after until
+    both go out at once: the second is no twin of the first (issue 16, fault suite)."""
+    bot = shop["bot"]
+    telegram.RateLimiter(30, 1).penalize(bot.id, 3600)
+    deliver(client, bot, start_update(7010))
+    drain(include_scheduled=True, rounds=2)
+    forget_start_locks(redis_client)  # the seconds between the two /starts
+    deliver(client, bot, start_update(7010))
+    drain(include_scheduled=True, rounds=2)
+    assert fake_tg.sent(chat_id=7010) == []
+    forget_start_locks(redis_client)  # the hold outlasts every lock's seconds
+    redis_client.delete(telegram.RateLimiter.hold_key(bot.id))  # the hold ends
+    drain(include_scheduled=True)
+    assert len(fake_tg.sent(method="sendPhoto", chat_id=7010)) == 2
 
 
 def test_offer_tap_creates_a_pix_charge_and_payment_delivers_access_once(

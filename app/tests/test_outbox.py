@@ -66,6 +66,19 @@ def test_a_failure_before_the_request_releases_the_claim_so_the_retry_sends(
     assert len(fake_tg.sent(chat_id=7001)) == 1
 
 
+def test_welcomes_of_two_starts_are_no_twins_however_close_they_go_out(bot, fake_tg, db):
+    """The outbox reconciler resends a welcome row with its key only: the send lock must tell
+    two /starts' welcomes apart from the key itself, while a twin of one /start's welcome
+    (another key, the same generation) is still stopped."""
+    payload = {"text": "Bem-vindo!"}
+    first, second = f"welcome:{bot.id}:1:1796620000000", f"welcome:{bot.id}:1:1796620030000"
+    assert outbox.send(bot, 7020, first, "sendMessage", payload) == outbox.SENT
+    assert outbox.send(bot, 7020, second, "sendMessage", payload) == outbox.SENT
+    twin = f"welcome:{bot.id}:9:1796620030000"
+    assert outbox.send(bot, 7020, twin, "sendMessage", payload) == outbox.DUPLICATE
+    assert len(fake_tg.sent(chat_id=7020)) == 2
+
+
 def test_a_redis_error_from_the_send_lock_releases_the_claim(bot, fake_tg, db, monkeypatch):
     fail_once(monkeypatch, outbox.dedup, "send_lock", redis.TimeoutError("send lock timed out"))
     with pytest.raises(redis.TimeoutError):

@@ -17,7 +17,17 @@ from sqlalchemy.orm import selectinload
 from grimbots import outbox
 from grimbots.cleantext import clean
 from grimbots.db import get_db
-from grimbots.models import Bot, Click, Downsell, Funnel, Lead, Offer, Payment, utcnow
+from grimbots.models import (
+    Bot,
+    Click,
+    Downsell,
+    Funnel,
+    Lead,
+    Offer,
+    OutboundMessage,
+    Payment,
+    utcnow,
+)
 from grimbots.queues import GATEWAY, TASKS, enqueue, enqueue_in
 from grimbots.redis_pool import state
 
@@ -113,6 +123,21 @@ def start(bot: Bot, lead: Lead, payload: str, generation: int) -> None:
             .values(**values)
         )
     send_welcome(bot, lead, generation)
+
+
+def welcome_claimed(bot: Bot, lead: Lead, generation: int) -> bool:
+    """True when this /start's welcome has an outbox row: a run of its job got past the
+    last-start throttle before (the row is written after it), so a retry must not be throttled
+    by a later /start that took the lock meanwhile (a long 429 hold or an outage bunches the
+    retries of two distinct /starts together)."""
+    key = f"welcome:{bot.id}:{lead.id}:{generation}"
+    with get_db().session() as session:
+        found = session.scalar(
+            select(OutboundMessage.id)
+            .where(OutboundMessage.idempotency_key.in_((key, f"{key}:media", f"{key}:text")))
+            .limit(1)
+        )
+    return found is not None
 
 
 def send_welcome(bot: Bot, lead: Lead, generation: int) -> None:

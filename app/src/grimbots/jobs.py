@@ -148,7 +148,9 @@ def _message(bot: Bot, msg: dict, update_id: int, generation: int) -> str:
     lead = upsert_lead(bot.id, user, int(chat["id"]))
     text = msg.get("text")
     if is_start(text):
-        if not dedup.last_start_throttle(bot.id, lead.chat_id, update_id):
+        if not dedup.last_start_throttle(
+            bot.id, lead.chat_id, update_id
+        ) and not funnel.welcome_claimed(bot, lead, generation):
             return "throttled"
         payload = text.split(maxsplit=1)[1] if len(text.split(maxsplit=1)) > 1 else ""
         funnel.start(bot, lead, payload, generation)

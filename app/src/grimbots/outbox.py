@@ -295,6 +295,7 @@ def _request(
         method,
         payload.get("text") or payload.get("caption") or "",
         payload.get("photo") or payload.get("video") or payload.get("document") or "",
+        *twin_scope(key),
     )
     if not dedup.send_lock(bot.id, chat_id, digest, key, media):
         _finish(key, attempt, status="suppressed", error="twin of a recent send")
@@ -341,6 +342,19 @@ def _settle_refusal(
         extra={"key": key, "lead_id": lead_id},
     )
     return AMBIGUOUS
+
+
+def twin_scope(idempotency_key: str) -> tuple[str, ...]:
+    """What narrows the send lock (layers 5-6) beyond chat and content: a welcome's /start
+    generation, so welcomes of two /starts the intake and layer 4 took as distinct are never
+    twins, even when a long 429 hold or an outage makes them go out within the lock's seconds
+    (whoever sends: the job or the outbox reconciler). Other messages: nothing (their lock
+    keys stay as they were)."""
+    kind, _, rest = idempotency_key.partition(":")
+    if kind != "welcome":
+        return ()
+    parts = rest.split(":")  # bot, lead, generation[, media | text]
+    return (parts[2],) if len(parts) >= 3 else ()
 
 
 def send(
