@@ -12,7 +12,7 @@ import bcrypt
 import pytest
 import yaml
 
-from grimbots_infra import preflight
+from grimbots_infra import preflight, roles
 from grimbots_infra.inventory import ROLES_DIR, ROOT, Inventory
 from grimbots_infra.phases import ALL_ROLES
 from grimbots_infra.render import render
@@ -73,7 +73,7 @@ def test_every_job_lists_every_host_of_its_groups_at_the_contracts_port(lab, mon
 
 def test_the_rules_jobs_are_all_scraped(prometheus_yml):
     jobs = {j["job_name"] for j in prometheus_yml["scrape_configs"]}
-    assert preflight.rule_jobs() <= jobs
+    assert roles.module("monitoring").rule_jobs() <= jobs
 
 
 def test_prometheus_authenticates_to_itself_and_alertmanager_with_a_password_file(
@@ -184,7 +184,7 @@ def test_preflight_refuses_a_missing_token_without_showing_it(mon):
     values = {k: mon[k] for k in mon if k.startswith("monitoring_") or k == "groups"}
     values["monitoring_telegram_bot_token"] = "not-a-token"
     inputs = preflight.Inputs("mon1", values.__getitem__, lambda name: None)
-    (problem,) = preflight.monitoring(inputs)
+    (problem,) = preflight.role_check("monitoring")(inputs)
     assert "monitoring_telegram_bot_token=(secret)" in problem and "not-a-token" not in problem
 
 
@@ -194,7 +194,7 @@ def test_preflight_refuses_rules_whose_job_nobody_scrapes(mon):
         j for j in mon["monitoring_scrape_jobs"] if j["name"] != "etcd"
     ]
     inputs = preflight.Inputs("mon1", values.__getitem__, lambda name: None)
-    (problem,) = preflight.monitoring(inputs)
+    (problem,) = preflight.role_check("monitoring")(inputs)
     assert "etcd" in problem and "monitoring_scrape_jobs" in problem
 
 

@@ -84,16 +84,20 @@ def app_values(tmp_path, **overrides) -> dict:
 
 
 def test_a_phase3_app_host_has_no_problem(tmp_path):
-    assert preflight.app(inputs(app_values(tmp_path))) == []
+    assert preflight.role_check("app")(inputs(app_values(tmp_path))) == []
 
 
 def test_a_sentinel_queue_without_a_replica_to_wait_for_is_refused(tmp_path):
-    problems = preflight.app(inputs(app_values(tmp_path, grimbots_queue_min_replicas=0)))
+    problems = preflight.role_check("app")(
+        inputs(app_values(tmp_path, grimbots_queue_min_replicas=0))
+    )
     assert len(problems) == 1 and "grimbots_queue_min_replicas" in problems[0], problems
 
 
 def test_cluster_mode_without_redis_hosts_is_refused(tmp_path):
-    problems = preflight.app(inputs(app_values(tmp_path, grimbots_redis_cluster_nodes="")))
+    problems = preflight.role_check("app")(
+        inputs(app_values(tmp_path, grimbots_redis_cluster_nodes=""))
+    )
     assert len(problems) == 1 and "grimbots_redis_cluster_nodes" in problems[0], problems
 
 

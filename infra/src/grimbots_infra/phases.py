@@ -1,17 +1,10 @@
-"""The platform's roles, in one tuple: whose defaults the inventory loader layers under every
-host's variables (lowest precedence) for both deploy tools and the lab tests. Which role a phase
-applies to which group is said by each phase's playbook and pyinfra deploy."""
+"""Every role a deploy may apply: whose defaults the inventory loader layers under every host's
+variables (lowest precedence) for both deploy tools and the lab tests. Derived from the folders
+under roles/ (grimbots_infra.roles), so adding a role lists it nowhere; which role a phase applies
+to which group is said by each phase's playbook and pyinfra deploy."""
 
 from __future__ import annotations
 
-# Every role a deploy may apply; their defaults are loaded (lowest precedence) for every host.
-ALL_ROLES = (
-    "common",
-    "app",
-    "patroni",
-    "exporters",
-    "monitoring",
-    "haproxy",
-    "redis_cluster",
-    "queue_redis",
-)
+from grimbots_infra import roles
+
+ALL_ROLES = roles.names()

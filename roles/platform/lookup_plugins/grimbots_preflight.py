@@ -1,6 +1,7 @@
-"""lookup('grimbots_preflight', ROLE...): the problems grimbots_infra.preflight finds in the
-variables this host's task sees (role defaults included), for the roles named; [] when none.
-The pyinfra deploys run the same checks on the same variables before touching a host."""
+"""lookup('grimbots_preflight', NAME...): the problems of this host's variables (role defaults
+included) for each name: a role (its roles/<role>/preflight.py, loaded by grimbots_infra.roles)
+or a phase guard (phaseN); [] when none. The pyinfra deploys run the same checks on the same
+variables (grimbots_infra.preflight.check) before touching a host."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ DOCUMENTATION = """
 name: grimbots_preflight
 short_description: the shared preflight checks of the named roles, for this host
 description:
-  - Runs grimbots_infra.preflight for each role named, on this host's variables.
+  - Runs each named role's preflight.py check (or phase guard) on this host's variables.
 options:
   _terms:
-    description: role names (common, app, patroni, haproxy, ...)
+    description: role names, or phaseN for a phase's guard
     required: true
 """
 

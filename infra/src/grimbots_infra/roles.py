@@ -1,0 +1,57 @@
+"""The roles, found by their folders: what a role checks lives in ``roles/<role>/preflight.py``.
+
+A role's ``preflight.py`` exposes ``check(inputs) -> list[str]`` (every problem of one host's
+variables, empty when it may be deployed). This module loads it by path, the one way both tools
+use: the platform role's lookup plugin ``grimbots_preflight`` (Ansible) and
+``grimbots_infra.pyinfra_ops.host_vars`` (pyinfra) both call ``grimbots_infra.preflight.check``,
+which asks here. Nothing lists the roles: a folder under ``roles/`` with ``meta/main.yml`` is one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from grimbots_infra.inventory import ROLES_DIR, role_dir
+
+# The role every other role depends on: it has no manifest of its own and no checks.
+PLATFORM = "platform"
+
+
+def names(roles_dir: Path = ROLES_DIR) -> tuple[str, ...]:
+    """Every role under ``roles_dir`` except the platform, sorted: whose defaults the inventory
+    loader layers under every host's variables."""
+    return tuple(
+        sorted(
+            d.name
+            for d in roles_dir.iterdir()
+            if (d / "meta" / "main.yml").is_file() and d.name != PLATFORM
+        )
+    )
+
+
+def module(role: str) -> ModuleType | None:
+    """``roles/<role>/preflight.py`` loaded by path (once per file), or None when it has none."""
+    path = role_dir(role) / "preflight.py"
+    if not path.is_file():
+        return None
+    name = f"grimbots_role_{role}_preflight"
+    loaded = sys.modules.get(name)
+    if loaded is not None and Path(getattr(loaded, "__file__", "")) == path:
+        return loaded
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[name] = loaded
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+def check(role: str) -> Callable[[Any], list[str]] | None:
+    """The role's ``check(inputs)``, or None when the role checks nothing."""
+    found = module(role)
+    return getattr(found, "check", None) if found is not None else None

@@ -1,0 +1,18 @@
+"""The common role's preflight checks: run by both deploy tools through
+grimbots_infra.preflight.check (roles/platform/README.md, "A role's checks")."""
+
+from __future__ import annotations
+
+from grimbots_infra.preflight import Inputs
+
+
+def check(inputs: Inputs) -> list[str]:
+    out = []
+    for item in inputs.get("common_sysctl", []):
+        if not str(item.get("name", "")) or not str(item.get("value", "")):
+            out.append(
+                inputs.problem("common_sysctl", f"each entry needs a name and a value: {item}")
+            )
+    if int(inputs["common_nofile_limit"]) < 4096:
+        out.append(inputs.problem("common_nofile_limit", "must be at least 4096"))
+    return out
