@@ -19,6 +19,8 @@ stage argument-specs python3 scripts/check_argument_specs.py || rc=1
 # the loader against ansible-inventory. No wheels, no hosts: about 25 s of CPU.
 stage inventory-tests pytest -p no:cacheprovider -q \
   infra/tests/test_production_inventory.py infra/tests/test_ansible_api.py || rc=1
+# A role is one folder: the files outside roles/<role>/ adding a role takes, printed (at most 2).
+stage role-files pytest -p no:cacheprovider -q -s infra/tests/test_role_is_one_folder.py || rc=1
 # Alert rules: syntax, a firing and a silent case per rule, severities and runbook anchors.
 if command -v promtool >/dev/null; then
   stage promtool-check bash -c 'cd roles/monitoring/files && promtool check rules alert_rules.yml' || rc=1

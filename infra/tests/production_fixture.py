@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from grimbots_infra import preflight
+from grimbots_infra import phases, preflight
 from grimbots_infra.inventory import ROLES_DIR, ROOT, Inventory
 from grimbots_infra.phases import ALL_ROLES
 from grimbots_infra.render import render
@@ -101,35 +101,17 @@ def fake_wheels(path: Path) -> Path:
     return path
 
 
-def preflight_plan(inventory: Inventory, phase: int) -> list[tuple[str, tuple[str, ...]]]:
-    """(host, roles) of playbooks/phase<phase>.yml's first play (and phase 1's, which phases 2
-    and 3 import): the app on the first app host until phase 3, then on every one."""
-    app = inventory.group("app")
-    apps = [(h, ("common", "app")) for h in (app if phase >= 3 else app[:1])]
-    group = inventory.group
-    if phase == 1:
-        return apps
-    if phase == 2:
-        return [(h, ("common", "patroni")) for h in group("db")] + apps
-    if phase == 3:
-        return (
-            [(h, ("common", "haproxy")) for h in group("lb")]
-            + [(h, ("common", "redis_cluster", "queue_redis")) for h in group("redis")]
-            + apps
-        )
-    monitored = [h for g in ROLE_GROUPS["exporters"] for h in group(g)]
-    return [(h, ("exporters",)) for h in monitored] + [
-        (h, ("common", "monitoring")) for h in group("monitoring")
-    ]
-
-
 def problems(inventory: Inventory, phase: int, play_vars: dict[str, Any]) -> list[str]:
-    """Every problem phase ``phase``'s preflight finds, its phase guard first, on every host."""
-    out = []
-    for host, roles in preflight_plan(inventory, phase):
-        variables = inventory.vars(host, play_vars)
-        out += preflight.check(roles, preflight.from_host_vars(variables), phase=phase)
-    return out
+    """Every problem phase ``phase``'s preflight plays find (its own, then those of the phase
+    playbooks it imports), each phase guard first, on every host of the play: the roles the
+    playbook's plays apply to each (as the lookup plugin)."""
+    out: list[str] = []
+    for number, groups in phases.preflight_plays(phase):
+        for host in dict.fromkeys(h for g in groups for h in inventory.group(g)):
+            variables = inventory.vars(host, play_vars)
+            roles = phases.host_roles(number, variables["group_names"], variables.templar)
+            out += preflight.check(roles, preflight.from_host_vars(variables), phase=number)
+    return list(dict.fromkeys(out))
 
 
 def render_all(inventory: Inventory, phase: int, play_vars: dict[str, Any]) -> dict[str, str]:
