@@ -12,10 +12,9 @@ the exporters role's host-side helper, which Ansible calls too.
 from __future__ import annotations
 
 from pyinfra import host
-from pyinfra.operations import files
 
 from grimbots_infra import apply
-from grimbots_infra.pyinfra_ops import fact, host_step, host_vars, put_template, require_phase
+from grimbots_infra.pyinfra_ops import fact, host_step, host_vars, require_phase
 
 MONITORED = ("app", "db", "lb", "redis", "monitoring")
 
@@ -44,23 +43,6 @@ def exporters(variables) -> None:
 
 
 def monitoring(variables) -> None:
-    if variables["monitoring_grafana"]:  # roles/monitoring/tasks/grafana_repo.yml
-        files.download(
-            name="Fetch the signing key of Grafana's apt repository",
-            src=variables["monitoring_grafana_apt_key_url"],
-            dest="/etc/apt/keyrings/grafana.asc",
-            user="root",
-            group="root",
-            mode="0644",
-        )
-        put_template(
-            "monitoring/templates/grafana.sources.j2",
-            "/etc/apt/sources.list.d/grafana.sources",
-            variables,
-            "root",
-            "root",
-            "0644",
-        )
     changed_files = apply.install("monitoring", variables)
     apply.service("monitoring", variables, apply.configure("monitoring", variables), changed_files)
 

@@ -190,9 +190,9 @@ def _put_role_file(role: str, f: dict, verb: str):
 
 
 def install(role: str, variables: Any) -> Triggers:
-    """Preseeded files, packages, kernel settings, system users, directories, helper files;
-    returns action name -> the helper files whose change triggers it (pass it to ``service``
-    as ``extra``)."""
+    """Preseeded files, apt repositories, packages, kernel settings, system users, directories,
+    helper files; returns action name -> the helper files whose change triggers it (pass it to
+    ``service`` as ``extra``)."""
     triggers: Triggers = defaultdict(list)
     m = manifest(role, variables)
     for f in m.get("preseed", []):
@@ -204,6 +204,23 @@ def install(role: str, variables: Any) -> Triggers:
             mode="0755",
         )
         _put_role_file(role, f, "Preseed")
+    for r in filter(_on, m.get("apt_repositories", [])):
+        files.download(
+            name=f"Fetch the signing key {r['key']}",
+            src=r["key_url"],
+            dest=r["key"],
+            user="root",
+            group="root",
+            mode="0644",
+        )
+        files.put(
+            name=f"Add the apt repository {r['dest']}, signed by {r['key']}",
+            src=io.StringIO(render(role, r["src"], variables)),
+            dest=r["dest"],
+            user="root",
+            group="root",
+            mode="0644",
+        )
     for p in filter(_on, m.get("packages", [])):
         update = bool(p.get("update_cache", False))
         apt.packages(

@@ -1,8 +1,7 @@
-"""pyinfra operations shared by the deploys: role templates rendered by Ansible's Templar, facts."""
+"""pyinfra operations shared by the deploys: host-side steps, waits, barriers, facts, variables."""
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
@@ -10,37 +9,10 @@ from pyinfra import host, state
 from pyinfra.api import operation
 from pyinfra.api.exceptions import OperationError
 from pyinfra.facts.server import Command
-from pyinfra.operations import files
 
 from grimbots_infra import preflight
 from grimbots_infra.inventory import HostVars, load
 from grimbots_infra.phases import ALL_ROLES
-from grimbots_infra.render import render
-
-
-def put_template(template: str, dest: str, variables: dict, user: str, group: str, mode: str):
-    """files.put of roles/<role>/templates/<name>.j2, rendered as Ansible's template would."""
-    return files.put(
-        name=f"Render {template} to {dest}",
-        src=io.StringIO(render(*template.split("/templates/"), variables)),
-        dest=dest,
-        user=user,
-        group=group,
-        mode=mode,
-    )
-
-
-def put_drop_in(template: str, directory: str, filename: str, variables: dict):
-    """A root-owned drop-in directory and a root 0644 file rendered into it (systemd, journald,
-    postgresql-common read such directories)."""
-    files.directory(
-        name=f"Create the drop-in directory {directory}",
-        path=directory,
-        user="root",
-        group="root",
-        mode="0755",
-    )
-    return put_template(template, f"{directory}/{filename}", variables, "root", "root", "0644")
 
 
 def fact(command: str) -> str:
