@@ -431,6 +431,38 @@ def test_a_queued_job_lost_by_a_dead_worker_is_requeued_once_and_processed(
     assert welcomes(fake_tg, 7130) == 1
 
 
+def test_a_job_left_in_rqs_intermediate_list_by_a_dead_worker_is_requeued_once_and_processed(
+    client, bot, fake_tg, drain
+):
+    from rq import Queue, SimpleWorker
+    from rq.utils import now
+
+    conn = redis_pool.queue_connection()
+    update = start_update(7135)
+    assert post(client, bot, update).json == {"ok": True}
+    job_id = intake.job_id_for(bot.id, update["update_id"])
+    queue = Queue("webhook", connection=conn)
+    moving = queue.intermediate_queue
+    # Popped (moved into the intermediate list) by a worker that died before registering it as
+    # started; RQ's own cleanup noticed it long ago and may fail and retry it any moment.
+    assert conn.lmove("rq:queue:webhook", moving.key) == job_id.encode()
+    conn.set(moving.get_first_seen_key(job_id), now().timestamp() - 3600)
+
+    assert intake.requeue_lost(grace=0, confirm=0)["requeued"] == 0  # seen once
+    conn.set(queue.registry_cleaning_key, 1)  # RQ's cleanup is running: not now
+    assert intake.requeue_lost(grace=0, confirm=0)["requeued"] == 0
+    conn.delete(queue.registry_cleaning_key)
+    assert intake.requeue_lost(grace=0, confirm=0)["requeued"] == 1
+    assert intake.requeue_lost(grace=0, confirm=0)["requeued"] == 0  # in its queue again
+    # RQ's cleanup of the intermediate list (a worker's maintenance) finds nothing left to retry.
+    moving.cleanup(SimpleWorker([queue], connection=conn), queue)
+    assert queued_ids(conn) == [job_id.encode()] and moving.get_job_ids() == []
+    assert queue.scheduled_job_registry.get_job_ids() == []  # no retry of it on the way
+    assert queue.fetch_job(job_id).get_status() == "queued"
+    drain()
+    assert welcomes(fake_tg, 7135) == 1
+
+
 def test_jobs_in_their_queue_started_or_young_are_left_alone(client, bot):
     from rq.registry import StartedJobRegistry
 

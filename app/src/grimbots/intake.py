@@ -114,12 +114,16 @@ def script(fixed: dict) -> tuple[str, str]:
     return text, hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
 
-# Requeue a queued intake job that is in none of the places a job can be (its queue, the
-# intermediate list a worker moves it to, the started registry): a worker killed right after it
-# popped the job took it with it. Confirmed on two passes CONFIRM seconds apart, so a job popped
-# a moment ago by a live worker (not yet registered as started) is left alone. Run only for the
-# few jobs a pass found in none of those places, so its LPOS and ZRANGE stay rare.
-# KEYS: 1 job hash, 2 queue, 3 intermediate list, 4 started registry, 5 candidate marker.
+# Requeue a queued intake job that is neither in its queue nor in the started registry: a worker
+# killed right after it popped the job took it with it, or left it in RQ's intermediate list
+# (moved there by the pop, never registered as started). Confirmed on two passes CONFIRM seconds
+# apart, so a job popped a moment ago by a live worker is left alone. A job taken out of the
+# intermediate list leaves it here, with RQ's first-seen mark, so RQ's own cleanup of that list
+# (fail and retry, after a minute) cannot run it a second time; never while that cleanup holds
+# the queue's maintenance lock. Run only for the few jobs a pass found missing, so its LPOS and
+# ZRANGE stay rare.
+# KEYS: 1 job hash, 2 queue, 3 intermediate list, 4 started registry, 5 candidate marker,
+# 6 RQ's maintenance lock of the queue, 7 RQ's first-seen mark of the job in the intermediate list.
 # ARGV: 1 job id, 2 latest enqueued_at considered, 3 seconds between the two sightings.
 # Returns 0 (not lost), 1 (pushed again) or 2 (lost so far: look again on a later pass).
 LOST_SCRIPT = """
@@ -131,9 +135,7 @@ end
 if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return settled() end
 local enqueued = redis.call('HGET', KEYS[1], 'enqueued_at')
 if not enqueued or enqueued > ARGV[2] then return settled() end
-if redis.call('LPOS', KEYS[2], job_id) or redis.call('LPOS', KEYS[3], job_id) then
-  return settled()
-end
+if redis.call('LPOS', KEYS[2], job_id) then return settled() end
 local prefix = job_id .. ':'
 for _, entry in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
   if entry == job_id or string.sub(entry, 1, #prefix) == prefix then return settled() end
@@ -145,6 +147,11 @@ if not first then
   return 2
 end
 if now - tonumber(first) < tonumber(ARGV[3]) then return 2 end
+if redis.call('LPOS', KEYS[3], job_id) then
+  if redis.call('EXISTS', KEYS[6]) == 1 then return 2 end
+  redis.call('LREM', KEYS[3], 0, job_id)
+  redis.call('DEL', KEYS[7])
+end
 redis.call('RPUSH', KEYS[2], job_id)
 redis.call('DEL', KEYS[5])
 return 1
@@ -156,15 +163,15 @@ LOST_CANDIDATES = "gb:intake:lost:candidates"
 _JOB_PREFIX = Job.redis_job_namespace_prefix
 
 
-def _members(conn, queue_key: str, intermediate: str, started: str) -> set[bytes]:
-    """Every job id in the queue, the intermediate list or the started registry, read once per
-    pass (one LRANGE/ZRANGE each), so membership costs O(1) per job examined."""
+def _members(conn, queue_key: str, started: str) -> set[bytes]:
+    """Every job id in the queue or the started registry, read once per pass (one LRANGE and
+    one ZRANGE), so membership costs O(1) per job examined. Not the intermediate list: a job
+    left there by a dead worker is lost as well."""
     with conn.pipeline(transaction=False) as pipe:
         pipe.lrange(queue_key, 0, -1)
-        pipe.lrange(intermediate, 0, -1)
         pipe.zrange(started, 0, -1)
-        queued, moving, running = pipe.execute()
-    return {*queued, *moving, *(entry.split(b":", 1)[0] for entry in running)}
+        queued, running = pipe.execute()
+    return {*queued, *(entry.split(b":", 1)[0] for entry in running)}
 
 
 def _scan_batch(conn, cursor: int, limit: int) -> tuple[int, list[bytes]]:
@@ -182,11 +189,12 @@ def _scan_batch(conn, cursor: int, limit: int) -> tuple[int, list[bytes]]:
 def requeue_lost(grace: float = 60.0, confirm: float = 10.0, limit: int = 10_000) -> dict:
     """Reconciler: put intake jobs that a dying worker took with it back on their queue.
 
-    A job enqueued more than `grace` seconds ago, still `queued`, and found in no queue, no
-    intermediate list and no started registry on two passes `confirm` seconds apart is pushed
-    again (RQ moves a popped job into the started registry within milliseconds). Telegram does
-    not repeat an update it got a 200 for, and the job's existence makes the intake answer
-    "duplicate", so without this the update would wait for ever.
+    A job enqueued more than `grace` seconds ago, still `queued`, and found neither in its
+    queue nor in the started registry on two passes `confirm` seconds apart is pushed again,
+    once (RQ moves a popped job into the started registry within milliseconds); one left in
+    RQ's intermediate list is taken out of it, so RQ's own cleanup does not run it again.
+    Telegram does not repeat an update it got a 200 for, and the job's existence makes the
+    intake answer "duplicate", so without this the update would wait for ever.
 
     One pass examines about `limit` job hashes (one pipelined HMGET each), going on from where
     the last pass stopped, so a backlog or a week of failed jobs larger than `limit` delays a
@@ -197,7 +205,9 @@ def requeue_lost(grace: float = 60.0, confirm: float = 10.0, limit: int = 10_000
     queue_key = Queue.redis_queue_namespace_prefix + WEBHOOK
     intermediate = IntermediateQueue.get_intermediate_queue_key(queue_key)
     started = StartedJobRegistry(WEBHOOK, connection=conn).key
-    present = _members(conn, queue_key, intermediate, started)
+    present = _members(conn, queue_key, started)
+    rq_queue = Queue(WEBHOOK, connection=conn)
+    moving = IntermediateQueue(queue_key, connection=conn)
     cursor, ids = _scan_batch(conn, int(conn.get(LOST_CURSOR) or 0), limit)
     with conn.pipeline(transaction=False) as pipe:
         for job_id in ids:
@@ -213,7 +223,10 @@ def requeue_lost(grace: float = 60.0, confirm: float = 10.0, limit: int = 10_000
     requeued = 0
     for raw in suspects:
         job_id = raw.decode()
-        keys = [Job.key_for(job_id), queue_key, intermediate, started, f"gb:intake:lost:{job_id}"]
+        keys = [
+            *(Job.key_for(job_id), queue_key, intermediate, started, f"gb:intake:lost:{job_id}"),
+            *(rq_queue.registry_cleaning_key, moving.get_first_seen_key(job_id)),
+        ]
         outcome = int(script(keys=keys, args=[job_id, cutoff, confirm]))
         requeued += outcome == 1
         if outcome == 2:

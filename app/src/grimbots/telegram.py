@@ -1,11 +1,12 @@
 """Telegram Bot API client: one pooled HTTP session per process, limits enforced across processes.
 
-Limits (Telegram's, shared by every process and host through Redis): at most 30 messages per
-bot and 1 per chat in any one-second window. A 429 answer's retry_after (uncapped) is pushed
-into the shared limiter, so every sender of that bot waits it out. Only failures that prove the
-request never reached Telegram (connect errors, 5xx, 429) are retried; a read timeout or a reset
-after the request went out is ambiguous and raised as such, never resent here. 403 means the
-user blocked the bot.
+Limits (Telegram's, shared by every process and host through Redis, `ratelimit`): at most 30
+messages per bot and 1 per chat in any one-second window at Telegram; a send's slot is held from
+the grant until its answer, so the delay between them never crowds a window. A 429 answer's
+retry_after (uncapped) is pushed into the shared limiter, so every sender of that bot waits it
+out. Only failures that prove the request never reached Telegram (connect errors, 5xx, 429) are
+retried; a read timeout or a reset after the request went out is ambiguous and raised as such,
+never resent here. 403 means the user blocked the bot.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import logging
 import random
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,24 +25,14 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from grimbots import metrics
-from grimbots.redis_pool import bot_tag, state
+from grimbots.ratelimit import MAX_RATE_WAIT, RateLimiter, RateWaitExceeded, Slot
 from grimbots.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# The longest a sender waits in-process for the shared schedule; past it the send fails as
-# certainly-unsent (the job retries later) instead of holding a worker.
-MAX_RATE_WAIT = 30.0
-# Window of the per-bot and per-chat limits, with a margin for the delay between the limiter
-# granting a send and Telegram receiving it (the outbox commits its row in flight after the
-# grant; a busy host adds its scheduling delay). One send that arrives later than the margin
-# puts two of a chat's sends, or 31 of a bot's, in one second at Telegram: 50 ms on the bot's
-# window was not enough on this 2-core machine running the fault suite's 14 lanes (31 sends in
-# 1.0 s, seed 20261130 indexes 14 and 189). 300 ms costs a campaign its peak: 30 sends per
-# 1.3 s, about 23 per second.
-RATE_WINDOW_MS = 1000
-RATE_MARGIN_MS = 300
-CHAT_MARGIN_MS = 300
+# A request's slot stays in flight at most this many client timeouts after its grant (connect,
+# write and read are each bounded by the timeout): the bound for a send whose outcome is unknown.
+INFLIGHT_TIMEOUTS = 3
 
 
 class TelegramError(Exception):
@@ -83,98 +73,6 @@ class SendProgress:
     maybe_sent: bool = False
 
 
-# Sliding-window log over several keys at once: every key must allow the send, and only then is
-# it recorded in all of them, so no window of RATE_WINDOW_MS ever holds more than `limit` sends.
-# KEYS[1] is the bot's hold (set after a 429), then the log keys; ARGV: the number of logs, a
-# (limit, window ms) pair per log, the send's id. Returns 0 (send now) or the whole milliseconds
-# to wait: Redis turns Lua numbers into integers, so a fractional wait would become 0 and let a
-# send through uncounted.
-_WINDOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local nlogs = tonumber(ARGV[1])
-local wait = 0
-local hold = tonumber(redis.call('GET', KEYS[1]) or 0)
-if hold > now then wait = hold - now end
-for i = 1, nlogs do
-  local key = KEYS[i + 1]
-  local limit = tonumber(ARGV[2 * i])
-  local window = tonumber(ARGV[2 * i + 1])
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-  if redis.call('ZCARD', key) >= limit then
-    local first = tonumber(redis.call('ZRANGE', key, -limit, -limit, 'WITHSCORES')[2])
-    local w = first + window - now
-    if w > wait then wait = w end
-  end
-end
-if wait > 0 then return math.max(1, math.ceil(wait)) end
-local member = ARGV[2 * nlogs + 2]
-for i = 1, nlogs do
-  redis.call('ZADD', KEYS[i + 1], now, member)
-  redis.call('PEXPIRE', KEYS[i + 1], math.ceil(tonumber(ARGV[2 * i + 1])) + 1000)
-end
-return 0
-"""
-
-_PENALIZE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local until_ms = math.ceil(now + tonumber(ARGV[1]))
-local hold = tonumber(redis.call('GET', KEYS[1]) or 0)
-if until_ms > hold then
-  redis.call('SET', KEYS[1], until_ms, 'PX', math.ceil(tonumber(ARGV[1])) + 1000)
-end
-return 0
-"""
-
-
-class RateLimiter:
-    """Shared per-bot and per-chat send schedule in Redis (every process and host)."""
-
-    def __init__(self, bot_rate: int, chat_rate: int):
-        self.bot_limit = bot_rate
-        self.chat_limit = chat_rate
-        self.bot_window = RATE_WINDOW_MS + RATE_MARGIN_MS
-        self.chat_window = RATE_WINDOW_MS + CHAT_MARGIN_MS
-        self._window = state().register_script(_WINDOW)
-        self._penalize = state().register_script(_PENALIZE)
-
-    @staticmethod
-    def hold_key(bot_id: int) -> str:
-        return f"gb:{bot_tag(bot_id)}:rl:hold"
-
-    def _keys(self, bot_id: int, chat_id: int | None) -> tuple[list[str], list]:
-        tag = bot_tag(bot_id)
-        keys = [self.hold_key(bot_id), f"gb:{tag}:rl:bot"]
-        limits: list = [self.bot_limit, self.bot_window]
-        if chat_id is not None:
-            keys.append(f"gb:{tag}:rl:chat:{chat_id}")
-            limits += [self.chat_limit, self.chat_window]
-        return keys, limits
-
-    def acquire(
-        self,
-        bot_id: int,
-        chat_id: int | None,
-        max_wait: float = MAX_RATE_WAIT,
-    ) -> None:
-        """Block until this send fits every limit; raise TransientError past max_wait."""
-        keys, limits = self._keys(bot_id, chat_id)
-        args: list = [len(limits) // 2, *limits, uuid.uuid4().hex]
-        deadline = time.monotonic() + max(0.0, max_wait)
-        while True:
-            wait_ms = int(self._window(keys=keys, args=args))
-            if wait_ms <= 0:
-                return
-            if time.monotonic() + wait_ms / 1000 > deadline:
-                raise TransientError(429, "local rate limit wait exceeded", wait_ms / 1000)
-            time.sleep(wait_ms / 1000)
-
-    def penalize(self, bot_id: int, seconds: float) -> None:
-        """Telegram said 429: hold every sender of this bot back for the whole retry_after."""
-        self._penalize(keys=[self.hold_key(bot_id)], args=[max(0.0, seconds) * 1000])
-
-
 def _certainly_unsent(exc: requests.RequestException) -> bool:
     """True when the request never reached Telegram: the connection was never established."""
     if isinstance(exc, requests.ConnectTimeout):
@@ -209,7 +107,9 @@ class TelegramClient:
     def limiter(self) -> RateLimiter:
         if self._limiter is None:
             self._limiter = RateLimiter(
-                self.settings.telegram_bot_rate, self.settings.telegram_chat_rate
+                self.settings.telegram_bot_rate,
+                self.settings.telegram_chat_rate,
+                inflight=INFLIGHT_TIMEOUTS * self.settings.telegram_timeout,
             )
         return self._limiter
 
@@ -245,9 +145,11 @@ class TelegramClient:
         for attempt in range(attempts):
             if attempt:
                 self._backoff(attempt - 1, last, deadline)
-            self._clear_to_send(bot_id, chat_id, rate_limited, deadline, still_due, fence)
+            slot = self._clear_to_send(bot_id, chat_id, rate_limited, deadline, still_due, fence)
             progress.maybe_sent = True
+            # Raising (ambiguous, a job timeout): the slot stays in flight until its bound.
             resp = self._post(url, payload, progress, unsent)
+            self._release(slot, sent=not isinstance(resp, TransientError))
             if isinstance(resp, TransientError):
                 last = resp
                 continue
@@ -275,20 +177,40 @@ class TelegramClient:
         deadline: float | None,
         still_due: Callable[[], bool] | None,
         fence: Callable[[], None] | None,
-    ) -> None:
+    ) -> Slot | None:
         """Everything that must pass right before a request: the rate slot, `still_due`, the
-        deadline, then the fence (last, so nothing can stop the request after it)."""
+        deadline, then the fence (last, so nothing can stop the request after it). Returns the
+        slot, in flight; freed again when anything stops the request."""
+        slot = None
         if rate_limited and bot_id is not None:
             max_wait = MAX_RATE_WAIT
             if deadline is not None:
                 max_wait = min(max_wait, deadline - time.monotonic())
-            self.limiter.acquire(bot_id, chat_id, max_wait)
-        if still_due is not None and not still_due():
-            raise NotDueError("no longer due when its rate slot came")
-        if deadline is not None and time.monotonic() > deadline:
-            raise TransientError(0, "send deadline passed before the request")
-        if fence is not None:
-            fence()
+            try:
+                slot = self.limiter.acquire(bot_id, chat_id, max_wait)
+            except RateWaitExceeded as exc:
+                raise TransientError(429, "local rate limit wait exceeded", exc.wait) from None
+        try:
+            if still_due is not None and not still_due():
+                raise NotDueError("no longer due when its rate slot came")
+            if deadline is not None and time.monotonic() > deadline:
+                raise TransientError(0, "send deadline passed before the request")
+            if fence is not None:
+                fence()
+        except BaseException:
+            self._release(slot, sent=False)
+            raise
+        return slot
+
+    def _release(self, slot: Slot | None, sent: bool) -> None:
+        """Stamp an answered send's slot with its answer's time, or free one never sent. Best
+        effort: a slot left in flight only holds its window until its bound."""
+        if slot is None:
+            return
+        try:
+            self.limiter.release(slot, sent)
+        except Exception as exc:  # noqa: BLE001 - the send's outcome matters more than this
+            log.warning("rate slot not released: %s", type(exc).__name__)
 
     def _post(
         self,
