@@ -24,6 +24,7 @@ FRONT_DOOR = ("app", "lb")
 # Which roles each group's hosts get: every template of a role is rendered for those hosts.
 ROLE_GROUPS = {
     "common": ("app", "db", "lb", "redis", "monitoring"),
+    "firewall": ("app", "db", "lb", "redis", "monitoring"),
     "app": ("app",),
     "patroni": ("db",),
     "haproxy": ("lb",),
@@ -105,21 +106,21 @@ def preflight_plan(inventory: Inventory, phase: int) -> list[tuple[str, tuple[st
     """(host, roles) of playbooks/phase<phase>.yml's first play (and phase 1's, which phases 2
     and 3 import): the app on the first app host until phase 3, then on every one."""
     app = inventory.group("app")
-    apps = [(h, ("common", "app")) for h in (app if phase >= 3 else app[:1])]
+    apps = [(h, ("common", "firewall", "app")) for h in (app if phase >= 3 else app[:1])]
     group = inventory.group
     if phase == 1:
         return apps
     if phase == 2:
-        return [(h, ("common", "patroni")) for h in group("db")] + apps
+        return [(h, ("common", "firewall", "patroni")) for h in group("db")] + apps
     if phase == 3:
         return (
-            [(h, ("common", "haproxy")) for h in group("lb")]
-            + [(h, ("common", "redis_cluster", "queue_redis")) for h in group("redis")]
+            [(h, ("common", "firewall", "haproxy")) for h in group("lb")]
+            + [(h, ("common", "firewall", "redis_cluster", "queue_redis")) for h in group("redis")]
             + apps
         )
     monitored = [h for g in ROLE_GROUPS["exporters"] for h in group(g)]
-    return [(h, ("exporters",)) for h in monitored] + [
-        (h, ("common", "monitoring")) for h in group("monitoring")
+    return [(h, ("firewall", "exporters")) for h in monitored] + [
+        (h, ("common", "firewall", "monitoring")) for h in group("monitoring")
     ]
 
 

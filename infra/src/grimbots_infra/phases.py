@@ -7,6 +7,7 @@ from __future__ import annotations
 # Every role a deploy may apply; their defaults are loaded (lowest precedence) for every host.
 ALL_ROLES = (
     "common",
+    "firewall",
     "app",
     "patroni",
     "exporters",

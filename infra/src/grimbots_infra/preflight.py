@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from grimbots_infra import derive, guards
+from grimbots_infra import derive, firewall, guards
 
 ROOT = Path(__file__).resolve().parents[3]
 SECRET = re.compile(r"password|secret|token|tls_key", re.I)
@@ -212,11 +212,13 @@ def app(inputs: Inputs) -> list[str]:
 
 
 def _app_addresses(inputs: Inputs) -> list[str]:
-    """The app's internal endpoints: the load balancers it trusts, the phase-3 Redis."""
+    """The app's internal endpoints: its own bind, the load balancers it trusts, the phase-3
+    Redis."""
     groups, kinds = inputs.get("groups", {}), inputs.get("platform_groups", {})
     lbs = list(groups.get(kinds.get("lb", "lb"), []))
     redis = list(groups.get(kinds.get("redis", "redis"), []))
-    out = guards.listed(inputs, "grimbots_trusted_proxies", lbs, "platform_private_address")
+    out = guards.own_private(inputs, "grimbots_web_address")  # Gunicorn binds it
+    out += guards.listed(inputs, "grimbots_trusted_proxies", lbs, "platform_private_address")
     if inputs["grimbots_redis_mode"] == "cluster":
         out += guards.listed(inputs, "grimbots_redis_cluster_nodes", redis, "redis_cluster_address")
     if inputs["grimbots_queue_redis_mode"] == "sentinel":
@@ -430,6 +432,7 @@ CHECKS: dict[str, Callable[[Inputs], list[str]]] = {
     "haproxy": haproxy,
     "redis_cluster": redis_cluster,
     "queue_redis": queue_redis,
+    "firewall": firewall.check,
     # The phase guards: a playbook's first play and a pyinfra deploy name its phase as a check.
     **{f"phase{n}": functools.partial(guards.phase, minimum=n) for n in guards.PHASES},
 }
