@@ -1,4 +1,4 @@
-"""Phase 1 with pyinfra: roles common + app on the first app host (every app host from
+"""Phase 1 with pyinfra: roles common + firewall + app on the first app host (every app host from
 platform_phase 3), as playbooks/phase1.yml.
 
     pyinfra -y --limit app deploy/inventory.py deploy/phase1.py
@@ -19,12 +19,14 @@ from pyinfra.operations import files
 from grimbots_infra import apply, derive
 from grimbots_infra.pyinfra_ops import fact, host_step, host_vars, require_phase, wait
 
-ROLES = ("common", "app")
+ROLES = ("common", "firewall", "app")
 
 
 def common(variables) -> None:
     apply.install("common", variables)
     apply.service("common", variables, apply.configure("common", variables))
+    apply.install("firewall", variables)
+    apply.service("firewall", variables, apply.configure("firewall", variables))
 
 
 def app(variables) -> None:

@@ -28,7 +28,7 @@ from grimbots_infra.pyinfra_ops import (
     wait,
 )
 
-DB_ROLES = ("common", "patroni")
+DB_ROLES = ("common", "firewall", "patroni")
 
 
 def step(name: str, command: str) -> None:
@@ -40,6 +40,8 @@ def db(variables) -> None:
     lib, timeout = variables["patroni_lib_dir"], variables["patroni_wait_timeout"]
     apply.install("common", variables)
     apply.service("common", variables, apply.configure("common", variables))
+    apply.install("firewall", variables)
+    apply.service("firewall", variables, apply.configure("firewall", variables))
     apply.install("patroni", variables)
     apply.service("patroni", variables, apply.configure("patroni", variables))
     wait(

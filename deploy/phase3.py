@@ -19,13 +19,15 @@ from pyinfra import host, local
 from grimbots_infra import apply
 from grimbots_infra.pyinfra_ops import barrier, due, host_step, host_vars, require_phase, wait
 
-LB_ROLES = ("common", "haproxy")
-REDIS_ROLES = ("common", "redis_cluster", "queue_redis")
+LB_ROLES = ("common", "firewall", "haproxy")
+REDIS_ROLES = ("common", "firewall", "redis_cluster", "queue_redis")
 
 
 def common(variables) -> None:
     apply.install("common", variables)
     apply.service("common", variables, apply.configure("common", variables))
+    apply.install("firewall", variables)
+    apply.service("firewall", variables, apply.configure("firewall", variables))
 
 
 def haproxy(variables) -> None:

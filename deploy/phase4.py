@@ -24,6 +24,11 @@ def common(variables) -> None:
     apply.service("common", variables, apply.configure("common", variables))
 
 
+def firewall(variables) -> None:
+    apply.install("firewall", variables)
+    apply.service("firewall", variables, apply.configure("firewall", variables))
+
+
 def exporters(variables) -> None:
     changed_files = apply.install("exporters", variables)
     triggers = apply.configure("exporters", variables)
@@ -54,7 +59,7 @@ if any(g in host.groups for g in MONITORED):
             "systemctl is-active prometheus prometheus-alertmanager grafana-server"
         ).split() + ["", "", ""]
         variables = host_vars(
-            ("common", "exporters", "monitoring"),
+            ("common", "firewall", "exporters", "monitoring"),
             {
                 "monitoring_prometheus_active_before": _states[0] == "active",
                 "monitoring_alertmanager_active_before": _states[1] == "active",
@@ -62,7 +67,10 @@ if any(g in host.groups for g in MONITORED):
             },
         )
         common(variables)
+        firewall(variables)
         exporters(variables)
         monitoring(variables)
     else:
-        exporters(host_vars(("exporters",)))
+        variables = host_vars(("firewall", "exporters"))
+        firewall(variables)
+        exporters(variables)

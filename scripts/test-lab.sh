@@ -42,6 +42,8 @@ export GRIMBOTS_LAB_PHASE=1
 stage "$tool-phase1" deploy 1
 stage "$tool-phase1-suite" "${PYTEST[@]}" -v -s tests/phase1 --ignore tests/phase1/test_phase1_rerun.py \
   --ignore tests/phase1/test_restart_not_lost.py --ignore tests/phase1/test_host_keys.py
+# The probe matrix (tests/firewall, docs/network.md): once, on the Ansible pass, after phases 1 and 4.
+[[ $tool != ansible ]] || stage probe-matrix-phase1 "${PYTEST[@]}" -v -s tests/firewall
 # A run failed between a change and its restart: the next run of this tool restarts.
 stage "$tool-restart-not-lost" "${PYTEST[@]}" -v tests/phase1/test_restart_not_lost.py -k "$tool"
 # A changed host key stops both tools (once, on the pyinfra pass).
@@ -61,6 +63,7 @@ export GRIMBOTS_LAB_PHASE=4
 stage "$tool-phase4" deploy 4
 stage "$tool-phase4-suite" "${PYTEST[@]}" -v -s tests/phase4 --ignore tests/phase4/test_dashboards.py \
   --ignore tests/phase4/test_alert_delivery.py --ignore tests/phase4/test_phase4_rerun.py
+[[ $tool != ansible ]] || stage probe-matrix-phase4 "${PYTEST[@]}" -v -s tests/firewall
 # Idempotence (the same tool again), then parity (the other tool), each phase: no change.
 RERUNS=(tests/phase1/test_phase1_rerun.py tests/phase2/test_phase2_rerun.py
   tests/phase3/test_phase3_rerun.py tests/phase4/test_phase4_rerun.py)

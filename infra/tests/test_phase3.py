@@ -171,3 +171,13 @@ def test_a_redis_password_with_a_space_is_refused_without_showing_it():
     values = redis_values(redis_cluster_password="sixteen chars and more")
     (problem,) = preflight.check(["redis_cluster"], redis_inputs(values))
     assert "redis_cluster_password=(secret)" in problem and "chars and" not in problem
+
+
+def test_a_cluster_bus_port_list_that_is_not_each_port_plus_10000_is_refused():
+    ports = {"redis_cluster_bus": [17001, 17003]}  # Redis puts the bus at port + 10000
+    (problem,) = preflight.check(
+        ["redis_cluster"], redis_inputs(redis_values(platform_ports=ports))
+    )
+    assert "platform_ports" in problem and "[17001, 17002]" in problem
+    ok = {"redis_cluster_bus": [17001, 17002]}
+    assert preflight.check(["redis_cluster"], redis_inputs(redis_values(platform_ports=ok))) == []

@@ -127,6 +127,7 @@ def without_private(tmp_path_factory) -> Inventory:
     ("host", "phase", "expected"),
     [
         ("app1.example.net", 2, "pg_hba uses patroni_client_address=203.0.113.11"),
+        ("app1.example.net", 1, "grimbots_web_address=203.0.113.11"),
         ("app2.example.net", 3, "HAProxy's backends uses haproxy_backend_address=203.0.113.12"),
         ("lb1.example.net", 3, "grimbots_trusted_proxies uses platform_private_address=203."),
         ("lb1.example.net", 4, "Prometheus' targets uses monitoring_target_address=203.0.113.10"),

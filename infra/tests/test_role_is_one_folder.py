@@ -136,9 +136,19 @@ def test_a_playbooks_preflight_checks_the_roles_its_plays_apply_to_the_host():
     def never(when: str) -> bool:
         return False
 
-    assert playbook_roles(2, ["db"], never) == ["common", "patroni"]
-    assert playbook_roles(2, ["app"], never) == ["common", "app"]  # phase 1's, imported
+    assert playbook_roles(2, ["db"], never) == ["common", "firewall", "patroni"]
+    assert playbook_roles(2, ["app"], never) == ["common", "firewall", "app"]  # phase 1's
     assert playbook_roles(2, ["app"], lambda when: "groups['app'][0]" in when) == []
-    assert playbook_roles(3, ["redis"], never) == ["common", "redis_cluster", "queue_redis"]
-    assert playbook_roles(4, ["monitoring"], never) == ["common", "exporters", "monitoring"]
-    assert playbook_roles(4, ["db"], never) == ["exporters"]
+    assert playbook_roles(3, ["redis"], never) == [
+        "common",
+        "firewall",
+        "redis_cluster",
+        "queue_redis",
+    ]
+    assert playbook_roles(4, ["monitoring"], never) == [
+        "common",
+        "firewall",
+        "exporters",
+        "monitoring",
+    ]
+    assert playbook_roles(4, ["db"], never) == ["firewall", "exporters"]

@@ -98,11 +98,13 @@ def check(inputs: Inputs) -> list[str]:
 
 
 def _app_addresses(inputs: Inputs) -> list[str]:
-    """The app's internal endpoints: the load balancers it trusts, the phase-3 Redis."""
+    """The app's internal endpoints: its own bind, the load balancers it trusts, the phase-3
+    Redis."""
     groups, kinds = inputs.get("groups", {}), inputs.get("platform_groups", {})
     lbs = list(groups.get(kinds.get("lb", "lb"), []))
     redis = list(groups.get(kinds.get("redis", "redis"), []))
-    out = guards.listed(inputs, "grimbots_trusted_proxies", lbs, "platform_private_address")
+    out = guards.own_private(inputs, "grimbots_web_address")  # Gunicorn binds it
+    out += guards.listed(inputs, "grimbots_trusted_proxies", lbs, "platform_private_address")
     if inputs["grimbots_redis_mode"] == "cluster":
         out += guards.listed(inputs, "grimbots_redis_cluster_nodes", redis, "redis_cluster_address")
     if inputs["grimbots_queue_redis_mode"] == "sentinel":

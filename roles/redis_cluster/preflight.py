@@ -23,6 +23,16 @@ def check(inputs: Inputs) -> list[str]:
     ports = [int(p) for p in inputs["redis_cluster_ports"]]
     if len(ports) != 2 or ports[0] == ports[1]:
         out.append(inputs.problem("redis_cluster_ports", "needs two ports: masters', replicas'"))
+    platform_ports = inputs.get("platform_ports")  # absent only in the unit tests' inputs
+    bus = [int(p) for p in (platform_ports or {}).get("redis_cluster_bus", [])]
+    if platform_ports is not None and bus != [p + 10000 for p in ports]:
+        out.append(
+            inputs.problem(
+                "platform_ports",
+                f"redis_cluster_bus must be each redis_cluster_ports + 10000 (where Redis puts "
+                f"its cluster bus), {[p + 10000 for p in ports]}; got {bus}",
+            )
+        )
     addresses = derive.addresses(members, inputs["hostvars"], "redis_cluster_address")
     if anti_affinity and len(set(addresses)) != len(addresses):
         out.append(inputs.problem("redis_cluster_address", f"each host needs its own: {addresses}"))

@@ -20,6 +20,12 @@ def _child_exit(server, worker) -> None:
         multiprocess.mark_process_dead(worker.pid)
 
 
+def web_binds(value: str) -> list[str]:
+    """GRIMBOTS_WEB_BIND's addresses (comma-separated): the deploy binds loopback, for the
+    host's own health checks, and the host's private address, never every address."""
+    return [b.strip() for b in value.split(",") if b.strip()]
+
+
 class GrimbotsWeb(BaseApplication):
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -28,7 +34,7 @@ class GrimbotsWeb(BaseApplication):
     def load_config(self) -> None:
         s = self.settings
         options = {
-            "bind": s.web_bind,
+            "bind": web_binds(s.web_bind),
             "workers": s.web_workers,
             "threads": s.web_threads,
             "worker_class": "gthread",

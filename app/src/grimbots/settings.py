@@ -117,7 +117,7 @@ class Settings:
     trusted_proxies: list = field(default_factory=list)
     # Bearer token that shows /health's detail to a remote caller (loopback always sees it).
     health_token: str = ""
-    # Gunicorn
+    # Gunicorn: one address or several, comma-separated (GRIMBOTS_WEB_BIND).
     web_bind: str = "0.0.0.0:5000"
     web_workers: int = 4
     web_threads: int = 4

@@ -3,7 +3,7 @@ functions pyinfra, the preflight checks and the lab tests import)."""
 
 from __future__ import annotations
 
-from grimbots_infra import derive
+from grimbots_infra import derive, firewall
 
 
 class FilterModule:
@@ -22,4 +22,6 @@ class FilterModule:
             "grimbots_haproxy_check_timings": derive.haproxy_check_timings,
             "grimbots_redis_cluster_node_timeout_ms": derive.redis_cluster_node_timeout_ms,
             "grimbots_sentinel_timings": derive.sentinel_timings,
+            "grimbots_firewall_ports": firewall.ports,
+            "grimbots_firewall_rules": firewall.rules,
         }

@@ -1,0 +1,143 @@
+"""The firewall's rules from one table of who talks to whom (roles/firewall/defaults/main.yml,
+``firewall_flows``): each flow names a source (an inventory group of platform_groups, ``any``
+for the internet, ``admin`` for the control machine), destination groups, port names of
+platform_ports and the phases it holds in. The firewall role's template, the preflight check,
+docs/network.md's test and the lab's probe matrix all read the table through this module.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from grimbots_infra import derive, guards
+
+if TYPE_CHECKING:  # preflight imports this module
+    from grimbots_infra.preflight import Inputs
+
+ANY, ADMIN, ALL = "any", "admin", "all"
+
+
+def ports(platform_ports: Mapping[str, Any], ssh_port: int | str) -> dict[str, list[int]]:
+    """Every port name a flow may use, as lists: platform_ports and ``ssh``."""
+    out = {
+        k: [int(p) for p in (v if isinstance(v, list) else [v])] for k, v in platform_ports.items()
+    }
+    out["ssh"] = [int(ssh_port)]
+    return out
+
+
+def _listify(value: str | Iterable[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def active(flow: Mapping[str, Any], phase: int | str) -> bool:
+    """A flow holds in ``phase`` unless its ``phases`` list leaves it out."""
+    return int(phase) in [int(p) for p in flow.get("phases", [1, 2, 3, 4])]
+
+
+def rules(
+    flows: Iterable[Mapping[str, Any]],
+    host: str,
+    host_groups: Iterable[str],
+    variables: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """The accept rules of ``host`` (in the groups ``host_groups``): one per active flow whose
+    destination is one of its groups, with the sources' addresses (private, derive.address;
+    empty list: any source) and the ports. ``variables``: platform_groups, groups, hostvars,
+    platform_phase, firewall_ports, firewall_admin_sources, firewall_admin_all_ports."""
+    names = variables["platform_groups"]
+    mine = {kind for kind, group in names.items() if group in set(host_groups)}
+    out = []
+    for flow in flows:
+        targets = set(_listify(flow["to"]))
+        if not active(flow, variables["platform_phase"]) or not (ALL in targets or mine & targets):
+            continue
+        if flow["from"] == ANY:
+            sources: list[str] = []
+        elif flow["from"] == ADMIN:
+            sources = [str(s) for s in variables["firewall_admin_sources"]]
+        else:
+            members = variables["groups"].get(names[flow["from"]], [])
+            sources = sorted(
+                set(derive.addresses(members, variables["hostvars"], "platform_private_address"))
+            )
+        numbers = sorted({p for name in flow["ports"] for p in variables["firewall_ports"][name]})
+        out.append(
+            {
+                "comment": f"{flow['from']} -> {','.join(_listify(flow['to']))}: {flow['purpose']}",
+                "ip": [s for s in sources if ":" not in s],
+                "ip6": [s for s in sources if ":" in s],
+                "any": not sources,
+                "ports": numbers,
+            }
+        )
+    if variables.get("firewall_admin_all_ports"):
+        admin = [str(s) for s in variables["firewall_admin_sources"]]
+        out.append(
+            {
+                "comment": "admin -> all: every port (firewall_admin_all_ports: the lab's tests)",
+                "ip": [s for s in admin if ":" not in s],
+                "ip6": [s for s in admin if ":" in s],
+                "any": False,
+                "ports": [],
+            }
+        )
+    return [r for r in out if r["any"] or r["ip"] or r["ip6"]]
+
+
+def markdown_table(flows: Iterable[Mapping[str, Any]]) -> str:
+    """docs/network.md's table (its test compares it with this)."""
+    lines = ["| from | to | ports | phases | purpose |", "|---|---|---|---|---|"]
+    for flow in flows:
+        phases = ", ".join(str(p) for p in flow.get("phases", [1, 2, 3, 4]))
+        lines.append(
+            f"| {flow['from']} | {', '.join(_listify(flow['to']))} | "
+            f"{', '.join(flow['ports'])} | {phases} | {flow['purpose']} |"
+        )
+    return "\n".join(lines)
+
+
+def check(inputs: Inputs) -> list[str]:
+    """Preflight of the firewall role: admin sources that parse (an empty list locks the
+    operator out), flows that name known groups and ports, a private address for every member
+    of a source group."""
+    out = []
+    admin = inputs.get("firewall_admin_sources") or []
+    if not admin:
+        out.append(
+            inputs.problem(
+                "firewall_admin_sources",
+                "is empty: the firewall would let no control machine reach SSH; list the "
+                "control machine's address(es)",
+            )
+        )
+    for source in admin:
+        try:
+            ipaddress.ip_network(str(source), strict=False)
+        except ValueError:
+            out.append(inputs.problem("firewall_admin_sources", f"{source!r} is not an IP/CIDR"))
+    kinds = set(inputs.get("platform_groups", {})) | {ANY, ADMIN, ALL}
+    known_ports = set(inputs.get("firewall_ports", {}))
+    groups = inputs.get("groups", {})
+    for flow in inputs.get("firewall_flows", []):
+        for name in [flow.get("from"), *_listify(flow.get("to", []))]:
+            if name not in kinds:
+                out.append(
+                    inputs.problem("firewall_flows", f"group {name!r} is not in platform_groups")
+                )
+        for port in flow.get("ports", []):
+            if port not in known_ports:
+                out.append(
+                    inputs.problem("firewall_flows", f"port {port!r} is not in firewall_ports")
+                )
+        if flow.get("from") in inputs.get("platform_groups", {}):
+            members = groups.get(inputs["platform_groups"][flow["from"]], [])
+            out += guards.members_private(
+                inputs,
+                f"the firewall's sources ({flow['from']})",
+                members,
+                "platform_private_address",
+            )
+    return out

@@ -1,0 +1,102 @@
+"""The firewall's table of who talks to whom (roles/firewall): docs/network.md shows exactly it,
+each host's ruleset opens each port only to the groups the table names, on their private
+addresses, and preflight refuses inputs that would lock the operator out."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from production_fixture import copy_production, fake_wheels, load, problems
+
+from grimbots_infra import firewall
+from grimbots_infra.inventory import ROOT
+from grimbots_infra.render import render
+
+FLOWS = yaml.safe_load((ROOT / "roles/firewall/defaults/main.yml").read_text())["firewall_flows"]
+
+
+def test_docs_network_shows_the_roles_table_of_flows():
+    doc = (ROOT / "docs/network.md").read_text()
+    shown = re.search(
+        r"<!-- firewall-table:[^\n]*-->\n(.*?)\n<!-- end firewall-table -->", doc, re.S
+    )
+    assert shown, "docs/network.md has no firewall-table block"
+    assert shown.group(1).strip() == firewall.markdown_table(FLOWS)
+
+
+@pytest.fixture(scope="module")
+def production(tmp_path_factory):
+    return load(copy_production(tmp_path_factory.mktemp("inv") / "production"))
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory) -> str:
+    return str(fake_wheels(tmp_path_factory.mktemp("wheels")))
+
+
+def ruleset(inventory, host: str, phase: int, wheels: str) -> str:
+    play_vars = {"platform_phase": phase, "grimbots_wheels_src": wheels}
+    return render("firewall", "nftables.conf.j2", inventory.vars(host, play_vars))
+
+
+def accepts(text: str, port: int) -> list[str]:
+    """The TCP accept lines of ``text`` whose port set names ``port``."""
+    return [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip().endswith("accept") and re.search(rf"dport {{[^}}]*\b{port}\b", line)
+    ]
+
+
+def test_postgresql_is_open_only_to_the_app_and_db_hosts_private_addresses(production, wheels):
+    text = ruleset(production, "db1.example.net", 2, wheels)
+    assert accepts(text, 5432) == [
+        "ip saddr { 10.0.0.11, 10.0.0.12, 10.0.0.13 } meta l4proto tcp tcp dport { 5432 } accept",
+        "ip saddr { 10.0.0.21, 10.0.0.22, 10.0.0.23 } meta l4proto tcp "
+        "tcp dport { 2379, 2380, 5432, 8008 } accept",
+    ]
+    assert "policy drop" in text and "203.0.113." not in text
+
+
+def test_the_app_port_faces_the_internet_in_phases_1_and_2_only(production, wheels):
+    phase1 = ruleset(production, "app1.example.net", 1, wheels)
+    assert accepts(phase1, 5000) == ["meta l4proto tcp tcp dport { 5000 } accept"]
+    phase4 = ruleset(production, "app1.example.net", 4, wheels)
+    assert accepts(phase4, 5000) == [
+        "ip saddr { 10.0.0.10 } meta l4proto tcp tcp dport { 5000 } accept",
+        "ip saddr { 10.0.0.41 } meta l4proto tcp tcp dport { 5000 } accept",
+    ]
+
+
+def test_ssh_is_open_only_to_the_admin_sources(production, wheels):
+    text = ruleset(production, "redis1.example.net", 4, wheels)
+    assert accepts(text, 22) == [
+        "ip saddr { 198.51.100.7 } meta l4proto tcp tcp dport { 22 } accept"
+    ]
+
+
+def test_the_redis_cluster_bus_is_open_between_redis_hosts(production, wheels):
+    text = ruleset(production, "redis2.example.net", 3, wheels)
+    assert "ip saddr { 10.0.0.31, 10.0.0.32, 10.0.0.33 } meta l4proto tcp tcp dport " in text
+    assert "17001, 17002" in text
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("[]", "firewall_admin_sources=[]"), ("[not-an-address]", "'not-an-address' is not an IP")],
+)
+def test_admin_sources_empty_or_not_addresses_fail_preflight_naming_them(
+    tmp_path, wheels, value, expected
+):
+    path = copy_production(tmp_path / "production")
+    main = path / "group_vars/all/main.yml"
+    main.write_text(
+        main.read_text().replace(
+            "firewall_admin_sources: [198.51.100.7]", f"firewall_admin_sources: {value}"
+        )
+    )
+    found = problems(load(path), 1, {"platform_phase": 1, "grimbots_wheels_src": wheels})
+    assert found and all("firewall_admin_sources" in p for p in found), found
+    assert any(expected in p for p in found), found
