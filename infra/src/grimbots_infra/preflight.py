@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from grimbots_infra import derive, guards
+from grimbots_infra.acme_checks import haproxy_acme, truthy
 
 ROOT = Path(__file__).resolve().parents[3]
 SECRET = re.compile(r"password|secret|token|tls_key", re.I)
@@ -297,7 +298,8 @@ def monitoring(inputs: Inputs) -> list[str]:
             out.append(inputs.problem(key, "must be a Prometheus duration such as 15s or 15d"))
     if not SIZE.match(str(inputs.get("monitoring_retention_size", ""))):
         out.append(inputs.problem("monitoring_retention_size", "must be a size such as 8GB"))
-    jobs = {str(j.get("name")) for j in inputs.get("monitoring_scrape_jobs", [])}
+    # blackbox: prometheus.yml.j2 probes each front door (platform_front_door) besides these.
+    jobs = {str(j.get("name")) for j in inputs.get("monitoring_scrape_jobs", [])} | {"blackbox"}
     missing = sorted(rule_jobs() - jobs)
     if missing:
         out.append(
@@ -329,7 +331,33 @@ def exporters(inputs: Inputs) -> list[str]:
 
 
 def haproxy(inputs: Inputs) -> list[str]:
-    out = []
+    out = haproxy_acme(inputs)
+    if truthy(
+        inputs.get("haproxy_backend_local", False)
+    ):  # the front door on the app host: Gunicorn
+        servers: list[str] = []  # on its loopback, nothing to check in the app group
+    else:
+        servers = _haproxy_servers(inputs, out)
+    recovery = int(inputs["haproxy_recovery_seconds"])
+    if not 1 <= recovery <= 30:
+        out.append(inputs.problem("haproxy_recovery_seconds", "must be 1 to 30 s"))
+    out += _vault_password(inputs, "haproxy_stats_password")
+    acme_only = truthy(inputs.get("haproxy_acme", False)) and not inputs.get(
+        "haproxy_tls_certificate"
+    )
+    if not truthy(inputs["haproxy_tls_selfsigned"]) and not acme_only:
+        out += guards.certificate(inputs, "haproxy_tls_certificate", "haproxy_tls_key")
+    if servers:
+        out += guards.members_private(
+            inputs, "HAProxy's backends", servers, "haproxy_backend_address"
+        )
+    for name in ("haproxy_go_rate_limit", "haproxy_go_rate_period_s", "haproxy_body_limit_bytes"):
+        if int(inputs[name]) <= 0:
+            out.append(inputs.problem(name, "must be above 0"))
+    return out
+
+
+def _haproxy_servers(inputs: Inputs, out: list[str]) -> list[str]:
     group = inputs["haproxy_backend_group"]
     servers = list(inputs["groups"].get(group, []))
     if not servers:
@@ -343,17 +371,7 @@ def haproxy(inputs: Inputs) -> list[str]:
                 "haproxy_backend_group", f"each app node needs its own address: {addresses}"
             )
         )
-    recovery = int(inputs["haproxy_recovery_seconds"])
-    if not 1 <= recovery <= 30:
-        out.append(inputs.problem("haproxy_recovery_seconds", "must be 1 to 30 s"))
-    out += _vault_password(inputs, "haproxy_stats_password")
-    if not bool(inputs["haproxy_tls_selfsigned"]):
-        out += guards.certificate(inputs, "haproxy_tls_certificate", "haproxy_tls_key")
-    out += guards.members_private(inputs, "HAProxy's backends", servers, "haproxy_backend_address")
-    for name in ("haproxy_go_rate_limit", "haproxy_go_rate_period_s", "haproxy_body_limit_bytes"):
-        if int(inputs[name]) <= 0:
-            out.append(inputs.problem(name, "must be above 0"))
-    return out
+    return servers
 
 
 def redis_cluster(inputs: Inputs) -> list[str]:
