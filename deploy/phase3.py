@@ -17,7 +17,8 @@ from pathlib import Path
 from pyinfra import host, local
 
 from grimbots_infra import apply
-from grimbots_infra.pyinfra_ops import barrier, due, host_step, host_vars, require_phase, wait
+from grimbots_infra.front_door import haproxy
+from grimbots_infra.pyinfra_ops import barrier, host_step, host_vars, require_phase, wait
 
 LB_ROLES = ("common", "haproxy")
 REDIS_ROLES = ("common", "redis_cluster", "queue_redis")
@@ -26,29 +27,6 @@ REDIS_ROLES = ("common", "redis_cluster", "queue_redis")
 def common(variables) -> None:
     apply.install("common", variables)
     apply.service("common", variables, apply.configure("common", variables))
-
-
-def haproxy(variables) -> None:
-    apply.install("haproxy", variables)
-    extra, due_now = {}, []
-    if variables["haproxy_tls_selfsigned"]:
-        args = shlex.join(
-            [
-                variables["haproxy_tls_dir"],
-                str(variables["haproxy_tls_selfsigned_days"]),
-                *variables["haproxy_tls_names"],
-            ]
-        )
-        helper = f"{variables['haproxy_lib_dir']}/haproxy-selfsigned-cert"
-        if due(f"{helper} --check {args}"):
-            due_now.append("reload-haproxy")
-        op = host_step(
-            name="Make the lab CA and a certificate signed by it, when none is valid for the names",
-            command=f"{helper} {args}",
-            check=f"{helper} --check {args}",
-        )
-        extra["reload-haproxy"] = [op]
-    apply.service("haproxy", variables, apply.configure("haproxy", variables, due_now), extra)
 
 
 def redis_cluster(variables) -> None:

@@ -26,7 +26,7 @@ ROLE_GROUPS = {
     "common": ("app", "db", "lb", "redis", "monitoring"),
     "app": ("app",),
     "patroni": ("db",),
-    "haproxy": ("lb",),
+    "haproxy": ("lb", "app"),  # the front door: the first app host in phases 1-2
     "redis_cluster": ("redis",),
     "queue_redis": ("redis",),
     "exporters": ("app", "db", "lb", "redis", "monitoring"),
@@ -105,7 +105,11 @@ def preflight_plan(inventory: Inventory, phase: int) -> list[tuple[str, tuple[st
     """(host, roles) of playbooks/phase<phase>.yml's first play (and phase 1's, which phases 2
     and 3 import): the app on the first app host until phase 3, then on every one."""
     app = inventory.group("app")
-    apps = [(h, ("common", "app")) for h in (app if phase >= 3 else app[:1])]
+    door = inventory.vars(app[0], {"platform_phase": phase})["platform_front_door"]
+    apps = [
+        (h, ("common", "haproxy", "app") if h in door else ("common", "app"))
+        for h in (app if phase >= 3 else app[:1])
+    ]
     group = inventory.group
     if phase == 1:
         return apps
