@@ -16,7 +16,7 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.operations import files
 
-from grimbots_infra import apply, derive
+from grimbots_infra import apply, derive, roles
 from grimbots_infra.pyinfra_ops import fact, host_step, host_vars, require_phase, wait
 
 ROLES = ("common", "firewall", "app")
@@ -116,4 +116,6 @@ if "app" in host.groups:
     variables = host_vars(ROLES)
     if int(variables["platform_phase"]) >= 3 or host.name == variables["platform_first_app_host"]:
         common(variables)
+        if host.name in variables["platform_front_door"]:  # phases 1-2: TLS on this host
+            roles.pyinfra_steps("haproxy").apply_role(host_vars(("common", "haproxy")))
         app(variables)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from pyinfra import host, local
 
-from grimbots_infra import apply
-from grimbots_infra.pyinfra_ops import barrier, due, host_step, host_vars, require_phase, wait
+from grimbots_infra import apply, roles
+from grimbots_infra.pyinfra_ops import barrier, host_step, host_vars, require_phase, wait
 
 LB_ROLES = ("common", "firewall", "haproxy")
 REDIS_ROLES = ("common", "firewall", "redis_cluster", "queue_redis")
@@ -28,29 +28,6 @@ def common(variables) -> None:
     apply.service("common", variables, apply.configure("common", variables))
     apply.install("firewall", variables)
     apply.service("firewall", variables, apply.configure("firewall", variables))
-
-
-def haproxy(variables) -> None:
-    apply.install("haproxy", variables)
-    extra, due_now = {}, []
-    if variables["haproxy_tls_selfsigned"]:
-        args = shlex.join(
-            [
-                variables["haproxy_tls_dir"],
-                str(variables["haproxy_tls_selfsigned_days"]),
-                *variables["haproxy_tls_names"],
-            ]
-        )
-        helper = f"{variables['haproxy_lib_dir']}/haproxy-selfsigned-cert"
-        if due(f"{helper} --check {args}"):
-            due_now.append("reload-haproxy")
-        op = host_step(
-            name="Make the lab CA and a certificate signed by it, when none is valid for the names",
-            command=f"{helper} {args}",
-            check=f"{helper} --check {args}",
-        )
-        extra["reload-haproxy"] = [op]
-    apply.service("haproxy", variables, apply.configure("haproxy", variables, due_now), extra)
 
 
 def redis_cluster(variables) -> None:
@@ -98,9 +75,9 @@ if "redis" in host.groups:
     redis_cluster_create(redis_variables)
     queue_redis(redis_variables)
 if "lb" in host.groups:
-    _v = host_vars(LB_ROLES)
-    common(_v)
-    haproxy(_v)
+    lb_variables = host_vars(LB_ROLES)
+    common(lb_variables)
+    roles.pyinfra_steps("haproxy").apply_role(lb_variables)
 barrier(name="The Redis hosts and HAProxy are ready before the app moves onto them")
 if "app" in host.groups:
     local.include(str(Path(__file__).with_name("phase1.py")))

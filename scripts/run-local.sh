@@ -57,7 +57,7 @@ stop() {
 trap stop EXIT
 trap 'exit 130' INT TERM
 if [[ $TELEGRAM_API_BASE == "http://127.0.0.1:$TG_PORT" ]]; then
-  "$BIN/python" tools/fake_telegram/fake_telegram.py --host 127.0.0.1 --port "$TG_PORT" &
+  "$BIN/python" tools/fake_telegram/fake_telegram.py --host 127.0.0.1 --port "$TG_PORT" --allow-http-webhooks &
   pids+=($!)
 fi
 for queue in tasks gateway webhook; do

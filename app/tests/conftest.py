@@ -78,6 +78,8 @@ def make_settings(database_url: str, telegram_base: str = "http://127.0.0.1:9", 
         "GRIMBOTS_DATABASE_URL": database_url,
         "GRIMBOTS_REDIS_URL": REDIS_URL,
         "TELEGRAM_API_BASE": telegram_base,
+        # Telegram calls webhooks over https on 443 (the fake refuses anything else).
+        "GRIMBOTS_PUBLIC_URL": "https://bots.example.test",
         "GRIMBOTS_GATEWAY_SECRETS": f"sandbox:{GATEWAY_SECRET}",
         "GRIMBOTS_TELEGRAM_MAX_RETRIES": "3",
         "GRIMBOTS_TELEGRAM_TIMEOUT": "2",

@@ -26,7 +26,7 @@ ROLE_GROUPS = {
     "common": ("app", "db", "lb", "redis", "monitoring"),
     "app": ("app",),
     "patroni": ("db",),
-    "haproxy": ("lb",),
+    "haproxy": ("lb", "app"),  # the front door: the first app host in phases 1-2
     "redis_cluster": ("redis",),
     "queue_redis": ("redis",),
     "exporters": ("app", "db", "lb", "redis", "monitoring"),

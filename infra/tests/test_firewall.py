@@ -70,6 +70,14 @@ def test_the_app_port_faces_the_internet_in_phases_1_and_2_only(production, whee
     ]
 
 
+def test_https_faces_the_internet_on_the_front_door_wherever_it_runs(production, wheels):
+    door = ["meta l4proto tcp tcp dport { 80, 443 } accept"]
+    assert accepts(ruleset(production, "app1.example.net", 1, wheels), 443) == door
+    assert accepts(ruleset(production, "app2.example.net", 3, wheels), 443) == []
+    assert accepts(ruleset(production, "app1.example.net", 3, wheels), 443) == []
+    assert accepts(ruleset(production, "lb1.example.net", 3, wheels), 443) == door
+
+
 def test_ssh_is_open_only_to_the_admin_sources(production, wheels):
     text = ruleset(production, "redis1.example.net", 4, wheels)
     assert accepts(text, 22) == [

@@ -40,7 +40,8 @@ def lab() -> Inventory:
 
 @pytest.fixture(scope="module")
 def mon(lab):
-    return lab.vars(lab.group("monitoring")[0])
+    # Monitoring is phase 4's: render at that phase (the front doors are the lb hosts then).
+    return lab.vars(lab.group("monitoring")[0], {"platform_phase": 4})
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,9 @@ def _targets(job: dict) -> dict[str, list[str]]:
 
 def test_every_job_lists_every_host_of_its_groups_at_the_contracts_port(lab, mon, prometheus_yml):
     jobs = {j["job_name"]: j for j in prometheus_yml["scrape_configs"]}
-    assert set(jobs) == set(EXPECTED_JOBS)
+    # blackbox: the front doors' HTTPS (phase 4: lb1), for the certificates' expiry.
+    assert set(jobs) == set(EXPECTED_JOBS) | {"blackbox"}
+    assert _targets(jobs["blackbox"]) == {"lb1": ["https://10.77.0.10:443/"]}
     ports = mon["platform_ports"]
     for name, groups in EXPECTED_JOBS.items():
         hosts = [h for g in groups for h in lab.group(g)]

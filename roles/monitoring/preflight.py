@@ -39,7 +39,8 @@ def check(inputs: Inputs) -> list[str]:
             out.append(inputs.problem(key, "must be a Prometheus duration such as 15s or 15d"))
     if not SIZE.match(str(inputs.get("monitoring_retention_size", ""))):
         out.append(inputs.problem("monitoring_retention_size", "must be a size such as 8GB"))
-    jobs = {str(j.get("name")) for j in inputs.get("monitoring_scrape_jobs", [])}
+    # blackbox: prometheus.yml.j2 probes each front door (platform_front_door) besides these.
+    jobs = {str(j.get("name")) for j in inputs.get("monitoring_scrape_jobs", [])} | {"blackbox"}
     missing = sorted(rule_jobs() - jobs)
     if missing:
         out.append(

@@ -71,8 +71,8 @@ def listeners(host: str) -> list[tuple[str, int]]:
 
 def rules_of(lab, host: str) -> list[dict]:
     v = lab.vars(host)
-    names = ("platform_groups", "groups", "hostvars", "platform_phase", "firewall_ports",
-             "firewall_admin_sources", "firewall_admin_all_ports")  # fmt: skip
+    names = ("platform_groups", "groups", "hostvars", "platform_phase", "platform_front_door",
+             "firewall_ports", "firewall_admin_sources", "firewall_admin_all_ports")  # fmt: skip
     variables = {n: v[n] for n in names}
     return firewall.rules(v["firewall_flows"], host, v["group_names"], variables)
 

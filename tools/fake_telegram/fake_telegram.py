@@ -19,6 +19,8 @@ HTTP surface (the contract in docs/contracts.md):
                                          "chat_id", "token", "delay", "description"}
   GET      /_faults, DELETE /_faults     list / drop pending faults
   POST     /_bots                        {"token": .., "username": ..} set getMe's username
+  POST     /_updates                     {"token": .., "update": {..}} deliver to the bot's webhook
+  GET      /_deliveries?token=           every delivery attempt (status, ok, error), JSON list
   GET      /_health                      {"ok": true, ...}
 """
 
@@ -35,6 +37,8 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from webhook_delivery import Deliveries, WebhookRefused, check_certificate, check_url
 
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
@@ -156,8 +160,8 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
             continue
         payload = part.get_payload(decode=True) or b""
         filename = part.get_filename()
-        if filename:
-            params[name] = {"filename": filename, "size": len(payload)}
+        if filename:  # the bytes stay out of the recorded calls (_record drops "data")
+            params[name] = {"filename": filename, "size": len(payload), "data": payload}
         else:
             params[name] = payload.decode("utf-8", "replace")
     return params
@@ -173,6 +177,10 @@ class FakeTelegram:
         usernames: dict[str, str] | None = None,
         max_calls: int = 500_000,
         verbose: bool = False,
+        ca_file: str | None = None,
+        allow_http_webhooks: bool = False,
+        retry_delay: float = 1.0,
+        connect_to: dict[str, str] | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self._calls: deque[dict[str, Any]] = deque(maxlen=max_calls)
@@ -184,6 +192,9 @@ class FakeTelegram:
         self._webhooks: dict[str, dict[str, Any]] = {}
         self._usernames: dict[str, str] = dict(usernames or {})
         self.verbose = verbose
+        # Test-only: accept http:// webhooks (labs whose app has no TLS yet). Off by default.
+        self.allow_http_webhooks = allow_http_webhooks
+        self.deliveries = Deliveries(self.webhook, ca_file, retry_delay, connect_to=connect_to)
         self._server = _Server((host, port), _make_handler(self))
         self._thread: threading.Thread | None = None
 
@@ -218,6 +229,7 @@ class FakeTelegram:
 
     def stop(self) -> None:
         """Stop serving and free the port; safe to call on a server that never started."""
+        self.deliveries.stop()
         if self._thread is not None:
             self._server.shutdown()  # waits for serve_forever: only when it runs
             self._thread.join(timeout=5)
@@ -333,6 +345,10 @@ class FakeTelegram:
             hook = self._webhooks.get(token)
             return dict(hook) if hook else None
 
+    def push_update(self, token: str, update: dict[str, Any]) -> int:
+        """Deliver an update to the bot's webhook as Telegram does (HTTPS, verified, retried)."""
+        return self.deliveries.push(token, update)
+
     # -- the API -----------------------------------------------------------------------------
     def handle(self, token: str, method_raw: str, params: dict[str, Any]) -> tuple[int, dict]:
         """Answer one Bot API call and record it. Returns (HTTP status, JSON body)."""
@@ -411,6 +427,10 @@ class FakeTelegram:
         self, token, method, params, status, body, message_id, fault, received=None
     ) -> None:
         chat = chat_key(params.get("chat_id"))
+        params = {
+            k: {f: x for f, x in v.items() if f != "data"} if isinstance(v, dict) else v
+            for k, v in params.items()
+        }
         with self._lock:
             self._seq += 1
             self._calls.append(
@@ -616,8 +636,17 @@ class FakeTelegram:
     def _m_setWebhook(self, token: str, params: dict[str, Any]) -> Described:
         url = str(params.get("url") or "")
         secret = params.get("secret_token")
-        if url and not url.startswith(("https://", "http://")):
-            raise bad_request("bad webhook: An HTTPS URL must be provided for webhook")
+        certificate = None
+        try:
+            if url:
+                check_url(url, self.allow_http_webhooks)
+            upload = params.get("certificate")
+            if upload not in (None, ""):
+                if not isinstance(upload, dict):  # Telegram takes an upload only, no file_id
+                    raise WebhookRefused("bad webhook: Failed to set custom certificate file")
+                certificate = check_certificate(upload.get("data") or b"")
+        except WebhookRefused as exc:
+            raise bad_request(str(exc)) from None
         if secret is not None and secret != "" and not SECRET_TOKEN_RE.match(str(secret)):
             raise bad_request("secret token contains unallowed characters")
         with self._lock:
@@ -628,23 +657,32 @@ class FakeTelegram:
                     "allowed_updates": _maybe_json(params.get("allowed_updates")),
                     "max_connections": int(params.get("max_connections") or 40),
                     "set_at": int(time.time()),
+                    # The uploaded certificate, then the only one trusted for this webhook.
+                    "certificate": certificate,
                 }
             else:
                 self._webhooks.pop(token, None)
+        if str(params.get("drop_pending_updates")).lower() == "true":
+            self.deliveries.forget(token)
         return Described(True, "Webhook was set" if url else "Webhook was deleted")
 
     def _m_deleteWebhook(self, token: str, params: dict[str, Any]) -> Described:
         with self._lock:
             existed = self._webhooks.pop(token, None) is not None
+        if str(params.get("drop_pending_updates")).lower() == "true":
+            self.deliveries.forget(token)
         return Described(True, "Webhook was deleted" if existed else "Webhook is already deleted")
 
     def _m_getWebhookInfo(self, token: str, params: dict[str, Any]) -> dict[str, Any]:
         hook = self.webhook(token) or {}
         info: dict[str, Any] = {
             "url": hook.get("url", ""),
-            "has_custom_certificate": False,
-            "pending_update_count": 0,
+            "has_custom_certificate": bool(hook.get("certificate")),
+            "pending_update_count": self.deliveries.pending(token),
         }
+        error = self.deliveries.last_error(token)
+        if error:
+            info["last_error_date"], info["last_error_message"] = error
         if hook:
             info["max_connections"] = hook["max_connections"]
             if hook.get("allowed_updates"):
@@ -791,6 +829,14 @@ def _make_handler(fake: FakeTelegram) -> type[BaseHTTPRequestHandler]:
                 self._body()
                 fake.clear_faults()
                 self._send(200, {"ok": True})
+            elif path == "/_updates" and verb == "POST":
+                spec = self._json_body()
+                if not spec.get("token") or not isinstance(spec.get("update"), dict):
+                    raise bad_request("token and update (an object) are required")
+                update_id = fake.push_update(str(spec["token"]), spec["update"])
+                self._send(200, {"ok": True, "update_id": update_id})
+            elif path == "/_deliveries" and verb == "GET":
+                self._send(200, fake.deliveries.attempts(q.get("token") or None))
             elif path == "/_bots" and verb == "POST":
                 spec = self._json_body()
                 if not spec.get("token") or not spec.get("username"):
@@ -831,9 +877,34 @@ def main(argv: list[str] | None = None) -> None:
         help="calls kept in memory (oldest dropped; counts stay exact)",
     )
     parser.add_argument("--verbose", action="store_true", help="log every request")
+    parser.add_argument(
+        "--ca-file",
+        default=None,
+        help="CA bundle webhook certificates are verified against (default: the system's)",
+    )
+    parser.add_argument(
+        "--allow-http-webhooks",
+        action="store_true",
+        help="TEST ONLY: accept http:// webhook URLs on any port (Telegram never does)",
+    )
+    parser.add_argument(
+        "--retry-delay",
+        type=float,
+        default=1.0,
+        help="first pause before a failed delivery is retried",
+    )
     args = parser.parse_args(argv)
     usernames = dict(item.split("=", 1) for item in args.username if "=" in item)
-    fake = FakeTelegram(args.host, args.port, usernames, args.max_calls, args.verbose)
+    fake = FakeTelegram(
+        args.host,
+        args.port,
+        usernames,
+        args.max_calls,
+        args.verbose,
+        args.ca_file,
+        args.allow_http_webhooks,
+        args.retry_delay,
+    )
     print(f"fake Telegram Bot API listening on {fake.base_url}", flush=True)
     try:
         fake.serve_forever()

@@ -108,6 +108,9 @@ class Settings:
     telegram_chat_rate: int = 1
     # Public base URL Telegram calls back (set-webhooks).
     public_url: str = "http://127.0.0.1:5000"
+    # PEM file uploaded with setWebhook (`certificate`): a self-signed certificate, the fallback
+    # for an operator without a domain (docs/https.md); "" for a publicly trusted one.
+    webhook_certificate: str = ""
     # Payment gateway HMAC secrets by gateway name.
     gateway_secrets: dict[str, str] = field(default_factory=dict)
     # Tracking token lifetime (seconds).
@@ -171,6 +174,7 @@ class Settings:
             telegram_bot_rate=_int(env, "GRIMBOTS_TELEGRAM_BOT_RATE", cls.telegram_bot_rate),
             telegram_chat_rate=_int(env, "GRIMBOTS_TELEGRAM_CHAT_RATE", cls.telegram_chat_rate),
             public_url=(env.get("GRIMBOTS_PUBLIC_URL") or cls.public_url).rstrip("/"),
+            webhook_certificate=env.get("GRIMBOTS_WEBHOOK_CERTIFICATE", ""),
             gateway_secrets=_gateway_secrets(env.get("GRIMBOTS_GATEWAY_SECRETS", "")),
             tracking_ttl=_int(env, "GRIMBOTS_TRACKING_TTL", cls.tracking_ttl),
             log_level=(env.get("GRIMBOTS_LOG_LEVEL") or cls.log_level).upper(),

@@ -12,12 +12,14 @@ never resent here. 403 means the user blocked the bot.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -357,14 +359,38 @@ def webhooks_due(settings: Settings, bot_id: int | None = None) -> list[dict]:
         except TelegramError as exc:
             due.append({**entry, "url": None, "error": exc.description})
             continue
+        custom = bool(settings.webhook_certificate)
         if info.get("url") != webhook_url(settings, bot.id):
             due.append({**entry, "url": info.get("url")})
+        elif bool(info.get("has_custom_certificate")) != custom:
+            due.append({**entry, "url": info.get("url"), "certificate": custom})
     return due
 
 
+def _upload_webhook(client: TelegramClient, token: str, payload: dict, pem: bytes) -> None:
+    """setWebhook with the certificate as a multipart upload (Telegram takes no other form)."""
+    fields = {k: json.dumps(v) if isinstance(v, list) else str(v) for k, v in payload.items()}
+    url = f"{client.base}/bot{token}/setWebhook"
+    try:
+        resp = client.session.post(
+            url,
+            data=fields,
+            files={"certificate": ("certificate.pem", pem, "application/x-pem-file")},
+            timeout=client.settings.telegram_timeout,
+        )
+    except requests.RequestException as exc:  # not chained: the URL holds the token
+        raise TransientError(0, f"connection error ({_cause(exc)})") from None
+    body = _json(resp)
+    if resp.status_code != 200 or not body.get("ok"):
+        description = str(body.get("description") or resp.reason or "error")
+        raise PermanentError(resp.status_code, description)
+
+
 def set_webhooks(settings: Settings, bot_id: int | None = None) -> list[dict]:
-    """Point each active bot's webhook at this platform, with its secret token."""
+    """Point each active bot's webhook at this platform, with its secret token (and the
+    configured self-signed certificate, uploaded, when GRIMBOTS_WEBHOOK_CERTIFICATE is set)."""
     client = get_client(settings)
+    pem = Path(settings.webhook_certificate).read_bytes() if settings.webhook_certificate else b""
     results = []
     for bot in _active_bots(settings, bot_id):
         payload = {
@@ -374,7 +400,10 @@ def set_webhooks(settings: Settings, bot_id: int | None = None) -> list[dict]:
             "max_connections": 40,
         }
         try:
-            client.call(bot.token, "setWebhook", payload, rate_limited=False)
+            if pem:
+                _upload_webhook(client, bot.token, payload, pem)
+            else:
+                client.call(bot.token, "setWebhook", payload, rate_limited=False)
             results.append({"bot_id": bot.id, "username": bot.username, "ok": True})
         except TelegramError as exc:
             results.append(

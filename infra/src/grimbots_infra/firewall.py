@@ -17,6 +17,9 @@ if TYPE_CHECKING:  # preflight imports this module
     from grimbots_infra.preflight import Inputs
 
 ANY, ADMIN, ALL = "any", "admin", "all"
+# A destination that is no group: the hosts terminating TLS (platform_front_door: the first app
+# host in phases 1-2 unless platform_front_door_on_app is false, the lb hosts from phase 3).
+FRONT_DOOR = "front_door"
 
 
 def ports(platform_ports: Mapping[str, Any], ssh_port: int | str) -> dict[str, list[int]]:
@@ -46,9 +49,12 @@ def rules(
     """The accept rules of ``host`` (in the groups ``host_groups``): one per active flow whose
     destination is one of its groups, with the sources' addresses (private, derive.address;
     empty list: any source) and the ports. ``variables``: platform_groups, groups, hostvars,
-    platform_phase, firewall_ports, firewall_admin_sources, firewall_admin_all_ports."""
+    platform_phase, platform_front_door, firewall_ports, firewall_admin_sources,
+    firewall_admin_all_ports."""
     names = variables["platform_groups"]
     mine = {kind for kind, group in names.items() if group in set(host_groups)}
+    if host in variables["platform_front_door"]:
+        mine.add(FRONT_DOOR)
     out = []
     for flow in flows:
         targets = set(_listify(flow["to"]))
@@ -122,8 +128,12 @@ def check(inputs: Inputs) -> list[str]:
     known_ports = set(inputs.get("firewall_ports", {}))
     groups = inputs.get("groups", {})
     for flow in inputs.get("firewall_flows", []):
-        for name in [flow.get("from"), *_listify(flow.get("to", []))]:
-            if name not in kinds:
+        names = [
+            (flow.get("from"), kinds),
+            *((t, kinds | {FRONT_DOOR}) for t in _listify(flow.get("to", []))),
+        ]
+        for name, known in names:
+            if name not in known:
                 out.append(
                     inputs.problem("firewall_flows", f"group {name!r} is not in platform_groups")
                 )

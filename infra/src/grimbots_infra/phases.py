@@ -39,12 +39,20 @@ def _ended(play: Mapping[str, Any], ends_host: Callable[[str], bool]) -> bool:
     return False
 
 
+def _applies(entry: str | Mapping[str, Any], holds: Callable[[str], bool]) -> bool:
+    """Whether a play's role entry applies to the host: its ``when`` (all of a list) holds."""
+    when = entry.get("when", True) if isinstance(entry, Mapping) else True
+    conditions = when if isinstance(when, list) else [when]
+    return all(c is True or holds(str(c)) for c in conditions)
+
+
 def playbook_roles(
     phase: int, group_names: Iterable[str], ends_host: Callable[[str], bool]
 ) -> list[str]:
     """The roles playbooks/phase<phase>.yml applies to a host in ``group_names``, in order: what
     its first play checks before any host changes (the playbook's plays say it once). A play
-    whose pre_tasks end the host (``ends_host`` evaluates a ``when``) applies nothing to it."""
+    whose pre_tasks end the host applies nothing to it, nor does a role whose ``when`` does not
+    hold (``ends_host`` evaluates a ``when`` for the host)."""
     groups = {"all", *group_names}
     found: list[str] = []
     for play in plays(PLAYBOOKS_DIR / f"phase{phase}.yml"):
@@ -53,7 +61,7 @@ def playbook_roles(
             continue
         for entry in play["roles"]:
             role = entry if isinstance(entry, str) else str(entry["role"])
-            if role not in found:
+            if role not in found and _applies(entry, ends_host):
                 found.append(role)
     return found
 

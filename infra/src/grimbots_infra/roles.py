@@ -1,4 +1,5 @@
-"""The roles, found by their folders: what a role checks lives in ``roles/<role>/preflight.py``.
+"""The roles, found by their folders: what a role checks lives in ``roles/<role>/preflight.py``,
+the host steps pyinfra runs besides its manifest (if any) in ``roles/<role>/pyinfra_steps.py``.
 
 A role's ``preflight.py`` exposes ``check(inputs) -> list[str]`` (every problem of one host's
 variables, empty when it may be deployed). This module loads it by path, the one way both tools
@@ -34,12 +35,14 @@ def names(roles_dir: Path = ROLES_DIR) -> tuple[str, ...]:
     )
 
 
-def module(role: str) -> ModuleType | None:
-    """``roles/<role>/preflight.py`` loaded by path (once per file), or None when it has none."""
-    path = role_dir(role) / "preflight.py"
+def module(role: str, stem: str = "preflight") -> ModuleType | None:
+    """``roles/<role>/<stem>.py`` loaded by path (once per file), or None when it has none:
+    ``preflight`` (its checks) or ``pyinfra_steps`` (host steps of a role that pyinfra runs
+    besides its manifest, in the order its Ansible tasks run them)."""
+    path = role_dir(role) / f"{stem}.py"
     if not path.is_file():
         return None
-    name = f"grimbots_role_{role}_preflight"
+    name = f"grimbots_role_{role}_{stem}"
     loaded = sys.modules.get(name)
     if loaded is not None and Path(getattr(loaded, "__file__", "")) == path:
         return loaded
@@ -49,6 +52,14 @@ def module(role: str) -> ModuleType | None:
     sys.modules[name] = loaded
     spec.loader.exec_module(loaded)
     return loaded
+
+
+def pyinfra_steps(role: str) -> ModuleType:
+    """``roles/<role>/pyinfra_steps.py``: a deploy calls its ``apply_role(variables)``."""
+    found = module(role, "pyinfra_steps")
+    if found is None:
+        raise FileNotFoundError(f"roles/{role}/pyinfra_steps.py")
+    return found
 
 
 def check(role: str) -> Callable[[Any], list[str]] | None:
