@@ -14,6 +14,7 @@ import importlib.util
 import multiprocessing as mp
 import os
 import queue
+import sys
 import tempfile
 import time
 import traceback
@@ -42,8 +43,11 @@ def expected_cost(scenario) -> int:
 
 
 def load_fake_telegram():
-    """The fake Telegram module, loaded from its file (it is a standalone tool, not a package)."""
+    """The fake Telegram module, loaded from its file (it is a standalone tool, not a package,
+    whose folder holds the modules it imports: webhook_delivery)."""
     path = ROOT / "tools" / "fake_telegram" / "fake_telegram.py"
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location("fake_telegram", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
