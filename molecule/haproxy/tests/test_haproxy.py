@@ -23,7 +23,6 @@ CA = "/etc/haproxy/certs/ca.crt"
 HTTPS = PORTS["haproxy_https"]
 BASE = f"https://lb.molecule.test:{HTTPS}"
 CURL = f"curl -s --max-time 10 --cacert {CA} --resolve lb.molecule.test:{HTTPS}:127.0.0.1"
-STATS = f"127.0.0.1:{PORTS['haproxy_stats']}"
 SOCKET = "/run/haproxy/admin.sock"
 STATS_AUTH = "stats:molecule-stats-0123456789"
 # haproxy_recovery_seconds (the default) and the derived timings at that value
@@ -114,12 +113,21 @@ def test_go_is_rate_limited_per_client(host):
     assert "429" in codes[5:]
 
 
+def _stats_address(host) -> str:
+    """Where the stats frontend listens: one address (the host's private one), never all."""
+    lines = host.check_output(f"ss -ltnH 'sport = :{PORTS['haproxy_stats']}'").splitlines()
+    (local,) = {line.split()[3] for line in lines}
+    assert not local.startswith(("0.0.0.0:", "*:", "[::]:")), local
+    return local
+
+
 def test_stats_and_prometheus_need_the_password(host):
-    unauthenticated = f"curl -s -o /dev/null -w '%{{http_code}}' {STATS}/metrics"
+    stats_at = _stats_address(host)
+    unauthenticated = f"curl -s -o /dev/null -w '%{{http_code}}' {stats_at}/metrics"
     assert host.check_output(unauthenticated) == "401"
-    metrics = host.check_output(f"curl -sf -u {STATS_AUTH} {STATS}/metrics")
+    metrics = host.check_output(f"curl -sf -u {STATS_AUTH} {stats_at}/metrics")
     assert 'haproxy_server_status{proxy="app",server="app1",state="UP"} 1' in metrics
-    stats = host.run(f"curl -sf -u {STATS_AUTH} -o /dev/null {STATS}/stats")
+    stats = host.run(f"curl -sf -u {STATS_AUTH} -o /dev/null {stats_at}/stats")
     assert stats.rc == 0
 
 
