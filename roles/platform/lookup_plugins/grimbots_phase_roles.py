@@ -8,6 +8,7 @@ from __future__ import annotations
 from ansible.plugins.lookup import LookupBase
 
 from grimbots_infra import phases
+from grimbots_infra.inventory import role_dir
 
 DOCUMENTATION = """
 name: grimbots_phase_roles
@@ -24,7 +25,11 @@ options:
 
 class LookupModule(LookupBase):
     def run(self, terms, variables=None, **kwargs):
-        variables = variables or {}
+        # A play's or role's `when` may read the platform contract (platform_front_door), whose
+        # defaults are not in scope in the preflight play: layered under the host's variables,
+        # with Ansible's precedence (role defaults lowest), loaded by Ansible's own loader.
+        contract = self._loader.load_from_file(str(role_dir("platform") / "defaults" / "main.yml"))
+        variables = {**(contract or {}), **(variables or {})}
         templar = self._templar.copy_with_new_env(available_variables=variables)
         groups = variables.get("group_names", [])
         return [r for term in terms for r in phases.host_roles(int(term), groups, templar)]
