@@ -9,13 +9,15 @@ import ipaddress
 import re
 from typing import Any
 
+from ansible.module_utils.parsing.convert_bool import boolean
+
 from grimbots_infra import derive, guards
 from grimbots_infra.preflight import Inputs, vault_password
 
 
 def check(inputs: Inputs) -> list[str]:
     out = haproxy_acme(inputs)
-    if truthy(inputs.get("haproxy_backend_local", False)):
+    if boolean(inputs.get("haproxy_backend_local", False), strict=False):
         servers: list[str] = []  # the front door on the app host: Gunicorn on its loopback
     else:
         servers = _servers(inputs, out)
@@ -23,10 +25,10 @@ def check(inputs: Inputs) -> list[str]:
     if not 1 <= recovery <= 30:
         out.append(inputs.problem("haproxy_recovery_seconds", "must be 1 to 30 s"))
     out += vault_password(inputs, "haproxy_stats_password")
-    acme_only = truthy(inputs.get("haproxy_acme", False)) and not inputs.get(
+    acme_only = boolean(inputs.get("haproxy_acme", False), strict=False) and not inputs.get(
         "haproxy_tls_certificate"
     )
-    if not truthy(inputs["haproxy_tls_selfsigned"]) and not acme_only:
+    if not boolean(inputs["haproxy_tls_selfsigned"], strict=False) and not acme_only:
         out += guards.certificate(inputs, "haproxy_tls_certificate", "haproxy_tls_key")
     if servers:
         out += guards.members_private(
@@ -58,7 +60,7 @@ def _servers(inputs: Inputs, out: list[str]) -> list[str]:
 
 def haproxy_acme(inputs: Any) -> list[str]:
     """ACME over HTTP-01 (docs/https.md): names the CA can reach on port 80, an https directory."""
-    if not truthy(inputs.get("haproxy_acme", False)):
+    if not boolean(inputs.get("haproxy_acme", False), strict=False):
         return []
     out = []
     domains = list(inputs.get("haproxy_acme_domains") or [])
@@ -82,7 +84,3 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def truthy(value: Any) -> bool:
-    return str(value).strip().lower() in ("true", "yes", "1", "on")
