@@ -17,6 +17,9 @@ from grimbots_infra.render import render
 
 PRODUCTION = ROOT / "inventory" / "production"
 EXAMPLE_VAULT = PRODUCTION / "group_vars" / "all" / "vault.yml.example"
+# The example's control-machine address (documentation range) and the test operator's.
+EXAMPLE_ADMIN = "198.51.100.7"
+OPERATOR_ADMIN = "10.8.0.2"
 TEST_VAULT = Path(__file__).parent / "fixtures" / "production-vault.test.yml"
 # TEST ONLY: the password the test vault is encrypted with (never a real vault's).
 TEST_VAULT_PASSWORD = "TEST-ONLY-vault-password"
@@ -71,13 +74,17 @@ def example_vault() -> dict[str, Any]:
     return {**values, "vault_haproxy_tls_certificate": cert, "vault_haproxy_tls_key": key}
 
 
-def copy_production(dest: Path, edit_hosts=None) -> Path:
+def copy_production(dest: Path, edit_hosts=None, admin_source: str = OPERATOR_ADMIN) -> Path:
     """inventory/production copied to ``dest`` with the test vault encrypted as vault.yml (as an
-    operator's is) and its password file beside it; ``edit_hosts`` may rewrite hosts.yml."""
+    operator's is) and its password file beside it, and ``admin_source`` in place of the
+    example's documentation address (as docs/production.md asks the operator); ``edit_hosts``
+    may rewrite hosts.yml."""
     from ansible.constants import DEFAULT_VAULT_ID_MATCH
     from ansible.parsing.vault import VaultLib, VaultSecret
 
     shutil.copytree(PRODUCTION, dest)
+    main = dest / "group_vars" / "all" / "main.yml"
+    main.write_text(main.read_text().replace(EXAMPLE_ADMIN, admin_source))
     if edit_hosts:
         hosts = dest / "hosts.yml"
         hosts.write_text(edit_hosts(hosts.read_text()))

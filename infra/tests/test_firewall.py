@@ -8,7 +8,14 @@ import re
 
 import pytest
 import yaml
-from production_fixture import copy_production, fake_wheels, load, problems
+from production_fixture import (
+    EXAMPLE_ADMIN,
+    OPERATOR_ADMIN,
+    copy_production,
+    fake_wheels,
+    load,
+    problems,
+)
 
 from grimbots_infra import firewall
 from grimbots_infra.inventory import ROOT
@@ -81,7 +88,7 @@ def test_https_faces_the_internet_on_the_front_door_wherever_it_runs(production,
 def test_ssh_is_open_only_to_the_admin_sources(production, wheels):
     text = ruleset(production, "redis1.example.net", 4, wheels)
     assert accepts(text, 22) == [
-        "ip saddr { 198.51.100.7 } meta l4proto tcp tcp dport { 22 } accept"
+        f"ip saddr {{ {OPERATOR_ADMIN} }} meta l4proto tcp tcp dport {{ 22 }} accept"
     ]
 
 
@@ -93,16 +100,23 @@ def test_the_redis_cluster_bus_is_open_between_redis_hosts(production, wheels):
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("[]", "firewall_admin_sources=[]"), ("[not-an-address]", "'not-an-address' is not an IP")],
+    [
+        ("[]", "firewall_admin_sources=[]"),
+        ("[not-an-address]", "'not-an-address' is not an IP"),
+        ("[deploy.example.net]", "a host name is not resolved"),
+        (f"[{EXAMPLE_ADMIN}]", "is a documentation address"),
+        ("[2001:db8::7]", "is a documentation address"),
+    ],
 )
-def test_admin_sources_empty_or_not_addresses_fail_preflight_naming_them(
+def test_admin_sources_empty_not_addresses_or_the_examples_fail_preflight_naming_them(
     tmp_path, wheels, value, expected
 ):
+    """The shipped example's address too: left in place, the firewall would admit only it."""
     path = copy_production(tmp_path / "production")
     main = path / "group_vars/all/main.yml"
     main.write_text(
         main.read_text().replace(
-            "firewall_admin_sources: [198.51.100.7]", f"firewall_admin_sources: {value}"
+            f"firewall_admin_sources: [{OPERATOR_ADMIN}]", f"firewall_admin_sources: {value}"
         )
     )
     found = problems(load(path), 1, {"platform_phase": 1, "grimbots_wheels_src": wheels})

@@ -20,6 +20,12 @@ ANY, ADMIN, ALL = "any", "admin", "all"
 # A destination that is no group: the hosts terminating TLS (platform_front_door: the first app
 # host in phases 1-2 unless platform_front_door_on_app is false, the lb hosts from phase 3).
 FRONT_DOOR = "front_door"
+# Ranges reserved for documentation (RFC 5737, RFC 3849): an example inventory's admin source
+# left in place would lock the operator's real address out of SSH on every host.
+DOCUMENTATION = tuple(
+    ipaddress.ip_network(n)
+    for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+)
 
 
 def ports(platform_ports: Mapping[str, Any], ssh_port: int | str) -> dict[str, list[int]]:
@@ -121,9 +127,24 @@ def check(inputs: Inputs) -> list[str]:
         )
     for source in admin:
         try:
-            ipaddress.ip_network(str(source), strict=False)
+            network = ipaddress.ip_network(str(source), strict=False)
         except ValueError:
-            out.append(inputs.problem("firewall_admin_sources", f"{source!r} is not an IP/CIDR"))
+            out.append(
+                inputs.problem(
+                    "firewall_admin_sources",
+                    f"{source!r} is not an IP/CIDR (a host name is not resolved: the rule "
+                    "would follow whatever DNS says at deploy time)",
+                )
+            )
+            continue
+        if any(network.version == d.version and network.overlaps(d) for d in DOCUMENTATION):
+            out.append(
+                inputs.problem(
+                    "firewall_admin_sources",
+                    f"{source} is a documentation address (the example inventory's): put your "
+                    "control machine's address or range, or the firewall locks you out of SSH",
+                )
+            )
     kinds = set(inputs.get("platform_groups", {})) | {ANY, ADMIN, ALL}
     known_ports = set(inputs.get("firewall_ports", {}))
     groups = inputs.get("groups", {})
