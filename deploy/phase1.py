@@ -16,7 +16,7 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.operations import files
 
-from grimbots_infra import apply, derive, roles
+from grimbots_infra import apply, roles
 from grimbots_infra.pyinfra_ops import fact, host_step, host_vars, require_phase, wait
 
 ROLES = ("common", "firewall", "app")
@@ -71,9 +71,8 @@ def app(variables) -> None:
         command=switch_db,
         check=f"{switch_db} --check",
     )
-    migrate = f"{lib}/grimbots-migrate {variables['grimbots_data_dir']} " + derive.schema_stamp(
-        stamp, variables["grimbots_database_url"]
-    )
+    schema = roles.derived("app").schema_stamp(stamp, variables["grimbots_database_url"])
+    migrate = f"{lib}/grimbots-migrate {variables['grimbots_data_dir']} {schema}"
     host_step(
         name="Apply the database migrations (once per code and database URL)",
         command=migrate,
@@ -90,7 +89,7 @@ def app(variables) -> None:
         "app", variables, triggers, {"reload-web": [installed], "restart-workers": [installed]}
     )
     retire = f"{lib}/grimbots-retire-workers " + " ".join(
-        derive.worker_instances(variables["grimbots_workers"])
+        roles.derived("app").worker_instances(variables["grimbots_workers"])
     )
     host_step(
         name="Stop and disable worker instances the inventory no longer lists",

@@ -3,10 +3,14 @@ the configuration both tools render from the lab inventory."""
 
 import pytest
 
-from grimbots_infra import derive, preflight
+from grimbots_infra import preflight, roles
 from grimbots_infra.inventory import ROOT, Inventory
 from grimbots_infra.phases import ALL_ROLES
 from grimbots_infra.render import render
+
+haproxy = roles.derived("haproxy")
+redis_cluster = roles.derived("redis_cluster")
+queue_redis = roles.derived("queue_redis")
 
 LAB = ROOT / "inventory" / "lab"
 
@@ -18,20 +22,20 @@ def lab() -> Inventory:
 
 def test_haproxy_takes_a_dead_node_out_within_the_knob():
     for seconds in range(1, 31):
-        t = derive.haproxy_check_timings(seconds)
+        t = haproxy.haproxy_check_timings(seconds)
         assert t["fall"] >= 2 and t["rise"] >= 2
-        assert derive.haproxy_out_of_rotation_ms(seconds) <= seconds * 1000
+        assert haproxy.haproxy_out_of_rotation_ms(seconds) <= seconds * 1000
 
 
 def test_haproxy_timings_at_the_default_knob_are_round():
-    assert derive.haproxy_check_timings(3) == {
+    assert haproxy.haproxy_check_timings(3) == {
         "inter": 1200,
         "fastinter": 600,
         "fall": 2,
         "rise": 2,
         "timeout_check": 600,
     }
-    assert derive.haproxy_out_of_rotation_ms(3) == 2400
+    assert haproxy.haproxy_out_of_rotation_ms(3) == 2400
 
 
 def test_rendered_haproxy_cfg_lists_app1_to_app3_with_the_derived_checks(lab):
@@ -91,17 +95,17 @@ def test_a_short_stats_password_is_named_but_never_shown():
 
 
 def test_redis_cluster_node_timeout_leaves_time_for_the_election():
-    assert derive.redis_cluster_node_timeout_ms(8) == 4000
+    assert redis_cluster.redis_cluster_node_timeout_ms(8) == 4000
     for seconds in range(5, 31):
-        timeout_s = derive.redis_cluster_node_timeout_ms(seconds) / 1000
-        assert timeout_s + derive.REDIS_CLUSTER_ELECTION_SECONDS + 1 <= seconds
+        timeout_s = redis_cluster.redis_cluster_node_timeout_ms(seconds) / 1000
+        assert timeout_s + redis_cluster.REDIS_CLUSTER_ELECTION_SECONDS + 1 <= seconds
 
 
 def test_sentinel_timings_follow_the_queue_knob():
-    assert derive.sentinel_timings(10) == {"down_after_ms": 7000, "failover_timeout_ms": 60000}
+    assert queue_redis.sentinel_timings(10) == {"down_after_ms": 7000, "failover_timeout_ms": 60000}
     for seconds in range(4, 31):
-        t = derive.sentinel_timings(seconds)
-        assert t["down_after_ms"] / 1000 + derive.SENTINEL_FAILOVER_SECONDS <= seconds
+        t = queue_redis.sentinel_timings(seconds)
+        assert t["down_after_ms"] / 1000 + queue_redis.SENTINEL_FAILOVER_SECONDS <= seconds
 
 
 def test_rendered_redis_files_carry_the_derived_timings_and_the_first_host_as_primary(lab):

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grimbots_infra import derive, guards
+from grimbots_infra import guards, roles
 from grimbots_infra.preflight import Inputs, vault_password
 
 
 def check(inputs: Inputs) -> list[str]:
+    derived = roles.derived("app")
     out = []
     src = Path(str(inputs["grimbots_wheels_src"]))
     if not (src / ".stamp").is_file():
@@ -21,22 +22,22 @@ def check(inputs: Inputs) -> list[str]:
         out.append(f"{inputs.host}: {src} must hold exactly one grimbots-*.whl: run `make wheels`")
     workers = inputs["grimbots_workers"]
     for w in workers:
-        if w.get("queue") not in derive.KNOWN_QUEUES or int(w.get("count", 0)) <= 0:
+        if w.get("queue") not in derived.KNOWN_QUEUES or int(w.get("count", 0)) <= 0:
             out.append(
                 inputs.problem(
                     "grimbots_workers",
-                    f"entry {w} needs a queue among {', '.join(derive.KNOWN_QUEUES)} "
+                    f"entry {w} needs a queue among {', '.join(derived.KNOWN_QUEUES)} "
                     "and a count > 0",
                 )
             )
-    missing = [q for q in derive.REQUIRED_QUEUES if q not in {w.get("queue") for w in workers}]
+    missing = [q for q in derived.REQUIRED_QUEUES if q not in {w.get("queue") for w in workers}]
     if missing:
         out.append(inputs.problem("grimbots_workers", f"no worker serves {', '.join(missing)}"))
     if not 1 <= int(inputs["grimbots_restart_sec"]) <= 5:
         out.append(inputs.problem("grimbots_restart_sec", "must be 1 to 5 s (recovery under 15 s)"))
     local_redis = bool(inputs["grimbots_local_redis"])
     if local_redis:
-        needed = derive.redis_clients_needed(
+        needed = derived.redis_clients_needed(
             inputs["grimbots_web_workers"], workers, inputs["grimbots_redis_max_connections"]
         )
         if int(inputs["grimbots_redis_maxclients"]) < needed:

@@ -3,11 +3,12 @@ grimbots_infra.preflight.check (roles/platform/README.md, "A role's checks")."""
 
 from __future__ import annotations
 
-from grimbots_infra import derive, guards
+from grimbots_infra import derive, guards, roles
 from grimbots_infra.preflight import Inputs
 
 
 def check(inputs: Inputs) -> list[str]:
+    derived = roles.derived("patroni")
     out = []
     group = inputs["patroni_group"]
     members = list(inputs["groups"].get(group, []))
@@ -19,12 +20,12 @@ def check(inputs: Inputs) -> list[str]:
                 f"'{group}' has {members}",
             )
         )
-    t = derive.patroni_timings(inputs["patroni_recovery_seconds"])
-    if t["ttl"] < derive.PATRONI_MIN_TTL or t["loop_wait"] + 2 * t["retry_timeout"] > t["ttl"]:
+    t = derived.patroni_timings(inputs["patroni_recovery_seconds"])
+    if t["ttl"] < derived.PATRONI_MIN_TTL or t["loop_wait"] + 2 * t["retry_timeout"] > t["ttl"]:
         out.append(
             inputs.problem(
                 "patroni_recovery_seconds",
-                f"Patroni's ttl must be at least {derive.PATRONI_MIN_TTL} s (its documented "
+                f"Patroni's ttl must be at least {derived.PATRONI_MIN_TTL} s (its documented "
                 f"bound); gives {t}",
             )
         )

@@ -5,7 +5,7 @@ A writer on the first app host commits numbered rows through the app's own datab
 every acknowledged commit. While it runs, the leader's container is killed (`docker kill`, no
 clean stop), and later a planned switchover is made with patronictl. Both print their measured
 times; every acknowledged row must be in PostgreSQL afterwards. Writes must come back within the
-bound the recovery knob gives (grimbots_infra.derive.failover_bound: ttl + loop_wait + Patroni's
+bound the recovery knob gives (failover_bound, roles/patroni/derived.py: ttl + loop_wait + Patroni's
 member check + the app's reconnect), and the webhook intake, which needs Redis only, must accept
 every update meanwhile: each at once or, like Telegram redelivers an update that got no 2xx
 answer, on a repeat (the answers that were not 200 are printed with their times).
@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 import grimbots_lab as lab2
-from grimbots_infra import derive
+from grimbots_infra import roles
 
 WRITER = Path(__file__).resolve().parent / "failover_writer.py"
 REMOTE_WRITER = "/root/grimbots-failover-writer.py"
@@ -207,7 +207,7 @@ def test_killed_leader_is_replaced_within_the_target_and_no_acknowledged_write_i
 ):
     (old,) = lab2.leaders(healthy_cluster)
     knob = lab_db.hosts[old]["patroni_recovery_seconds"]
-    target = derive.failover_bound(knob)
+    target = roles.derived("patroni").failover_bound(knob)
     out = lab2.ssh(app1, f"{lab2.APP_CLI} seed-demo").stdout
     demo = json.loads(out[out.index("{") :])
     intake = Intake(app1, demo)

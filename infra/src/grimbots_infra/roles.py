@@ -1,5 +1,7 @@
 """The roles, found by their folders: what a role checks lives in ``roles/<role>/preflight.py``,
-the host steps pyinfra runs besides its manifest (if any) in ``roles/<role>/pyinfra_steps.py``.
+the host steps pyinfra runs besides its manifest (if any) in ``roles/<role>/pyinfra_steps.py``,
+the values it derives from its knobs (and the Jinja filters that expose them) in
+``roles/<role>/derived.py``.
 
 A role's ``preflight.py`` exposes ``check(inputs) -> list[str]`` (every problem of one host's
 variables, empty when it may be deployed). This module loads it by path, the one way both tools
@@ -37,12 +39,14 @@ def names(roles_dir: Path = ROLES_DIR) -> tuple[str, ...]:
 
 def module(role: str, stem: str = "preflight") -> ModuleType | None:
     """``roles/<role>/<stem>.py`` loaded by path (once per file), or None when it has none:
-    ``preflight`` (its checks) or ``pyinfra_steps`` (host steps of a role that pyinfra runs
-    besides its manifest, in the order its Ansible tasks run them)."""
-    path = role_dir(role) / f"{stem}.py"
+    ``preflight`` (its checks), ``pyinfra_steps`` (host steps of a role that pyinfra runs
+    besides its manifest, in the order its Ansible tasks run them) or ``derived``."""
+    return _load(role_dir(role) / f"{stem}.py", f"grimbots_role_{role}_{stem}")
+
+
+def _load(path: Path, name: str) -> ModuleType | None:
     if not path.is_file():
         return None
-    name = f"grimbots_role_{role}_{stem}"
     loaded = sys.modules.get(name)
     if loaded is not None and Path(getattr(loaded, "__file__", "")) == path:
         return loaded
@@ -66,3 +70,25 @@ def check(role: str) -> Callable[[Any], list[str]] | None:
     """The role's ``check(inputs)``, or None when the role checks nothing."""
     found = module(role)
     return getattr(found, "check", None) if found is not None else None
+
+
+def derived(role: str) -> ModuleType:
+    """``roles/<role>/derived.py``: the values the role derives from its knobs (its templates
+    read them through FILTERS; preflight, pyinfra and the tests call the functions)."""
+    found = module(role, "derived")
+    if found is None:
+        raise FileNotFoundError(f"roles/{role}/derived.py")
+    return found
+
+
+def filters(roles_dir: Path = ROLES_DIR) -> dict[str, Callable[..., Any]]:
+    """Every role's ``FILTERS`` in one mapping, for the platform role's filter plugin. Two roles
+    defining one filter name is an error: a template must not depend on which one wins."""
+    out: dict[str, Callable[..., Any]] = {}
+    for role in names(roles_dir):
+        found = _load(roles_dir / role / "derived.py", f"grimbots_role_{role}_derived")
+        for name, function in getattr(found, "FILTERS", {}).items():
+            if name in out:
+                raise ValueError(f"filter {name} is defined by two roles (roles/{role}/derived.py)")
+            out[name] = function
+    return out

@@ -26,7 +26,7 @@ CURL = f"curl -s --max-time 10 --cacert {CA} --resolve lb.molecule.test:{HTTPS}:
 SOCKET = "/run/haproxy/admin.sock"
 STATS_AUTH = "stats:molecule-stats-0123456789"
 # haproxy_recovery_seconds (the default) and the derived timings at that value
-# (grimbots_infra.derive.haproxy_check_timings): out of rotation within 2.4 s.
+# (roles/haproxy/derived.py): out of rotation within 2.4 s.
 RECOVERY_S = 3
 
 

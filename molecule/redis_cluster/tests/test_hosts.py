@@ -42,7 +42,7 @@ def test_cluster_instances_have_aof_and_the_derived_node_timeout(host):
             "appendonly",
             "yes",
         ]
-        # redis_cluster_recovery_seconds 8 -> 4000 ms (grimbots_infra.derive).
+        # redis_cluster_recovery_seconds 8 -> 4000 ms (roles/redis_cluster/derived.py).
         timeout = host.check_output(f"{AUTH} -p {port} CONFIG GET cluster-node-timeout").split()
         assert timeout == ["cluster-node-timeout", "4000"]
         nodes = host.file(f"/var/lib/redis/cluster-{port}/nodes.conf")

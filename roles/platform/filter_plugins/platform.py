@@ -1,9 +1,10 @@
-"""Derived values for the roles' templates and tasks, from grimbots_infra.derive (the same
-functions pyinfra, the preflight checks and the lab tests import)."""
+"""Derived values for the roles' templates and tasks: the ones several roles share from
+grimbots_infra.derive, each role's own from its ``roles/<role>/derived.py`` (its FILTERS), the same
+functions pyinfra, the preflight checks and the lab tests call."""
 
 from __future__ import annotations
 
-from grimbots_infra import derive, firewall
+from grimbots_infra import derive, firewall, roles
 
 
 class FilterModule:
@@ -11,17 +12,9 @@ class FilterModule:
 
     def filters(self) -> dict:
         return {
-            "grimbots_patroni_timings": derive.patroni_timings,
-            "grimbots_failover_bound": derive.failover_bound,
-            "grimbots_worker_instances": derive.worker_instances,
             "grimbots_postgres_url": derive.postgres_url,
-            "grimbots_etcd_endpoints": derive.etcd_endpoints,
-            "grimbots_schema_stamp": derive.schema_stamp,
             "grimbots_addresses": derive.addresses,
-            "grimbots_bcrypt": derive.bcrypt_hash,
-            "grimbots_haproxy_check_timings": derive.haproxy_check_timings,
-            "grimbots_redis_cluster_node_timeout_ms": derive.redis_cluster_node_timeout_ms,
-            "grimbots_sentinel_timings": derive.sentinel_timings,
             "grimbots_firewall_ports": firewall.ports,
             "grimbots_firewall_rules": firewall.rules,
+            **roles.filters(),
         }
