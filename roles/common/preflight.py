@@ -3,7 +3,7 @@ grimbots_infra.preflight.check (roles/platform/README.md, "A role's checks")."""
 
 from __future__ import annotations
 
-from grimbots_infra.preflight import Inputs
+from grimbots_infra.preflight import Inputs, vault_password
 
 
 def check(inputs: Inputs) -> list[str]:
@@ -15,4 +15,14 @@ def check(inputs: Inputs) -> list[str]:
             )
     if int(inputs["common_nofile_limit"]) < 4096:
         out.append(inputs.problem("common_nofile_limit", "must be at least 4096"))
+    out += vault_password(inputs, "common_tls_key_passphrase")
+    days, renew = int(inputs["common_tls_days"]), int(inputs["common_tls_renew_days"])
+    if not 0 < renew < days:
+        out.append(
+            inputs.problem(
+                "common_tls_renew_days",
+                f"must be above 0 and below common_tls_days ({days}): a rerun renews the "
+                "host's certificate that many days before it expires",
+            )
+        )
     return out
