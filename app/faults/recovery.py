@@ -11,10 +11,11 @@ from sqlalchemy import select
 
 from faults import outages
 from faults.scenario import LONG_RETRY_AFTER
+from grimbots import liveness
 from grimbots.models import Lead, Payment
 from grimbots.queues import QUEUE_NAMES
 from grimbots.redis_pool import queue_connection
-from grimbots.worker import enqueue_due_scheduled
+from grimbots.worker import EXCEPTION_HANDLERS, enqueue_due_scheduled
 
 # Real seconds of patience (a dead worker's job needs them; a loaded machine needs more).
 RECOVERY_WAIT = float(os.environ.get("FAULT_RECOVERY_WAIT", "120"))
@@ -72,6 +73,21 @@ class Recovery:
                 break
             if self._stuck_jobs():
                 time.sleep(2.0)  # a dead worker's job: real time must pass for it to be freed
+
+    def _liveness_meanwhile(self, seconds: int) -> None:
+        """What every live worker's liveness thread does while `seconds` pass: a killed worker's
+        alive key runs out, and its started jobs go back to RQ (a retry runs at once), about
+        15-25 s after the kill. Without it a killed job waited for recovery, however much
+        scenario time passed, and a lead paid a charge whose PIX code was never sent."""
+        if seconds < liveness.ALIVE_TTL + liveness.REAP_EVERY:
+            return
+        for key in self.r.scan_iter(match=liveness.alive_key("*"), count=1000):
+            if 0 < self.r.pttl(key) <= seconds * 1000:
+                self.r.delete(key)
+        try:
+            liveness.reap_orphans(self.rq, QUEUE_NAMES, EXCEPTION_HANDLERS)
+        except Exception as exc:
+            self.notes.append(f"liveness reaper failed: {type(exc).__name__}: {exc}")
 
     def _maintenance(self) -> None:
         """What live workers do on their own: RQ's registry maintenance, the app's reconcilers."""
