@@ -1,7 +1,9 @@
 """The fault suite's "time passes" step does what live workers do meanwhile: a killed worker's
 job runs again (its liveness threads reap it in 15-25 s), so a scenario never leaves it for the
 final recovery while minutes of scenario time pass (seed 20261130 index 139: a PIX code whose
-job died with its worker, never sent before the lead paid 600 s later, then cancelled)."""
+job died with its worker, never sent before the lead paid 600 s later, then cancelled). And
+recovery waits for an update's job a killed worker popped into no list (the same scenario, now
+and then: its /start's welcome never sent), which the intake reconciler puts back."""
 
 from __future__ import annotations
 
@@ -65,3 +67,21 @@ def test_a_live_workers_job_is_left_alone_when_little_time_passes(settings, redi
 
     assert redis_client.get("slow_jobs:killed:runs") is None
     assert job.id in Queue(queues.GATEWAY, connection=conn).started_job_registry.get_job_ids()
+
+
+def test_recovery_waits_while_an_accepted_updates_job_is_lost(settings, redis_client):
+    """A worker killed between popping an intake job and starting it: the job is in no list,
+    and only the intake reconciler, a minute later in real time, puts it back."""
+    conn = queues.queue_connection()
+    queue = Queue(queues.WEBHOOK, connection=conn)
+    queue.enqueue("tests.slow_jobs.record", "update", job_id="tg-1-149002")
+    run = _bare_run(redis_client)
+    run.updates, run.payment_posts, run.campaigns, run.pay_wanted = [], {}, [], set()
+    assert not run._quiet()  # queued
+
+    conn.lpop(queue.key)  # the killed worker's BLPOP took it
+
+    assert not run._quiet()
+    conn.rpush(queue.key, "tg-1-149002")  # what intake.requeue_lost does
+    SimpleWorker([queue], connection=conn).work(burst=True)
+    assert run._quiet()
