@@ -419,11 +419,13 @@ class ScenarioRun(Recovery, WorkerProcesses, SellerSide):
 
     def _later(self, seconds: int, everything: bool = False) -> None:
         """Time passes: the work queued now runs under this step's faults; then, with the faults
-        over, the jobs that come due within `seconds` (RQ retries, downsells) run, in as many
-        rounds as they need; then short-lived Redis keys and the database's timestamps age by
-        `seconds`. With `everything`, every scheduled job runs (recovery: time goes on)."""
+        over, a killed worker's jobs run again (live workers' liveness threads reap them) and the
+        jobs that come due within `seconds` (RQ retries, downsells) run, in as many rounds as
+        they need; then short-lived Redis keys and the database's timestamps age by `seconds`.
+        With `everything`, every scheduled job runs (recovery: time goes on)."""
         self._drain()
         self._disarm()
+        self._liveness_meanwhile(seconds)
         for _ in range(3):  # a worker that died is restarted, like systemd does
             if not self._queued():
                 break

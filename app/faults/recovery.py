@@ -7,14 +7,16 @@ import os
 import time
 
 from rq import Queue, SimpleWorker
+from rq.job import Job
 from sqlalchemy import select
 
 from faults import outages
 from faults.scenario import LONG_RETRY_AFTER
+from grimbots import liveness
 from grimbots.models import Lead, Payment
-from grimbots.queues import QUEUE_NAMES
+from grimbots.queues import QUEUE_NAMES, WEBHOOK
 from grimbots.redis_pool import queue_connection
-from grimbots.worker import enqueue_due_scheduled
+from grimbots.worker import EXCEPTION_HANDLERS, enqueue_due_scheduled
 
 # Real seconds of patience (a dead worker's job needs them; a loaded machine needs more).
 RECOVERY_WAIT = float(os.environ.get("FAULT_RECOVERY_WAIT", "120"))
@@ -70,8 +72,23 @@ class Recovery:
             if time.monotonic() > deadline or rounds > 60:
                 self.notes.append(f"recovery did not get quiet in {RECOVERY_WAIT:.0f} s")
                 break
-            if self._stuck_jobs():
+            if self._stuck_jobs() or self._lost_updates():
                 time.sleep(2.0)  # a dead worker's job: real time must pass for it to be freed
+
+    def _liveness_meanwhile(self, seconds: int) -> None:
+        """What every live worker's liveness thread does while `seconds` pass: a killed worker's
+        alive key runs out, and its started jobs go back to RQ (a retry runs at once), about
+        15-25 s after the kill. Without it a killed job waited for recovery, however much
+        scenario time passed, and a lead paid a charge whose PIX code was never sent."""
+        if seconds < liveness.ALIVE_TTL + liveness.REAP_EVERY:
+            return
+        for key in self.r.scan_iter(match=liveness.alive_key("*"), count=1000):
+            if 0 < self.r.pttl(key) <= seconds * 1000:
+                self.r.delete(key)
+        try:
+            liveness.reap_orphans(self.rq, QUEUE_NAMES, EXCEPTION_HANDLERS)
+        except Exception as exc:
+            self.notes.append(f"liveness reaper failed: {type(exc).__name__}: {exc}")
 
     def _maintenance(self) -> None:
         """What live workers do on their own: RQ's registry maintenance, the app's reconcilers."""
@@ -98,8 +115,26 @@ class Recovery:
         conn = self.rq
         return sum(Queue(n, connection=conn).started_job_registry.count for n in QUEUE_NAMES)
 
+    def _lost_updates(self) -> int:
+        """Accepted updates whose job a killed worker popped into nowhere: still `queued`, yet
+        neither in the webhook queue nor started. The intake reconciler puts them back once they
+        are a minute old in real time (RQ's job hashes do not age with scenario time), so
+        recovery waits for that instead of ending with the update never processed."""
+        conn = self.rq
+        queue = Queue(WEBHOOK, connection=conn)
+        present = set(conn.lrange(queue.key, 0, -1))
+        started = conn.zrange(queue.started_job_registry.key, 0, -1)
+        present |= {entry.split(b":", 1)[0] for entry in started}
+        lost = 0
+        for key in conn.scan_iter(match=Job.redis_job_namespace_prefix + "tg-*", count=1000):
+            job_id = key.removeprefix(Job.redis_job_namespace_prefix.encode())
+            if b":" in job_id or job_id in present:
+                continue  # a job's side key, or a job RQ still holds
+            lost += conn.hget(key, "status") == b"queued"
+        return lost
+
     def _quiet(self) -> bool:
-        if self._refused_updates():
+        if self._refused_updates() or self._lost_updates():
             return False
         if any(not p["ok"] and len(p["answers"]) <= MAX_REDELIVERIES
                for p in self.payment_posts.values()):  # fmt: skip
