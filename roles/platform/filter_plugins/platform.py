@@ -3,7 +3,15 @@ functions pyinfra, the preflight checks and the lab tests import)."""
 
 from __future__ import annotations
 
+import posixpath
+
 from grimbots_infra import derive, firewall
+
+
+def preseed_directories(items: list[dict]) -> list[dict]:
+    """The directories of a manifest's preseed files (root's, 0755), for grimbots_files."""
+    paths = dict.fromkeys(posixpath.dirname(str(i["dest"])) for i in items)
+    return [{"path": p, "owner": "root", "group": "root", "mode": "0755"} for p in paths]
 
 
 class FilterModule:
@@ -24,4 +32,5 @@ class FilterModule:
             "grimbots_sentinel_timings": derive.sentinel_timings,
             "grimbots_firewall_ports": firewall.ports,
             "grimbots_firewall_rules": firewall.rules,
+            "grimbots_preseed_directories": preseed_directories,
         }
