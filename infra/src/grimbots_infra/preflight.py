@@ -18,7 +18,7 @@ from typing import Any
 from grimbots_infra import guards, roles
 
 ROOT = Path(__file__).resolve().parents[3]
-SECRET = re.compile(r"password|secret|token|tls_key", re.I)
+SECRET = re.compile(r"password|secret|token|tls_key|cipher_pass", re.I)
 # Variables a value names plainly, "{{ vault_x }}" (followed to name the vault's key).
 REFERENCES = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 PASSWORD_CHARS = re.compile(r"^[A-Za-z0-9+/=_.~-]+$")
