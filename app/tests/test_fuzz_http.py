@@ -22,7 +22,7 @@ import time
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from schemathesis.generation import GenerationMode
 
@@ -250,6 +250,14 @@ def test_no_generated_request_gets_a_5xx(world, operation, mode):
             headers.update(_credentials(world, path, body or b""))
         _send(world, case.method.upper(), path, body, headers, case.query or None)
 
+    if operation.path.startswith("/webhook/payment/") and real_ids:
+        # One signed event to the real gateway first, then the generated cases: 20 draws of
+        # {random or real gateway} x {signed or not} missed "real and signed" now and then in
+        # full-suite runs (the same seed gives 3 in a run of this file).
+        event = {"txid": "SBXFUZZ0", "status": "paid", "amount_cents": 100}
+        run = example(
+            case=operation.Case(path_parameters=real_ids, body=event), authenticated=True
+        )(run)
     FIGURES["operations"] += 1
     signed_before = FIGURES["signed_payments"]
     run()
