@@ -323,3 +323,50 @@ def test_an_answer_proving_non_delivery_puts_the_row_back_to_pending(bot, fake_t
         outbox.send(bot, 7012, "k-429-mark", "sendMessage", {"text": "x"})
     assert row(db, "k-429-mark").status == "pending"
     assert row(db, "k-429-mark").claimed_at is None
+
+
+class _ExpiringLocks:
+    """The state Redis, where every lock a SET NX finds held expires right after that refusal
+    (a job stalled between two commands on a loaded machine, or a lock reaching its TTL)."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def set(self, name, value, *args, nx=False, **kwargs):
+        taken = self._client.set(name, value, *args, nx=nx, **kwargs)
+        if nx and not taken:
+            self._client.delete(name)
+        return taken
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def test_a_retried_welcome_is_sent_when_its_own_send_lock_expires_during_the_check(
+    bot, fake_tg, db, monkeypatch
+):
+    """A /start's welcome retried under 429 holds meets its own send lock, taken by its first
+    attempt; that lock lapsing between "taken?" and "by whom?" must not make the welcome a
+    twin of itself (seed 20261207 #53: the second /start's welcome ended "suppressed")."""
+    key, payload = f"welcome:{bot.id}:85:1796659091530", {"text": "Bem-vindo!"}
+    fail_once(monkeypatch, telegram.RateLimiter, "acquire", redis.ConnectionError("held"))
+    with pytest.raises(redis.ConnectionError):
+        outbox.send(bot, 7030, key, "sendMessage", payload)
+    expiring = _ExpiringLocks(outbox.dedup.state())
+    monkeypatch.setattr(outbox.dedup, "state", lambda: expiring)
+    assert outbox.send(bot, 7030, key, "sendMessage", payload) == outbox.SENT
+    assert row(db, key).status == "sent"
+    assert len(fake_tg.sent(chat_id=7030)) == 1
+
+
+def test_a_retried_start_is_not_throttled_when_its_own_lock_expires_during_the_check(
+    bot, monkeypatch
+):
+    """Layer 4 likewise: a retried /start job passes its own last-start lock, even one that
+    lapses between the commands that check it; another /start is still throttled."""
+    assert outbox.dedup.last_start_throttle(bot.id, 7031, 501)
+    expiring = _ExpiringLocks(outbox.dedup.state())
+    monkeypatch.setattr(outbox.dedup, "state", lambda: expiring)
+    assert outbox.dedup.last_start_throttle(bot.id, 7031, 501)
+    monkeypatch.undo()
+    assert not outbox.dedup.last_start_throttle(bot.id, 7031, 502)

@@ -47,16 +47,32 @@ def intake_locks(bot_id: int, update_id: int, content: tuple | None, start_chat:
     return locks
 
 
+# Layers 4-6 in one step: take the lock, or find it held by the same owner. One script, not
+# SET NX then GET: a lock lapsing between the two would read as held by nobody, so a retried
+# job (a welcome under 429 holds) would be taken for a twin of itself and never sent.
+_TAKE_OR_OWN = """
+local held = redis.call('GET', KEYS[1])
+if not held then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return 1
+end
+if held == ARGV[1] then return 1 end
+return 0
+"""
+
+
+def _take_or_own(key: str, owner: str, ttl: int) -> bool:
+    """True when the lock was free (now `owner`'s, for `ttl` seconds) or is `owner`'s already."""
+    return bool(state().register_script(_TAKE_OR_OWN)(keys=[key], args=[owner, ttl]))
+
+
 def last_start_throttle(bot_id: int, chat_id: int, update_id: int) -> bool:
     """Layer 4: True when this /start may run (no other /start of the chat in the last 5 s).
 
     The value is the update id, so a retried job of the same update is not throttled by itself.
     """
-    client = state()
     key = f"gb:{bot_tag(bot_id)}:laststart:{chat_id}"
-    if client.set(key, str(update_id), nx=True, ex=LAST_START_TTL):
-        return True
-    if client.get(key) == str(update_id):
+    if _take_or_own(key, str(update_id), LAST_START_TTL):
         return True
     metrics.DUPLICATES.labels(LAYER_LAST_START).inc()
     return False
@@ -68,14 +84,11 @@ def send_lock(bot_id: int, chat_id: int, payload_digest: str, idempotency_key: s
     Keyed by chat and content, valued by the outbox idempotency key: the same logical message
     retried (same key) passes, a twin produced by another path (other key) is stopped.
     """
-    client = state()
     kind, ttl, layer = (
         ("m", MEDIA_SEND_TTL, LAYER_MEDIA) if media else ("t", TEXT_SEND_TTL, LAYER_TEXT)
     )
     key = f"gb:{bot_tag(bot_id)}:send{kind}:{chat_id}:{payload_digest}"
-    if client.set(key, idempotency_key, nx=True, ex=ttl):
-        return True
-    if client.get(key) == idempotency_key:
+    if _take_or_own(key, idempotency_key, ttl):
         return True
     metrics.DUPLICATES.labels(layer).inc()
     return False
