@@ -3,10 +3,12 @@ job runs again (its liveness threads reap it in 15-25 s), so a scenario never le
 final recovery while minutes of scenario time pass (seed 20261130 index 139: a PIX code whose
 job died with its worker, never sent before the lead paid 600 s later, then cancelled). And
 recovery waits for an update's job a killed worker popped into no list (the same scenario, now
-and then: its /start's welcome never sent), which the intake reconciler puts back."""
+and then: its /start's welcome never sent), which the intake reconciler puts back. And every
+minute of scenario time the reconcilers run once, as the workers run them in production."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from types import SimpleNamespace
 
 from faults.driver import ScenarioRun
@@ -14,6 +16,8 @@ from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 
 from grimbots import liveness, queues
+from grimbots.models import OutboundMessage, utcnow
+from tests.factories import make_bot, make_funnel, make_seller
 
 
 class _NoFaults:
@@ -85,3 +89,39 @@ def test_recovery_waits_while_an_accepted_updates_job_is_lost(settings, redis_cl
     conn.rpush(queue.key, "tg-1-149002")  # what intake.requeue_lost does
     SimpleWorker([queue], connection=conn).work(burst=True)
     assert run._quiet()
+
+
+def test_a_send_left_pending_goes_out_when_a_minute_of_scenario_time_has_passed(
+    settings, redis_client, fake_tg, db
+):
+    """A send whose job gave up while Telegram was away stays `pending` in the outbox; in
+    production the outbox reconciler, run by the workers every minute, sends it then. The
+    harness's minutes must do the same, once per minute of its clock, however it is cut."""
+    with db.session() as session:
+        seller, _ = make_seller(session)
+        bot = make_bot(session, seller, make_funnel(session, seller))
+        session.add(
+            OutboundMessage(
+                bot_id=bot.id,
+                chat_id=5401,
+                idempotency_key="parked-send",
+                method="sendMessage",
+                payload={"chat_id": 5401, "text": "finish me"},
+                status="pending",
+                claimed_at=None,
+                attempts=3,
+                created_at=utcnow() - timedelta(minutes=5),
+            )
+        )
+    run = _bare_run(redis_client)
+
+    run._later(30)
+    assert fake_tg.sent(chat_id=5401) == []  # half a minute: no reconciler pass yet
+
+    run._later(30)
+    assert [c["params"]["text"] for c in fake_tg.sent(chat_id=5401)] == ["finish me"]
+    assert run.reconciler_passes == 1
+
+    run._later(300)
+    assert len(fake_tg.sent(chat_id=5401)) == 1  # sent once, however many passes follow
+    assert run.reconciler_passes == 6
