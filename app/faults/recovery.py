@@ -8,12 +8,10 @@ import time
 
 from rq import Queue, SimpleWorker
 from rq.job import Job
-from sqlalchemy import select
 
 from faults import outages
 from faults.scenario import LONG_RETRY_AFTER
 from grimbots import liveness
-from grimbots.models import Lead, Payment
 from grimbots.queues import QUEUE_NAMES, WEBHOOK
 from grimbots.redis_pool import queue_connection
 from grimbots.worker import EXCEPTION_HANDLERS, enqueue_due_scheduled
@@ -143,23 +141,10 @@ class Recovery:
             if q.count or q.scheduled_job_registry.count or q.started_job_registry.count:
                 return False
         for lead in self.pay_wanted:
-            if self.chats[lead] not in self.paid_at and self._has_payment(lead):
+            # The customer still has a charge to pay, its PIX code in hand.
+            if self.chats[lead] not in self.paid_at and self._payable(lead) is not None:
                 return False
         return True
-
-    def _has_payment(self, lead: int) -> bool:
-        with self.hdb.session() as session:
-            return (
-                session.scalar(
-                    select(Payment.id)
-                    .join(Lead, Lead.id == Payment.lead_id)
-                    .where(
-                        Lead.bot_id == self.bot(lead).bot_id,
-                        Lead.telegram_user_id == self.chats[lead],
-                    )
-                )
-                is not None
-            )
 
     # -- what happened -----------------------------------------------------------------------------
     def job_notes(self) -> list[str]:

@@ -15,9 +15,9 @@ from faults.driver import ScenarioRun
 from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 
-from grimbots import liveness, queues
+from grimbots import jobs, liveness, queues
 from grimbots.models import OutboundMessage, utcnow
-from tests.factories import make_bot, make_funnel, make_seller
+from tests.factories import callback_update, make_bot, make_funnel, make_seller, start_update
 
 
 class _NoFaults:
@@ -125,3 +125,28 @@ def test_a_send_left_pending_goes_out_when_a_minute_of_scenario_time_has_passed(
     run._later(300)
     assert len(fake_tg.sent(chat_id=5401)) == 1  # sent once, however many passes follow
     assert run.reconciler_passes == 6
+
+
+def test_the_customer_pays_only_a_charge_whose_pix_code_reached_them(
+    settings, redis_client, fake_tg, db, drain
+):
+    """A customer cannot pay a PIX code they never got. The harness paid any charge, so under
+    a long 429 hold a lead paid before its code went out, the outbox reconciler then cancelled
+    the code as no longer due, and the scenario reported it lost (seed 20261130 index 0)."""
+    with db.session() as session:
+        seller, _ = make_seller(session)
+        shop = make_funnel(session, seller)
+        bot = make_bot(session, seller, shop)
+        offer = shop.offers[0].id
+    jobs.process_update(bot.id, start_update(5501))
+    jobs.process_update(bot.id, callback_update(5501, f"buy:{offer}"))
+    drain()
+    run = _bare_run(redis_client)
+    run.hdb, run.chats, run.payment_posts = db, {0: 5501}, {}
+    run.bots, run.s.bot_of = [SimpleNamespace(bot_id=bot.id, token=bot.token)], lambda lead: 0
+
+    run.fake = SimpleNamespace(sent=lambda token, chat_id: [])  # its PIX code not sent yet
+    assert run._payable(0) is None
+
+    run.fake = fake_tg  # Telegram delivered it
+    assert run._payable(0) is not None
