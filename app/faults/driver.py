@@ -17,11 +17,12 @@ import redis as redis_lib
 from sqlalchemy import select
 
 from faults import inputs, outages, sellers
+from faults.clock import ScenarioTime
 from faults.gateway import SellerSide
 from faults.inject import CommitLoss, HarnessConnection, RedisFaults, RedisPlan
 from faults.lane import Lane, Standby
 from faults.records import BotCtx, Observation, Sent
-from faults.recovery import MAX_REDELIVERIES, Recovery, move_scheduled
+from faults.recovery import MAX_REDELIVERIES, Recovery
 from faults.scenario import EXTRA_KINDS, Action, Fault, Scenario
 from faults.workers import WorkerProcesses
 from grimbots import db as db_module
@@ -33,10 +34,9 @@ from tests.factories import make_bot, make_funnel, make_seller
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 PERSISTENT = 10**6
-HOLD_END_MS = 10**9  # past any retry_after
 
 
-class ScenarioRun(Recovery, WorkerProcesses, SellerSide):
+class ScenarioRun(ScenarioTime, Recovery, WorkerProcesses, SellerSide):
     def __init__(
         self,
         lane: Lane,
@@ -416,44 +416,6 @@ class ScenarioRun(Recovery, WorkerProcesses, SellerSide):
         except Exception as exc:  # the worker process died (systemd would restart it)
             self.worker_crashes += 1
             self.notes.append(f"worker died: {type(exc).__name__}: {str(exc)[:120]}")
-
-    def _later(self, seconds: int, everything: bool = False) -> None:
-        """Time passes: the work queued now runs under this step's faults; then, with the faults
-        over, a killed worker's jobs run again (live workers' liveness threads reap them) and the
-        jobs that come due within `seconds` (RQ retries, downsells) run, in as many rounds as
-        they need; then short-lived Redis keys and the database's timestamps age by `seconds`.
-        With `everything`, every scheduled job runs (recovery: time goes on)."""
-        self._drain()
-        self._disarm()
-        self._liveness_meanwhile(seconds)
-        for _ in range(3):  # a worker that died is restarted, like systemd does
-            if not self._queued():
-                break
-            self._drain()
-        window_end = time.time() + seconds
-        for _ in range(12):
-            try:
-                moved = move_scheduled(None if everything else window_end)
-            except Exception as exc:
-                self.notes.append(f"scheduler died: {type(exc).__name__}")
-                break
-            if not moved:
-                break
-            self._drain()
-        ms = seconds * 1000
-        for key in self.r.scan_iter(count=1000):
-            if key.startswith("rq:") or ":rl:" in key:
-                continue  # RQ's registries and the rate limiter run on real time
-            ttl = self.r.pttl(key)
-            if ttl > 0:
-                if ttl <= ms:
-                    self.r.delete(key)
-                else:
-                    self.r.pexpire(key, ttl - ms)
-        # Recovery lets all the time pass that the remaining work needs: holds run out.
-        self.hold_ends += outages.age_rate_holds(self.r, HOLD_END_MS if everything else ms)
-        self.lane.shift_time(self.s.backend, seconds)
-        webhook.forget_local_bot_meta()
 
     def observe(self) -> list[Observation]:
         """One observation per bot (bot 0 first: it holds the campaigns and scenario inputs)."""

@@ -16,7 +16,10 @@ class SellerSide:
     """The gateway's and the seller's calls."""
 
     # -- the gateway and the seller ------------------------------------------------------------
-    def _pay(self, lead: int, twin: bool = False) -> None:
+    def _payable(self, lead: int) -> Payment | None:
+        """The charge this lead's customer pays: a paid one (a repeat), else the newest, once
+        its PIX code has reached the chat (a customer cannot pay a code they never got: a bot
+        under a long 429 hold pays nothing until it sends). None: nothing to pay yet."""
         chat = self.chats[lead]
         with self.hdb.session() as session:
             payments = session.scalars(
@@ -25,19 +28,35 @@ class SellerSide:
                 .where(Lead.bot_id == self.bot(lead).bot_id, Lead.telegram_user_id == chat)
                 .order_by(Payment.id.desc())
             ).all()
-            if not payments:
-                return  # no charge yet (its job failed): the customer pays once the PIX arrives
-            target = next((p for p in payments if p.status == "paid"), payments[0])
-            if target.id not in self.payment_posts:
-                self.payment_posts[target.id] = {
-                    "txid": target.gateway_txid,
-                    "amount": target.amount_cents,
-                    "lead": lead,
-                    "answers": [],
-                    "ok": False,
-                }
-            elif not twin and self.payment_posts[target.id]["ok"]:
-                return
+        if not payments:
+            return None  # no charge yet (its job failed): the customer pays once the PIX arrives
+        target = next((p for p in payments if p.status == "paid"), payments[0])
+        if target.id in self.payment_posts or self._pix_reached(lead, target.pix_code):
+            return target
+        return None
+
+    def _pix_reached(self, lead: int, pix_code: str) -> bool:
+        """Telegram delivered a message with this PIX code to the lead (the fake's record)."""
+        for call in self.fake.sent(token=self.bot(lead).token, chat_id=self.chats[lead]):
+            params = call.get("params") or {}
+            if pix_code in str(params.get("text") or params.get("caption") or ""):
+                return True
+        return False
+
+    def _pay(self, lead: int, twin: bool = False) -> None:
+        target = self._payable(lead)
+        if target is None:
+            return
+        if target.id not in self.payment_posts:
+            self.payment_posts[target.id] = {
+                "txid": target.gateway_txid,
+                "amount": target.amount_cents,
+                "lead": lead,
+                "answers": [],
+                "ok": False,
+            }
+        elif not twin and self.payment_posts[target.id]["ok"]:
+            return
         self._post_payment(target.id)
 
     def _post_payment(self, payment_id: int) -> None:

@@ -1,9 +1,18 @@
 """One lane: the private Redis database, PostgreSQL schemas and SQLite files a lane process
-uses, so lanes run scenarios in parallel without seeing each other's queues or rows."""
+uses, so lanes run scenarios in parallel without seeing each other's queues or rows.
+
+Two runs may share one PostgreSQL server (two CI jobs, a developer and CI): a lane's schemas are
+named after its run (`faults_r<pid>_<key>_lane<N>`), and the run holds a PostgreSQL advisory lock
+on its key while it lasts (`RunSchemas`). At the start of a run, the schemas of runs whose lock
+is gone (crashed, killed) are dropped; at its end, its own. Redis is a server the run starts
+(`RedisServer`), checked to be its own.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import shutil
 import socket
 import sqlite3
@@ -14,7 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+import redis as redis_lib
 from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from grimbots import db as db_module
 from grimbots.models import Base, UTCDateTime
@@ -27,6 +38,20 @@ PG_URL = os.environ.get(
 GATEWAY_SECRET = "fault-suite-gateway-secret"
 # The client gives up on Telegram after this; "timeout" faults delay the fake longer.
 TELEGRAM_TIMEOUT = 1.0
+# PostgreSQL advisory locks of fault runs: (RUN_LOCK_CLASS, the run's key), two-int form.
+RUN_LOCK_CLASS = 0x6661
+RUN_SCHEMA = re.compile(r"^faults_r\d+_([0-9a-f]{8})_lane\d+(_standby)?$")
+# DROP SCHEMA waits for locks: a leftover session of a crashed run must not hang a new run.
+DROP_LOCK_TIMEOUT = "3s"
+
+
+def new_run_id() -> str:
+    """A run's id: its pid (for people) and a random 31-bit key (its advisory lock)."""
+    return f"r{os.getpid()}_{secrets.randbits(31):08x}"
+
+
+def run_key(run_id: str) -> int:
+    return int(run_id.rsplit("_", 1)[1], 16)
 
 
 def free_port(start: int, end: int) -> int:
@@ -45,8 +70,22 @@ class RedisServer:
 
     def __init__(self, port_range: tuple[int, int] = (17200, 17299)) -> None:
         first = int(os.environ.get("FAULT_REDIS_PORT", port_range[0]))
-        self.port = free_port(first, max(first, port_range[1]))
+        last = max(first, port_range[1])
         self.dir = tempfile.mkdtemp(prefix="grimbots-faults-redis-")
+        taken = ""
+        for _ in range(5):  # another run may take the port between the probe and the bind
+            self.port = free_port(first, last)
+            if self._start():
+                return
+            if self._foreign or self.server_pid() is not None:
+                taken = f"; another fault run uses Redis port {self.port}"
+            first = self.port + 1
+        shutil.rmtree(self.dir, ignore_errors=True)
+        raise RuntimeError(f"redis-server did not start{taken}")
+
+    def _start(self) -> bool:
+        """Start redis-server on self.port; False if it could not bind (the port was taken)."""
+        self._foreign = False
         self.proc = subprocess.Popen(
             [
                 shutil.which("redis-server") or "redis-server",
@@ -62,13 +101,33 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.proc.poll() is None:
             with socket.socket() as sock:
                 if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
+                    if self.server_pid() == self.proc.pid:
+                        return True
+                    self._foreign = True  # another run's server answers on this port
+                    break
             time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("redis-server did not start")
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        return False
+
+    def server_pid(self) -> int | None:
+        """The pid of the redis-server answering on self.port (ours, or another run's)."""
+        conn = redis_lib.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        try:
+            for _ in range(100):  # it may still be loading
+                try:
+                    return int(conn.info("server")["process_id"])
+                except redis_lib.BusyLoadingError:
+                    time.sleep(0.05)
+            return None
+        except redis_lib.ConnectionError:
+            return None  # nothing answers on the port
+        finally:
+            conn.close()
 
     def url(self, db: int) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
@@ -91,24 +150,32 @@ class Lane:
 
     index: int
     redis_url: str
+    run_id: str  # new_run_id(): two runs on one database server never share a schema
     tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="grimbots-faults-")))
     _engines: dict = field(default_factory=dict)
 
     @property
     def pg_schema(self) -> str:
-        return f"faults_lane{self.index}"
+        return f"faults_{self.run_id}_lane{self.index}"
+
+    @property
+    def pg_schemas(self) -> tuple[str, str]:
+        """(primary, standby) schema names."""
+        return self.pg_schema, f"{self.pg_schema}_standby"
 
     def database_urls(self, backend: str) -> tuple[str, str]:
         """(primary, lagging standby) URLs of this lane for a backend."""
         if backend == "sqlite":
             return f"sqlite:///{self.tmp / 'primary.db'}", f"sqlite:///{self.tmp / 'standby.db'}"
-        return _pg_schema_url(self.pg_schema), _pg_schema_url(f"{self.pg_schema}_standby")
+        primary, standby = self.pg_schemas
+        return _pg_schema_url(primary), _pg_schema_url(standby)
 
     def prepare(self) -> None:
         """Create the lane's schemas (PostgreSQL) and files (SQLite), empty."""
-        admin = create_engine(db_module.normalize_database_url(PG_URL))
+        admin = create_engine(db_module.normalize_database_url(PG_URL), poolclass=NullPool)
         with admin.begin() as conn:
-            for schema in (self.pg_schema, f"{self.pg_schema}_standby"):
+            conn.execute(text(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'"))
+            for schema in self.pg_schemas:
                 conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
                 conn.execute(text(f'CREATE SCHEMA "{schema}"'))
         admin.dispose()
@@ -122,12 +189,8 @@ class Lane:
         for engine in self._engines.values():
             engine.dispose()
         self._engines.clear()
-        admin = create_engine(db_module.normalize_database_url(PG_URL))
-        with admin.begin() as conn:
-            for schema in (self.pg_schema, f"{self.pg_schema}_standby"):
-                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        drop_schemas(self.pg_schemas)
 
     def settings_env(self, backend: str, telegram_base: str, lagging_reads: bool) -> dict:
         primary, standby = self.database_urls(backend)
@@ -213,7 +276,7 @@ class Standby:
                 dst.close()
         else:
             engine = self.lane.engine(primary)
-            schema, standby_schema = self.lane.pg_schema, f"{self.lane.pg_schema}_standby"
+            schema, standby_schema = self.lane.pg_schemas
             tables = Base.metadata.sorted_tables
             with engine.begin() as conn:
                 names = ", ".join(f'"{standby_schema}"."{t.name}"' for t in tables)
@@ -223,3 +286,82 @@ class Standby:
                     copy = f'INSERT INTO "{standby_schema}"."{table.name}" SELECT * FROM "{schema}"."{table.name}"'  # noqa: S608, E501
                     conn.execute(text(copy))
         self.refreshes += 1
+
+
+def drop_schemas(schemas) -> list[str]:
+    """Drop these schemas, each on its own, best effort: one that a leftover session still
+    locks is skipped after DROP_LOCK_TIMEOUT. Returns the ones dropped."""
+    dropped = []
+    admin = create_engine(db_module.normalize_database_url(PG_URL), poolclass=NullPool)
+    try:
+        for schema in schemas:
+            try:
+                with admin.begin() as conn:
+                    conn.execute(text(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'"))
+                    conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+                dropped.append(schema)
+            except Exception:  # noqa: BLE001, S112 - locked or gone: the next run's sweep
+                continue
+    finally:
+        admin.dispose()
+    return dropped
+
+
+class RunSchemas:
+    """A run's claim on its schema names: holds the run's advisory lock while the run lasts,
+    drops the schemas of runs that hold no lock any more (crashed, killed), and, on close, the
+    run's own schemas (also those of lanes killed before they could drop theirs)."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self._engine = create_engine(db_module.normalize_database_url(PG_URL), poolclass=NullPool)
+        self._conn = self._engine.connect()
+        self._conn.execute(
+            text("SELECT pg_advisory_lock(:c, :k)"), {"c": RUN_LOCK_CLASS, "k": run_key(run_id)}
+        )
+        self._conn.commit()
+
+    def _schemas(self) -> list[str]:
+        rows = self._conn.execute(
+            text("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'faults\\_r%'")
+        )
+        names = [row[0] for row in rows]
+        self._conn.commit()
+        return names
+
+    def _live_keys(self) -> set[int]:
+        rows = self._conn.execute(
+            text(
+                "SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND classid = :c AND objsubid = 2"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ),
+            {"c": RUN_LOCK_CLASS},
+        )
+        keys = {int(row[0]) for row in rows}
+        self._conn.commit()
+        return keys
+
+    def sweep_stale(self) -> list[str]:
+        """Drop the schemas of fault runs that are over without having dropped them."""
+        live = self._live_keys()
+        stale = []
+        for name in self._schemas():
+            match = RUN_SCHEMA.match(name)
+            if match and int(match.group(1), 16) not in live:
+                stale.append(name)
+        return drop_schemas(stale)
+
+    def close(self) -> None:
+        mine = [n for n in self._schemas() if n.startswith(f"faults_{self.run_id}_")]
+        drop_schemas(mine)
+        try:
+            self._conn.close()  # the session's end releases the advisory lock
+        finally:
+            self._engine.dispose()
+
+    def __enter__(self) -> RunSchemas:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -8,12 +8,10 @@ import time
 
 from rq import Queue, SimpleWorker
 from rq.job import Job
-from sqlalchemy import select
 
 from faults import outages
 from faults.scenario import LONG_RETRY_AFTER
 from grimbots import liveness
-from grimbots.models import Lead, Payment
 from grimbots.queues import QUEUE_NAMES, WEBHOOK
 from grimbots.redis_pool import queue_connection
 from grimbots.worker import EXCEPTION_HANDLERS, enqueue_due_scheduled
@@ -28,7 +26,7 @@ MIN_RECOVERY_ROUNDS = 2
 
 
 class Recovery:
-    """Faults cleared; redeliveries, retries, maintenance and reconcilers."""
+    """Faults cleared; redeliveries, retries, maintenance and reconcilers (on the clock)."""
 
     # -- recovery ---------------------------------------------------------------------------------
     def recover(self) -> float:
@@ -91,18 +89,14 @@ class Recovery:
             self.notes.append(f"liveness reaper failed: {type(exc).__name__}: {exc}")
 
     def _maintenance(self) -> None:
-        """What live workers do on their own: RQ's registry maintenance, the app's reconcilers."""
+        """What live workers do on their own besides the reconcilers (those run on the
+        scenario's clock, `clock.ScenarioTime`): RQ's registry maintenance."""
         conn = queue_connection()
         try:
             worker = SimpleWorker([Queue(n, connection=conn) for n in QUEUE_NAMES], connection=conn)
             worker.clean_registries()
         except Exception as exc:
             self.notes.append(f"maintenance failed: {type(exc).__name__}: {exc}")
-        for hook in app_maintenance_hooks():
-            try:
-                hook()
-            except Exception as exc:
-                self.notes.append(f"{getattr(hook, '__name__', hook)} failed: {exc}")
 
     def _queued(self) -> int:
         conn = self.rq
@@ -147,23 +141,10 @@ class Recovery:
             if q.count or q.scheduled_job_registry.count or q.started_job_registry.count:
                 return False
         for lead in self.pay_wanted:
-            if self.chats[lead] not in self.paid_at and self._has_payment(lead):
+            # The customer still has a charge to pay, its PIX code in hand.
+            if self.chats[lead] not in self.paid_at and self._payable(lead) is not None:
                 return False
         return True
-
-    def _has_payment(self, lead: int) -> bool:
-        with self.hdb.session() as session:
-            return (
-                session.scalar(
-                    select(Payment.id)
-                    .join(Lead, Lead.id == Payment.lead_id)
-                    .where(
-                        Lead.bot_id == self.bot(lead).bot_id,
-                        Lead.telegram_user_id == self.chats[lead],
-                    )
-                )
-                is not None
-            )
 
     # -- what happened -----------------------------------------------------------------------------
     def job_notes(self) -> list[str]:
@@ -204,21 +185,3 @@ def move_scheduled(until: float | None) -> int:
     """What RQ's scheduler does when jobs come due: move those due by `until` (epoch seconds;
     None: all of them) to their queues."""
     return enqueue_due_scheduled(include_future=until is None, until=until)
-
-
-def app_maintenance_hooks() -> list:
-    """The app's own periodic recovery, if it has one (see docs/app.md, Proof)."""
-    import importlib
-
-    hooks: list = []
-    worker = importlib.import_module("grimbots.worker")
-    if callable(getattr(worker, "run_maintenance", None)):
-        hooks.append(worker.run_maintenance)
-        return hooks
-    for module in ("grimbots.reconcile", "grimbots.jobs"):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        hooks += [h for h in getattr(mod, "RECONCILERS", ()) if callable(h)]
-    return hooks

@@ -21,7 +21,7 @@ import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 
-from faults.lane import ROOT, Lane, RedisServer
+from faults.lane import ROOT, Lane, RedisServer, RunSchemas, new_run_id
 from faults.scenario import KINDS, generate
 
 DEFAULT_SCENARIOS = 200
@@ -54,7 +54,7 @@ def load_fake_telegram():
     return module
 
 
-def _lane_main(index: int, redis_url: str, kinds: tuple, todo, results) -> None:
+def _lane_main(index: int, run_id: str, redis_url: str, kinds: tuple, todo, results) -> None:
     from faults.driver import ScenarioRun
     from faults.inject import CommitLoss, RedisFaults
     from faults.invariants import Violation, check, inbound_rows, outbox_rows
@@ -69,7 +69,7 @@ def _lane_main(index: int, redis_url: str, kinds: tuple, todo, results) -> None:
     os.makedirs(log_dir, exist_ok=True)
     log_file = open(os.path.join(log_dir, f"lane{index}.log"), "a")  # noqa: SIM115
     os.dup2(log_file.fileno(), 2)
-    lane = Lane(index, redis_url)
+    lane = Lane(index, redis_url, run_id)
     lane.prepare()
     fake = load_fake_telegram().FakeTelegram(host="127.0.0.1", port=0).start()
     settings = lane.settings("postgres", fake.base_url, False)
@@ -252,7 +252,16 @@ def run(
     """Run the scenarios; bounded by `timeout` seconds (lanes are killed past it)."""
     indexes = list(range(scenarios)) if indexes is None else indexes
     lanes = max(1, min(lanes, len(indexes)))
-    server = RedisServer()
+    run_id = new_run_id()
+    schemas = RunSchemas(run_id)
+    swept = schemas.sweep_stale()
+    if swept and progress:
+        print(f"  dropped {len(swept)} schemas of fault runs that crashed", flush=True)
+    try:
+        server = RedisServer()
+    except BaseException:
+        schemas.close()
+        raise
     ctx = mp.get_context("spawn")
     todo, results = ctx.Queue(), ctx.Queue()
     for i in sorted(indexes, key=lambda i: -expected_cost(generate(seed, i, kinds))):
@@ -260,7 +269,9 @@ def run(
     for _ in range(lanes):
         todo.put(None)
     procs = [
-        ctx.Process(target=_lane_main, args=(n, server.url(n), kinds, todo, results), daemon=True)
+        ctx.Process(
+            target=_lane_main, args=(n, run_id, server.url(n), kinds, todo, results), daemon=True
+        )
         for n in range(lanes)
     ]
     summary = Summary(seed=seed, lanes=lanes)
@@ -288,7 +299,10 @@ def run(
             if p.is_alive():
                 p.kill()
                 p.join(timeout=5)
-        server.stop()
+        try:
+            server.stop()
+        finally:
+            schemas.close()  # the lanes' schemas too, if a lane was killed before dropping them
     summary.seconds = time.monotonic() - started
     missing = len(indexes) - len(summary.results)
     if missing:

@@ -3,17 +3,21 @@ job runs again (its liveness threads reap it in 15-25 s), so a scenario never le
 final recovery while minutes of scenario time pass (seed 20261130 index 139: a PIX code whose
 job died with its worker, never sent before the lead paid 600 s later, then cancelled). And
 recovery waits for an update's job a killed worker popped into no list (the same scenario, now
-and then: its /start's welcome never sent), which the intake reconciler puts back."""
+and then: its /start's welcome never sent), which the intake reconciler puts back. And every
+minute of scenario time the reconcilers run once, as the workers run them in production."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from types import SimpleNamespace
 
 from faults.driver import ScenarioRun
 from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 
-from grimbots import liveness, queues
+from grimbots import jobs, liveness, queues
+from grimbots.models import OutboundMessage, utcnow
+from tests.factories import callback_update, make_bot, make_funnel, make_seller, start_update
 
 
 class _NoFaults:
@@ -85,3 +89,64 @@ def test_recovery_waits_while_an_accepted_updates_job_is_lost(settings, redis_cl
     conn.rpush(queue.key, "tg-1-149002")  # what intake.requeue_lost does
     SimpleWorker([queue], connection=conn).work(burst=True)
     assert run._quiet()
+
+
+def test_a_send_left_pending_goes_out_when_a_minute_of_scenario_time_has_passed(
+    settings, redis_client, fake_tg, db
+):
+    """A send whose job gave up while Telegram was away stays `pending` in the outbox; in
+    production the outbox reconciler, run by the workers every minute, sends it then. The
+    harness's minutes must do the same, once per minute of its clock, however it is cut."""
+    with db.session() as session:
+        seller, _ = make_seller(session)
+        bot = make_bot(session, seller, make_funnel(session, seller))
+        session.add(
+            OutboundMessage(
+                bot_id=bot.id,
+                chat_id=5401,
+                idempotency_key="parked-send",
+                method="sendMessage",
+                payload={"chat_id": 5401, "text": "finish me"},
+                status="pending",
+                claimed_at=None,
+                attempts=3,
+                created_at=utcnow() - timedelta(minutes=5),
+            )
+        )
+    run = _bare_run(redis_client)
+
+    run._later(30)
+    assert fake_tg.sent(chat_id=5401) == []  # half a minute: no reconciler pass yet
+
+    run._later(30)
+    assert [c["params"]["text"] for c in fake_tg.sent(chat_id=5401)] == ["finish me"]
+    assert run.reconciler_passes == 1
+
+    run._later(300)
+    assert len(fake_tg.sent(chat_id=5401)) == 1  # sent once, however many passes follow
+    assert run.reconciler_passes == 6
+
+
+def test_the_customer_pays_only_a_charge_whose_pix_code_reached_them(
+    settings, redis_client, fake_tg, db, drain
+):
+    """A customer cannot pay a PIX code they never got. The harness paid any charge, so under
+    a long 429 hold a lead paid before its code went out, the outbox reconciler then cancelled
+    the code as no longer due, and the scenario reported it lost (seed 20261130 index 0)."""
+    with db.session() as session:
+        seller, _ = make_seller(session)
+        shop = make_funnel(session, seller)
+        bot = make_bot(session, seller, shop)
+        offer = shop.offers[0].id
+    jobs.process_update(bot.id, start_update(5501))
+    jobs.process_update(bot.id, callback_update(5501, f"buy:{offer}"))
+    drain()
+    run = _bare_run(redis_client)
+    run.hdb, run.chats, run.payment_posts = db, {0: 5501}, {}
+    run.bots, run.s.bot_of = [SimpleNamespace(bot_id=bot.id, token=bot.token)], lambda lead: 0
+
+    run.fake = SimpleNamespace(sent=lambda token, chat_id: [])  # its PIX code not sent yet
+    assert run._payable(0) is None
+
+    run.fake = fake_tg  # Telegram delivered it
+    assert run._payable(0) is not None
