@@ -29,6 +29,7 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util.files import ensure_mode_int
 
+from grimbots_infra import roles
 from grimbots_infra.inventory import role_dir
 from grimbots_infra.render import render, sha1
 
@@ -386,3 +387,15 @@ def service(role: str, variables: Any, triggers: Triggers, extra: Triggers | Non
                 systemd.service(name=f"Put {label} in its state", service=unit,
                                 running=state == "started")  # fmt: skip
     _clear(role, variables)
+
+
+def role(name: str, variables: Any) -> None:
+    """One role with pyinfra, as its tasks/main.yml runs it: ``roles/<name>/pyinfra_steps.py``'s
+    ``apply_role(variables)`` where the role has host steps besides its manifest, else the
+    manifest's three stages. A deploy calls this and keeps only the order of roles and hosts."""
+    steps = roles.module(name, "pyinfra_steps")
+    if steps is not None:
+        steps.apply_role(variables)
+        return
+    installed = install(name, variables)
+    service(name, variables, configure(name, variables), installed)
