@@ -1,6 +1,6 @@
 """The front door with pyinfra: the haproxy role's stages and helpers, in the order its tasks run
 them (roles/haproxy/tasks/main.yml). Phase 1's deploy runs it on the first app host in phases
-1-2, phase 3's on the lb hosts (platform_front_door), through grimbots_infra.roles."""
+1-2, phase 3's on the lb hosts (platform_front_door), through grimbots_infra.apply.role."""
 
 from __future__ import annotations
 
