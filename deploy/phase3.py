@@ -1,6 +1,7 @@
 """Phase 3 with pyinfra: common + redis_cluster + queue_redis on the redis hosts, common +
 haproxy on the lb host, then phase 1's deploy (at platform_phase 3: the app on every app host,
-the first one's local Redis moved and retired), as playbooks/phase3.yml.
+the first one's local Redis moved and retired), then the first app host's front door retired
+(HAProxy and certbot.timer stopped), as playbooks/phase3.yml.
 
     pyinfra -y --limit lb --limit redis --limit app deploy/inventory.py deploy/phase3.py
 
@@ -37,3 +38,7 @@ if "lb" in host.groups:
 barrier(name="The Redis hosts and HAProxy are ready before the app moves onto them")
 if "app" in host.groups:
     local.include(str(Path(__file__).with_name("phase1.py")))
+    # The front door on lb now serves the webhooks: the first app host's own one retires.
+    app_variables = host_vars(("common", "haproxy"))
+    if host.name not in app_variables["platform_front_door"]:
+        roles.pyinfra_steps("haproxy").retire(app_variables)
