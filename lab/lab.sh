@@ -22,6 +22,10 @@ SUBNET=10.77.0.0/24
 PREFIX=grimbots-lab-
 SSH_WAIT=${LAB_SSH_WAIT:-120} # seconds every sshd gets to answer after `up`
 FAKE_TG_SRC=tools/fake_telegram/fake_telegram.py
+# Pebble's trust bundle (its listener's CA + the root it issues under), copied from the outside
+# host after lab/outside/pebble.yml: the lab inventory's haproxy_acme_ca_certificates, the tests'
+# and the fake Telegram's CA file (docs/https.md, "The lab").
+PEBBLE_TRUST=$STATE/pebble-trust.pem
 # The image is named after what it is built from, so it is rebuilt only when that changes.
 IMAGE=grimbots-lab:$(cat lab/packages.txt lab/build_image.sh | sha256sum | cut -c1-12)
 # The systemd flags that boot systemd as PID 1 here (--privileged fails: no CAP_SYS_RESOURCE).
@@ -198,6 +202,11 @@ install_fake_telegram() {
       docker cp "${FAKE_TG_SRC%/*}/webhook_delivery.py" "$name:/opt/fake-telegram/webhook_delivery.py"
       changed=1
     fi
+    # Pebble's trust bundle: a new one (Pebble restarted) restarts the fake Telegram.
+    if [[ $(docker exec "$name" cat /opt/fake-telegram/ca.pem 2>/dev/null | sha256sum) != $(sha256sum <"$PEBBLE_TRUST") ]]; then
+      docker cp "$PEBBLE_TRUST" "$name:/opt/fake-telegram/ca.pem"
+      changed=1
+    fi
     docker exec -i "$name" sh -c 'cat >/etc/systemd/system/fake-telegram.service.new' <<'EOF'
 [Unit]
 Description=Fake Telegram Bot API (lab only): records every call the bots make
@@ -205,9 +214,9 @@ After=network.target
 
 [Service]
 # 0.0.0.0: the app hosts call it over the lab network (the script defaults to 127.0.0.1).
-# --allow-http-webhooks (test only) while the lab's phase 1 still serves the app on plain HTTP
-# (docs/https.md: the lab's move to HTTPS drops it and adds --ca-file with Pebble's root).
-ExecStart=/usr/bin/python3 /opt/fake-telegram/fake_telegram.py --host 0.0.0.0 --port 8081 --allow-http-webhooks
+# Webhooks over HTTPS only, verified against Pebble's trust bundle (the lab's ACME CA), as
+# Telegram verifies against the public roots.
+ExecStart=/usr/bin/python3 /opt/fake-telegram/fake_telegram.py --host 0.0.0.0 --port 8081 --ca-file /opt/fake-telegram/ca.pem
 Restart=always
 RestartSec=1
 
@@ -227,6 +236,24 @@ EOF
       die "fake-telegram on ${HOSTS[$i]} does not answer on :8081; see: lab/lab.sh exec ${HOSTS[$i]} journalctl -u fake-telegram"
     log "fake-telegram on ${HOSTS[$i]}:8081 ($( ((changed)) && echo restarted || echo unchanged))"
   done
+}
+
+# Pebble, the lab's ACME CA, on the outside host (its own Ansible play, the one molecule
+# front_door runs too), whichever tool deploys the phases; then its trust bundle into $STATE.
+install_pebble() {
+  local i ansible=ansible-playbook
+  [[ -x .venv/bin/ansible-playbook ]] && ansible=.venv/bin/ansible-playbook
+  for i in "${!HOSTS[@]}"; do
+    [[ ,${GROUPS_OF[$i]}, == *,outside,* ]] || continue
+    "$ansible" -i "$INVENTORY" --limit "${HOSTS[$i]}" \
+      --vault-password-file inventory/lab/vault-password.txt lab/outside/pebble.yml >"$STATE/pebble.log" 2>&1 ||
+      die "Pebble on ${HOSTS[$i]} failed; see $STATE/pebble.log"
+    docker exec "$PREFIX${HOSTS[$i]}" cat /etc/pebble/trust.pem >"$PEBBLE_TRUST.new"
+    mv "$PEBBLE_TRUST.new" "$PEBBLE_TRUST"
+    log "Pebble on ${HOSTS[$i]}:14000; its trust bundle in $PEBBLE_TRUST"
+    return 0
+  done
+  die "no host in the outside group for Pebble"
 }
 
 cmd_up() {
@@ -250,6 +277,7 @@ cmd_up() {
   for i in "${HOSTS[@]}"; do prepare_host "$i"; done
   record_host_keys
   wait_for_ssh
+  install_pebble
   install_fake_telegram
   remove_old_images
   log "lab up: ${#HOSTS[@]} hosts in $((SECONDS - start)) s (lab/lab.sh status shows them)"

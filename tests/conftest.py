@@ -25,6 +25,8 @@ from grimbots_infra.phases import ALL_ROLES
 from grimbots_lab import KNOWN_HOSTS, Public
 
 LAB_INVENTORY = ROOT / "inventory" / "lab"
+# grimbots.seed.DEMO_BOT_TOKEN: the demo bot's token at the fake Telegram.
+DEMO_BOT_TOKEN = "123456:DEMO-TOKEN"
 VAULT_PASSWORD_FILE = LAB_INVENTORY / "vault-password.txt"
 
 
@@ -146,6 +148,16 @@ def demo_bot(app_host) -> dict:
     """The demo seller, funnel and bot, seeded (idempotently) on the deployed host."""
     out = app_host.check_output(f"{lab2.APP_CLI} seed-demo")
     return json.loads(out[out.index("{") :])
+
+
+@pytest.fixture(scope="session")
+def demo_webhook(app_host, demo_bot, telegram_url) -> str:
+    """The demo bot's webhook as the fake Telegram holds it, after `set-webhooks` on the app host
+    (the deploy's own step; the demo bot may have been seeded after it)."""
+    app_host.check_output(f"{lab2.APP_CLI} set-webhooks")
+    status, info = http("GET", f"{telegram_url}/bot{DEMO_BOT_TOKEN}/getWebhookInfo")
+    assert status == 200 and info["ok"], info
+    return info["result"]["url"]
 
 
 @pytest.fixture(scope="session")

@@ -43,8 +43,8 @@ def wheels(tmp_path_factory) -> str:
     return str(fake_wheels(tmp_path_factory.mktemp("wheels")))
 
 
-def ruleset(inventory, host: str, phase: int, wheels: str) -> str:
-    play_vars = {"platform_phase": phase, "grimbots_wheels_src": wheels}
+def ruleset(inventory, host: str, phase: int, wheels: str, **extra) -> str:
+    play_vars = {"platform_phase": phase, "grimbots_wheels_src": wheels, **extra}
     return render("firewall", "nftables.conf.j2", inventory.vars(host, play_vars))
 
 
@@ -67,9 +67,13 @@ def test_postgresql_is_open_only_to_the_app_and_db_hosts_private_addresses(produ
     assert "policy drop" in text and "203.0.113." not in text
 
 
-def test_the_app_port_faces_the_internet_in_phases_1_and_2_only(production, wheels):
-    phase1 = ruleset(production, "app1.example.net", 1, wheels)
-    assert accepts(phase1, 5000) == ["meta l4proto tcp tcp dport { 5000 } accept"]
+def test_the_app_port_faces_the_internet_in_phases_1_and_2_only_without_a_front_door(
+    production, wheels
+):
+    plain = ruleset(production, "app1.example.net", 1, wheels, platform_front_door_on_app=False)
+    assert accepts(plain, 5000) == ["meta l4proto tcp tcp dport { 5000 } accept"]
+    # The front door on the app host: only HAProxy, on loopback, reaches Gunicorn.
+    assert accepts(ruleset(production, "app1.example.net", 1, wheels), 5000) == []
     phase4 = ruleset(production, "app1.example.net", 4, wheels)
     assert accepts(phase4, 5000) == [
         "ip saddr { 10.0.0.10 } meta l4proto tcp tcp dport { 5000 } accept",

@@ -60,8 +60,9 @@ def test_the_app_env_follows_the_platform_phase_from_the_inventory(lab):
     single = render("app", "grimbots.env.j2", lab.vars("app1", {"platform_phase": 2}))
     assert "GRIMBOTS_REDIS_MODE=single\n" in single and "GRIMBOTS_SENTINELS" not in single
     assert "GRIMBOTS_QUEUE_MIN_REPLICAS=0\n" in single
-    assert "GRIMBOTS_TRUSTED_PROXIES=10.77.0.10\n" in single  # lb1, from the lb group
-    assert "GRIMBOTS_PUBLIC_URL=http://10.77.0.11:5000\n" in single
+    # The front door on app1 (127.0.0.1), then lb1 (from the lb group).
+    assert "GRIMBOTS_TRUSTED_PROXIES=127.0.0.1,10.77.0.10\n" in single
+    assert "GRIMBOTS_PUBLIC_URL=https://app1\n" in single
     # The database settings are database.env's alone (switched only after the data moved).
     assert "GRIMBOTS_DATABASE_URL" not in single and "PGPASSWORD" not in single
     text = render("app", "grimbots.env.j2", lab.vars("app1", {"platform_phase": 3}))

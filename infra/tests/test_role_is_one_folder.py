@@ -28,7 +28,9 @@ ROOT = Path(os.environ.get("GRIMBOTS_ROLE_COUNT_ROOT") or Path(__file__).resolve
 MOST = 2
 MACHINERY_PY = ("deploy", "infra/src", "roles/platform")
 # A deploy names a role where it applies one, checks one or lists the roles it applies.
-DEPLOY_CALLS = re.compile(r"^(install|configure|service|host_vars|check|role_vars|apply_role)$")
+DEPLOY_CALLS = re.compile(
+    r"^(install|configure|service|host_vars|check|role_vars|apply_role|role|pyinfra_steps)$"
+)
 
 
 def _playbook_roles(node) -> set[str]:
@@ -130,6 +132,40 @@ def test_adding_a_role_touches_at_most_two_files_outside_its_folder():
         f"(as {worst} does), besides molecule/<role>/ and its phase's suite"
     )
     assert count <= MOST, f"{worst} is named in {count} files outside its folder: {where[worst]}"
+
+
+# What a deploy may call besides pyinfra's host and local: ordering, never a role's own step.
+DEPLOY_OPS = {"barrier", "host_vars", "require_phase"}
+
+
+def _deploy_steps(path: Path) -> list[str]:
+    """What a deploy does that belongs to a role: an operation or fact imported from pyinfra or
+    grimbots_infra.pyinfra_ops (other than the ordering ones), a manifest stage called directly
+    (``apply.install``...) instead of ``apply.role``, a derived value computed (derive)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = {alias.name for alias in node.names}
+            if node.module.startswith(("pyinfra.operations", "pyinfra.facts")):
+                found.append(f"imports {node.module}")
+            elif node.module == "grimbots_infra.pyinfra_ops" and names - DEPLOY_OPS:
+                found.append(f"imports {sorted(names - DEPLOY_OPS)} from {node.module}")
+            elif node.module == "grimbots_infra" and "derive" in names:
+                found.append("imports grimbots_infra.derive")
+        elif (
+            isinstance(node, ast.Attribute)
+            and getattr(node.value, "id", "") == "apply"
+            and node.attr != "role"
+        ):
+            found.append(f"calls apply.{node.attr} (a role's stage: apply.role runs it)")
+    return [f"{path.relative_to(ROOT)}:{what}" for what in found]
+
+
+def test_a_deploy_keeps_only_the_order_of_roles_and_hosts():
+    deploys = sorted((ROOT / "deploy").glob("phase*.py"))
+    assert deploys
+    steps = [step for path in deploys for step in _deploy_steps(path)]
+    assert steps == [], "role steps in deploy files (move them to roles/<role>/pyinfra_steps.py)"
 
 
 def test_a_playbooks_preflight_checks_the_roles_its_plays_apply_to_the_host():

@@ -1,6 +1,6 @@
 """The front door with pyinfra: the haproxy role's stages and helpers, in the order its tasks run
 them (roles/haproxy/tasks/main.yml). Phase 1's deploy runs it on the first app host in phases
-1-2, phase 3's on the lb hosts (platform_front_door), through grimbots_infra.roles."""
+1-2, phase 3's on the lb hosts (platform_front_door), through grimbots_infra.apply.role."""
 
 from __future__ import annotations
 
@@ -46,3 +46,13 @@ def apply_role(variables: dict[str, Any]) -> None:
             command=helper,
             check=f"{helper} --check",
         )
+
+
+def retire(variables: dict[str, Any]) -> None:
+    """Stop and disable HAProxy and certbot.timer on a host the front door has left, as
+    roles/haproxy/tasks/retire.yml (deploy/phase3.py, on the app hosts from phase 3)."""
+    host_step(
+        name="Stop and disable HAProxy and certbot's renewal, the front door having moved to lb",
+        command=variables["haproxy__retire"],
+        check=variables["haproxy__retire_check"],
+    )

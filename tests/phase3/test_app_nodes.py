@@ -62,3 +62,17 @@ def test_a_start_through_haproxy_over_https_gets_exactly_one_welcome(telegram, w
     assert got, f"no welcome for chat {chat} within {WELCOME_TIMEOUT} s"
     assert again.status == 200, (again.status, again.error, again.body[:200])
     assert count == 1, f"chat {chat} got {count} welcomes"
+
+
+def test_the_first_app_hosts_front_door_is_retired_once_lb_serves(lab, lab_host):
+    """Phases 1-2 ran HAProxy and certbot's renewal on the first app host; from phase 3 the front
+    door is lb's, so nothing of the old one may still run or listen on 80/443 there."""
+    for name in lab.groups["app"]:
+        host = lab_host(name)
+        running = [
+            unit for unit in ("haproxy.service", "certbot.timer")
+            if host.run(f"systemctl is-active --quiet {unit}").rc == 0
+            or host.run(f"systemctl is-enabled --quiet {unit}").rc == 0
+        ]  # fmt: skip
+        listening = [s for s in host.socket.get_listening_sockets() if s.endswith((":80", ":443"))]
+        assert (running, listening) == ([], []), f"{name}: the old front door still runs"

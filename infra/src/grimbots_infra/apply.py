@@ -29,6 +29,7 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util.files import ensure_mode_int
 
+from grimbots_infra import roles
 from grimbots_infra.inventory import role_dir
 from grimbots_infra.render import render, sha1
 
@@ -386,3 +387,29 @@ def service(role: str, variables: Any, triggers: Triggers, extra: Triggers | Non
                 systemd.service(name=f"Put {label} in its state", service=unit,
                                 running=state == "started")  # fmt: skip
     _clear(role, variables)
+
+
+def role(name: str, variables: Any) -> None:
+    """One role with pyinfra, as its tasks/main.yml runs it: ``roles/<name>/pyinfra_steps.py``'s
+    ``apply_role(variables)`` where the role has host steps besides its manifest, else the
+    manifest's three stages. A deploy calls this and keeps only the order of roles and hosts.
+
+    Deploys call this in a loop whose role list differs between hosts (the monitoring host
+    applies common before firewall, the others start at firewall). pyinfra names an operation
+    by its call-stack lines, so without a mark one role's operations would be named by their
+    position in that loop and differ between hosts: a cycle in pyinfra's ordering graph. The
+    role's place in the roles/ folder is that mark, the same on every host."""
+    host.loop_position.append(_role_position(name))
+    try:
+        steps = roles.module(name, "pyinfra_steps")
+        if steps is not None:
+            steps.apply_role(variables)
+            return
+        installed = install(name, variables)
+        service(name, variables, configure(name, variables), installed)
+    finally:
+        host.loop_position.pop()
+
+
+def _role_position(name: str) -> int:
+    return roles.names().index(name)

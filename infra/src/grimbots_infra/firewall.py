@@ -66,6 +66,8 @@ def rules(
         targets = set(_listify(flow["to"]))
         if not active(flow, variables["platform_phase"]) or not (ALL in targets or mine & targets):
             continue
+        if mine & set(_listify(flow.get("not_to", []))):  # e.g. not where the front door runs
+            continue
         if flow["from"] == ANY:
             sources: list[str] = []
         elif flow["from"] == ADMIN:
@@ -104,9 +106,11 @@ def markdown_table(flows: Iterable[Mapping[str, Any]]) -> str:
     lines = ["| from | to | ports | phases | purpose |", "|---|---|---|---|---|"]
     for flow in flows:
         phases = ", ".join(str(p) for p in flow.get("phases", [1, 2, 3, 4]))
+        to = ", ".join(_listify(flow["to"]))
+        if flow.get("not_to"):
+            to += f" (not {', '.join(_listify(flow['not_to']))})"
         lines.append(
-            f"| {flow['from']} | {', '.join(_listify(flow['to']))} | "
-            f"{', '.join(flow['ports'])} | {phases} | {flow['purpose']} |"
+            f"| {flow['from']} | {to} | {', '.join(flow['ports'])} | {phases} | {flow['purpose']} |"
         )
     return "\n".join(lines)
 
@@ -152,6 +156,7 @@ def check(inputs: Inputs) -> list[str]:
         names = [
             (flow.get("from"), kinds),
             *((t, kinds | {FRONT_DOOR}) for t in _listify(flow.get("to", []))),
+            *((t, kinds | {FRONT_DOOR}) for t in _listify(flow.get("not_to", []))),
         ]
         for name, known in names:
             if name not in known:

@@ -13,6 +13,7 @@ from pyinfra.facts.server import Command
 from grimbots_infra import preflight
 from grimbots_infra.inventory import HostVars, load
 from grimbots_infra.phases import ALL_ROLES
+from grimbots_infra.roles import module as roles_module
 
 
 def fact(command: str) -> str:
@@ -73,9 +74,21 @@ def extra_vars() -> dict[str, Any]:
 
 def host_vars(roles: tuple[str, ...], play_vars: dict[str, Any] | None = None) -> HostVars:
     """This host's variables for the roles (as the phase's play sees them), with the host facts
-    the manifests read, after the shared preflight checks passed (else nothing runs anywhere)."""
+    the manifests read and what each role's ``pyinfra_steps.state()`` reads before anything
+    changes (its tasks/state.yml), after the shared preflight checks passed (else nothing runs
+    anywhere)."""
     virt = fact("systemd-detect-virt --container")
-    extra = {"platform_in_container": virt in CONTAINERS, **(play_vars or {}), **extra_vars()}
+    before: dict[str, Any] = {}
+    for role in roles:
+        steps = roles_module(role, "pyinfra_steps")
+        if steps is not None and hasattr(steps, "state"):
+            before.update(steps.state())
+    extra = {
+        "platform_in_container": virt in CONTAINERS,
+        **before,
+        **(play_vars or {}),
+        **extra_vars(),
+    }
     variables = load(ALL_ROLES).vars(host.name, extra)
     problems = preflight.check(roles, preflight.from_host_vars(variables))
     if problems:

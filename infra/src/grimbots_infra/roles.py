@@ -1,7 +1,7 @@
 """The roles, found by their folders: what a role checks lives in ``roles/<role>/preflight.py``,
-the host steps pyinfra runs besides its manifest (if any) in ``roles/<role>/pyinfra_steps.py``,
-the values it derives from its knobs (and the Jinja filters that expose them) in
-``roles/<role>/derived.py``.
+the host steps pyinfra runs besides its manifest (if any) in ``roles/<role>/pyinfra_steps.py``
+(run by ``grimbots_infra.apply.role``), the values it derives from its knobs (and the Jinja
+filters that expose them) in ``roles/<role>/derived.py``.
 
 A role's ``preflight.py`` exposes ``check(inputs) -> list[str]`` (every problem of one host's
 variables, empty when it may be deployed). This module loads it by path, the one way both tools

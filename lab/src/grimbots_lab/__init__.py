@@ -224,7 +224,8 @@ def assert_rerun_changes_nothing(tool: str, phase: int) -> None:
     templates through ansible-core, so a change reported here is a real drift between them."""
     run = deploy(tool, phase)
     out = run.stdout + run.stderr
-    assert run.returncode == 0, out[-4000:]
+    # Both tails: Ansible's failure is in stdout, its warnings (often many) in stderr.
+    assert run.returncode == 0, f"{run.stdout[-4000:]}\n--- stderr ---\n{run.stderr[-1500:]}"
     changed = changes(tool, out)
     assert not changed, "\n".join(changed) + "\n" + out[-3000:]
 

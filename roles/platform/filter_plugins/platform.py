@@ -4,7 +4,15 @@ functions pyinfra, the preflight checks and the lab tests call."""
 
 from __future__ import annotations
 
+import posixpath
+
 from grimbots_infra import derive, firewall, roles
+
+
+def preseed_directories(items: list[dict]) -> list[dict]:
+    """The directories of a manifest's preseed files (root's, 0755), for grimbots_files."""
+    paths = dict.fromkeys(posixpath.dirname(str(i["dest"])) for i in items)
+    return [{"path": p, "owner": "root", "group": "root", "mode": "0755"} for p in paths]
 
 
 class FilterModule:
@@ -16,5 +24,6 @@ class FilterModule:
             "grimbots_addresses": derive.addresses,
             "grimbots_firewall_ports": firewall.ports,
             "grimbots_firewall_rules": firewall.rules,
+            "grimbots_preseed_directories": preseed_directories,
             **roles.filters(),
         }
