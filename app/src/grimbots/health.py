@@ -1,4 +1,5 @@
-"""/health: database, Redis and RQ checks; 200 when all are ok, 503 otherwise.
+"""/health: database, Redis and RQ checks; 200 when all are ok, 503 otherwise. /health/ready:
+whether this node can take its traffic now, for the load balancer.
 
 Anyone may ask (load balancers, uptime checks): they get the status, each check's ok flag, the
 database backend and the queues' depth and worker counts. The detail an operator needs to find
@@ -6,6 +7,11 @@ a fault (error messages, which carry host names and ports; pool sizes; timings; 
 shown only to a caller on loopback (the host itself, `curl 127.0.0.1:5000/health`) or one that
 sends `Authorization: Bearer <GRIMBOTS_HEALTH_TOKEN>`. "Loopback" is the client address after
 the trusted-proxy rewrite, so a request relayed by a local proxy is not mistaken for one.
+
+HAProxy checks /health/ready, not /health: a fault every node shares and the webhook intake does
+not need (the database, missing workers) must not take every node out of rotation at once. It
+pings only the Redis servers the intake uses (the bot cache, the queue), through small pools with
+a 0.5 s timeout, and tells nobody more than each check's ok flag and error class.
 """
 
 from __future__ import annotations
@@ -116,4 +122,32 @@ def health():
             check.pop("error_type", None)
     else:
         checks = {name: _public(name, check) for name, check in checks.items()}
+    return jsonify(status="ok" if ok else "fail", checks=checks), 200 if ok else 503
+
+
+def _ping_state() -> None:
+    get_pools().probe().state().ping()
+
+
+def _ping_queue() -> None:
+    get_pools().probe().queue().ping()
+
+
+@bp.get("/health/ready")
+@describe(
+    "Readiness for the load balancer: can this node take webhooks now",
+    description=(
+        "Pings the Redis servers the webhook intake uses (the state Redis holding the bot cache, "
+        "the queue Redis), never the database or the workers. Each check's ok flag only."
+    ),
+    tags=["operations"],
+    responses={200: Answer("ready", Health), 503: Answer("an intake Redis is unreachable", Health)},
+)
+def ready():
+    checks = {"state_redis": _timed(_ping_state), "queue_redis": _timed(_ping_queue)}
+    ok = all(check["ok"] for check in checks.values())
+    checks = {
+        name: {"ok": True} if check["ok"] else {"ok": False, "error": check["error_type"]}
+        for name, check in checks.items()
+    }
     return jsonify(status="ok" if ok else "fail", checks=checks), 200 if ok else 503
