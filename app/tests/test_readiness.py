@@ -7,10 +7,13 @@ import socket
 import time
 
 import pytest
+import redis
 
 from grimbots import db as db_module
 from grimbots import redis_pool
+from tests import test_redis_pool
 from tests.conftest import REDIS_URL, make_settings
+from tests.redis_servers import wait
 
 # Nothing listens on port 1: a connection there is refused at once.
 DOWN_DATABASE = "postgresql://grimbots:grimbots@127.0.0.1:1/grimbots"
@@ -87,3 +90,40 @@ def test_ready_fails_within_the_probe_timeout_when_redis_hangs(make_client):
     assert resp.json["checks"]["queue_redis"] == {"ok": False, "error": "TimeoutError"}
     # The intake's pools would wait their 2 s socket timeout; HAProxy gives a check 0.6 s.
     assert took < 2 * redis_pool.PROBE_TIMEOUT + 0.3, took
+
+
+# A real primary and Sentinel (tests/test_redis_pool.py's pair).
+sentinel_pair = test_redis_pool.sentinel_pair
+
+
+def _sentinel(port: int, *args) -> None:
+    redis.Redis(port=port).execute_command("SENTINEL", "SET", "grimbots-queue", *args)
+
+
+def test_a_queue_primary_sentinel_sees_down_is_a_shared_fault_and_keeps_the_node_ready(
+    make_client, sentinel_pair
+):
+    primary_port, sentinel_port = sentinel_pair
+    # Slow to judge first: a primary only this node cannot reach is this node's fault.
+    _sentinel(sentinel_port, "down-after-milliseconds", "60000")
+    client = make_client(
+        GRIMBOTS_QUEUE_REDIS_MODE="sentinel",
+        GRIMBOTS_SENTINELS=f"127.0.0.1:{sentinel_port}",
+        GRIMBOTS_SENTINEL_MASTER="grimbots-queue",
+    )
+    assert client.get("/health/ready").status_code == 200
+    redis.Redis(port=primary_port).shutdown(nosave=True)
+    resp = client.get("/health/ready")
+    assert resp.status_code == 503
+    assert resp.json["checks"]["queue_redis"] == {"ok": False, "error": "ConnectionError"}
+
+    _sentinel(sentinel_port, "down-after-milliseconds", "200")
+    watcher = redis.Redis(port=sentinel_port, decode_responses=True)
+    wait(
+        lambda: "s_down" in watcher.sentinel_master("grimbots-queue", True)["flags"],
+        what="the sentinel to see the primary down",
+    )
+    resp = client.get("/health/ready")
+    assert resp.status_code == 200, resp.json
+    assert resp.json["checks"]["queue_redis"]["shared"] is True
+    assert resp.json["checks"]["queue_redis"]["ok"] is False
