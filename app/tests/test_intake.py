@@ -22,7 +22,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from grimbots import db as db_module
-from grimbots import intake, redis_pool, webhook
+from grimbots import failover, intake, redis_pool, webhook
 from grimbots.models import InboundUpdate
 from tests.conftest import make_settings
 from tests.factories import make_bot, make_funnel, make_seller, start_update
@@ -62,7 +62,10 @@ def queued_ids(conn) -> list[bytes]:
 
 
 def _fail_intake_call(monkeypatch, when: str) -> list[int]:
-    """Make the next call of the intake script fail once, before or after it ran."""
+    """Make the next call of the intake script fail once, before or after it ran, with the
+    request's own retries (failover.py, tested in test_intake_failover.py) off: what follows when
+    a fault outlasts them."""
+    monkeypatch.setattr(failover, "PAUSES", ())
     real = redis.Redis.execute_command
     calls = [0]
 
@@ -296,12 +299,16 @@ def proxied_app(database_url, redis_client, fake_tg):
 
 
 @pytest.mark.parametrize("client_retries", [0, 2])
-def test_reply_lost_on_the_wire_never_drops_the_update(proxied_app, fake_tg, client_retries):
+def test_reply_lost_on_the_wire_never_drops_the_update(
+    proxied_app, fake_tg, client_retries, monkeypatch
+):
     """Without client retries the answer is 503 and Telegram's repeat is a duplicate; with
     them (as Redis Cluster clients do) the retry finds its own lock and job and answers 200.
-    Either way the update is queued once and processed once."""
+    Either way the update is queued once and processed once. (The request's own retries,
+    failover.py, are off here: test_intake_failover.py has them on the same wire.)"""
     from grimbots.worker import drain_queues
 
+    monkeypatch.setattr(failover, "PAUSES", ())
     app, proxy = proxied_app
     conn = redis_pool.queue_connection()
     conn.connection_pool.connection_kwargs["retry"] = Retry(NoBackoff(), client_retries)

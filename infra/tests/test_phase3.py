@@ -46,6 +46,8 @@ def test_rendered_haproxy_cfg_lists_app1_to_app3_with_the_derived_checks(lab):
     assert "timeout check 600ms" in text
     assert "bind *:443 ssl crt /etc/haproxy/certs/site.pem" in text
     assert "ssl-min-ver TLSv1.2" in text
+    # The app's readiness, not /health: a database failover must not fail every node's check.
+    assert "http-check send meth GET uri /health/ready ver HTTP/1.1 hdr Host lb1\n" in text
     assert "http-check expect status 200" in text
     assert "acl idempotent path_beg /webhook/telegram/" in text
     assert "http-request disable-l7-retry unless idempotent" in text

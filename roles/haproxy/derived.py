@@ -16,8 +16,8 @@ def haproxy_check_timings(recovery_seconds: int | str) -> dict[str, int]:
     once a check failed), and the last may wait out ``timeout check`` (a dead host answers no
     SYN). So inter + (fall - 1) x fastinter + timeout_check must stay within the knob; a fifth of
     it is kept as margin for a busy scheduler; a quarter of the rest is the check timeout (a slow
-    /health under load must not look dead). At 3 s: inter 1200, fastinter 600, timeout 600 ms:
-    out after at most 2.4 s.
+    readiness answer under load must not look dead). At 3 s: inter 1200, fastinter 600, timeout
+    600 ms: out after at most 2.4 s.
     """
     budget = int(recovery_seconds) * 1000 * 4 // 5
     timeout_check = max(100, budget // 4)

@@ -1,4 +1,5 @@
-"""/health: database, Redis and RQ checks; 200 when all are ok, 503 otherwise.
+"""/health: database, Redis and RQ checks; 200 when all are ok, 503 otherwise. /health/ready:
+whether this node can take its traffic now, for the load balancer.
 
 Anyone may ask (load balancers, uptime checks): they get the status, each check's ok flag, the
 database backend and the queues' depth and worker counts. The detail an operator needs to find
@@ -6,6 +7,13 @@ a fault (error messages, which carry host names and ports; pool sizes; timings; 
 shown only to a caller on loopback (the host itself, `curl 127.0.0.1:5000/health`) or one that
 sends `Authorization: Bearer <GRIMBOTS_HEALTH_TOKEN>`. "Loopback" is the client address after
 the trusted-proxy rewrite, so a request relayed by a local proxy is not mistaken for one.
+
+HAProxy checks /health/ready, not /health: a fault every node shares must not take every node
+out of rotation at once. It pings only the Redis servers the intake uses (the bot cache, the
+queue), through small pools with a 0.5 s timeout, and tells nobody more than each check's ok flag
+and error class. A queue primary this node cannot reach while a Sentinel sees it down too is
+the primary's fault, shared by every node: the node stays ready (`shared`), its intake tries the
+new primary inside the request and answers 503 itself until there is one.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import ipaddress
 import time
 
 from flask import Blueprint, current_app, jsonify, request
+from redis.exceptions import RedisError
 from sqlalchemy import text
 
 from grimbots import queues
@@ -116,4 +125,58 @@ def health():
             check.pop("error_type", None)
     else:
         checks = {name: _public(name, check) for name, check in checks.items()}
+    return jsonify(status="ok" if ok else "fail", checks=checks), 200 if ok else 503
+
+
+def _ping_state() -> None:
+    get_pools().probe().state().ping()
+
+
+def _ping_queue() -> None:
+    get_pools().probe().queue().ping()
+
+
+# Sentinel's flags for a primary it sees down or is replacing.
+_PRIMARY_DOWN_FLAGS = {"s_down", "o_down", "failover_in_progress"}
+
+
+def _sentinels_see_primary_down() -> bool:
+    """True when the first Sentinel that answers sees the queue primary down (or is replacing
+    it): the fault is the primary's, not this node's. False without Sentinel."""
+    pools = get_pools().probe()
+    if pools.settings.queue_redis_mode != "sentinel":
+        return False
+    for sentinel in pools.queue().connection_pool.sentinel_manager.sentinels:
+        try:
+            state = sentinel.sentinel_master(pools.settings.sentinel_master, return_responses=True)
+        except RedisError:
+            continue
+        flags = state["flags"]
+        flags = set(flags.split(",")) if isinstance(flags, str) else set(flags)
+        return bool(flags & _PRIMARY_DOWN_FLAGS)
+    return False
+
+
+@bp.get("/health/ready")
+@describe(
+    "Readiness for the load balancer: can this node take webhooks now",
+    description=(
+        "Pings the Redis servers the webhook intake uses (the state Redis holding the bot cache, "
+        "the queue Redis), never the database or the workers. A queue primary a Sentinel sees "
+        "down too is a fault every node shares: `shared`, and still 200 (the intake answers 503 "
+        "itself until the new primary). Each check's ok flag and error class only."
+    ),
+    tags=["operations"],
+    responses={200: Answer("ready", Health), 503: Answer("an intake Redis is unreachable", Health)},
+)
+def ready():
+    checks = {"state_redis": _timed(_ping_state), "queue_redis": _timed(_ping_queue)}
+    checks = {
+        name: {"ok": True} if check["ok"] else {"ok": False, "error": check["error_type"]}
+        for name, check in checks.items()
+    }
+    queue = checks["queue_redis"]
+    if not queue["ok"] and _sentinels_see_primary_down():
+        queue["shared"] = True
+    ok = all(check["ok"] or check.get("shared") for check in checks.values())
     return jsonify(status="ok" if ok else "fail", checks=checks), 200 if ok else 503

@@ -14,6 +14,7 @@ the bound is what keeps a host's Redis ``maxclients`` safe with many processes.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass
 
@@ -54,6 +55,12 @@ class _BoundedSentinelPool(SentinelConnectionPool):
         self._free.release()
 
 
+# Socket and connect timeout (s) of the readiness probe's clients: a Redis that does not answer
+# fails the load balancer's check within HAProxy's check timeout, not the pools' 2 s.
+PROBE_TIMEOUT = 0.5
+PROBE_CONNECTIONS = 2
+
+
 class RedisPools:
     """Per-process Redis clients; rebuilt lazily after fork by redis-py's own pid checks."""
 
@@ -61,6 +68,7 @@ class RedisPools:
         self.settings = settings
         self._state: redis.Redis | RedisCluster | None = None
         self._queue: redis.Redis | None = None
+        self._probe: RedisPools | None = None
         self._lock = threading.Lock()
 
     def _common(self) -> dict:
@@ -85,6 +93,20 @@ class RedisPools:
                 if self._queue is None:
                     self._queue = self._make_queue()
         return self._queue
+
+    def probe(self) -> RedisPools:
+        """The same Redis servers through small pools with PROBE_TIMEOUT: the readiness check
+        fails fast and never waits behind the intake for a connection."""
+        if self._probe is None:
+            with self._lock:
+                if self._probe is None:
+                    fast = dataclasses.replace(
+                        self.settings,
+                        redis_socket_timeout=PROBE_TIMEOUT,
+                        redis_max_connections=PROBE_CONNECTIONS,
+                    )
+                    self._probe = RedisPools(fast)
+        return self._probe
 
     def _make_state(self) -> redis.Redis | RedisCluster:
         s = self.settings
@@ -144,7 +166,9 @@ class RedisPools:
         for client in (self._state, self._queue):
             if client is not None:
                 client.close()
-        self._state = self._queue = None
+        if self._probe is not None:
+            self._probe.close()
+        self._state = self._queue = self._probe = None
 
 
 def _pool_stats(name: str, client, bound: int) -> PoolStats:

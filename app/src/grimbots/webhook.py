@@ -2,7 +2,8 @@
 
 Check the bot's secret header, validate the update, then lock and queue it in one atomic step
 (`intake.take`) and answer 200. Anything that cannot be done safely (Redis away, no replica
-acknowledged) answers 503 so Telegram delivers again later, and that repeat is processed.
+acknowledged) answers 503 so Telegram delivers again later, and that repeat is processed. A
+failover of the Redis it reads or writes is tried through first, within 2.5 s (`failover.py`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from flask import Blueprint, Response, request
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from grimbots import dedup, intake, metrics
+from grimbots import dedup, failover, intake, metrics
 from grimbots.db import get_db
 from grimbots.models import Bot
 from grimbots.openapi import Answer, describe
@@ -185,8 +186,9 @@ def unavailable() -> tuple[int, bytes]:
 def take_update(bot_id: int, given_secret: str, raw: bytes) -> tuple[int, bytes]:
     """The whole intake of one delivery: (HTTP status, JSON body). Called by the Flask view and
     by the WSGI fast path (webhook_wsgi.py), so both answer alike."""
+    until = failover.deadline()
     try:
-        meta = bot_meta(bot_id)
+        meta = failover.retrying(lambda: bot_meta(bot_id), until)
     except RedisError:
         log.warning("redis unreachable at webhook intake", extra={"bot_id": bot_id})
         return unavailable()
@@ -211,7 +213,7 @@ def take_update(bot_id: int, given_secret: str, raw: bytes) -> tuple[int, bytes]
 
     locks = dedup.intake_locks(bot_id, update["update_id"], content, start_chat)
     try:
-        duplicate_layer = intake.take(bot_id, update, locks)
+        duplicate_layer = failover.retrying(lambda: intake.take(bot_id, update, locks), until)
     except intake.NotReplicated:
         # Queued on the primary only: Telegram's repeat is answered once a replica has it.
         log.warning("queue replica did not acknowledge in time", extra={"bot_id": bot_id})

@@ -1,11 +1,11 @@
 #!/usr/bin/python3
-"""A stand-in app node for the haproxy scenario: GET /health answers 200 (503 while the file
-/run/fake-app/<address>.sick exists); any other request answers 200 with the node's name and
-the request's headers as JSON; while /run/fake-app/<address>.slow exists it first sleeps 5 s
-(a hung node), and while /run/fake-app/<address>.drop exists it closes the connection without
-an answer (what a crashing node does to the request in flight).
+"""A stand-in app node for the haproxy scenario: GET CHECK_PATH (the role's haproxy_check_path)
+answers 200 (503 while the file /run/fake-app/<address>.sick exists); any other request answers
+200 with the node's name and the request's headers as JSON; while /run/fake-app/<address>.slow
+exists it first sleeps 5 s (a hung node), and while /run/fake-app/<address>.drop exists it
+closes the connection without an answer (what a crashing node does to the request in flight).
 
-    fake-app.py ADDRESS PORT NAME
+    fake-app.py ADDRESS PORT NAME CHECK_PATH
 """
 
 import contextlib
@@ -16,7 +16,7 @@ import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-ADDRESS, PORT, NAME = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ADDRESS, PORT, NAME, CHECK_PATH = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 FLAGS = "/run/fake-app"
 
 
@@ -27,7 +27,7 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
-        if self.path == "/health":
+        if self.path == CHECK_PATH:
             sick = os.path.exists(f"{FLAGS}/{ADDRESS}.sick")
             self._send(503 if sick else 200, {"node": NAME, "healthy": not sick})
             return
