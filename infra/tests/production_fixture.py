@@ -34,6 +34,7 @@ ROLE_GROUPS = {
     "queue_redis": ("redis",),
     "exporters": ("app", "db", "lb", "redis", "monitoring"),
     "monitoring": ("monitoring",),
+    "pgbackrest": ("db", "backup"),
 }
 
 

@@ -67,6 +67,18 @@ def test_postgresql_is_open_only_to_the_app_and_db_hosts_private_addresses(produ
     assert "policy drop" in text and "203.0.113." not in text
 
 
+def test_pgbackrest_is_open_only_between_the_backup_host_and_the_db_hosts(production, wheels):
+    """Archiving from the db hosts to the repository, backups and checks back (roles/pgbackrest)."""
+    port = 8432
+    assert accepts(ruleset(production, "db1.example.net", 2, wheels), port) == [
+        "ip saddr { 10.0.0.41 } meta l4proto tcp tcp dport { 8432 } accept"
+    ]
+    assert accepts(ruleset(production, "mon1.example.net", 2, wheels), port) == [
+        "ip saddr { 10.0.0.21, 10.0.0.22, 10.0.0.23 } meta l4proto tcp tcp dport { 8432 } accept"
+    ]
+    assert accepts(ruleset(production, "app1.example.net", 2, wheels), port) == []
+
+
 def test_the_app_port_faces_the_internet_in_phases_1_and_2_only_without_a_front_door(
     production, wheels
 ):

@@ -86,3 +86,13 @@ def test_many_processes_at_once_make_one_ca(tmp_path):
     with multiprocessing.get_context("fork").Pool(6) as pool:
         cas = pool.map(_issue_ca, [str(tmp_path)] * 12)
     assert len(set(cas)) == 1
+
+
+def test_each_address_is_also_a_dns_name_for_clients_that_match_names_only(tmp_path):
+    """pgBackRest 2.45 checks the address it connects to against DNS names and the CN only:
+    the private address must be there as a DNS name too (and stays an IP entry)."""
+    got = issue(tmp_path)
+    sans = x509.load_pem_x509_certificate(got.certificate.encode()).extensions
+    alt = sans.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {"db1", "localhost", "10.0.0.21"} <= set(alt.get_values_for_type(x509.DNSName))
+    assert "10.0.0.21" in {str(i) for i in alt.get_values_for_type(x509.IPAddress)}

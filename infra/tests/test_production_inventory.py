@@ -59,6 +59,9 @@ def test_every_template_renders_for_every_production_host_on_private_addresses(
     assert all(f"10.0.0.1{i}:5000" in haproxy for i in (1, 2, 3))
     config = rendered["patroni/config.yml.j2 on db1.example.net"]
     assert all(f"10.0.0.1{i}/32" in config for i in (1, 2, 3))
+    repo = rendered["pgbackrest/pgbackrest.conf.j2 on mon1.example.net"]
+    assert all(f"pg{i}-host=10.0.0.2{i}\n" in repo for i in (1, 2, 3))
+    assert "repo1-host=10.0.0.41\n" in rendered["pgbackrest/pgbackrest.conf.j2 on db1.example.net"]
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLE))

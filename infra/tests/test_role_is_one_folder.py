@@ -172,7 +172,9 @@ def test_a_playbooks_preflight_checks_the_roles_its_plays_apply_to_the_host():
     def never(when: str) -> bool:
         return False
 
-    assert playbook_roles(2, ["db"], never) == ["common", "firewall", "patroni"]
+    assert playbook_roles(2, ["db"], never) == ["common", "firewall", "patroni", "pgbackrest"]
+    backup = ["common", "firewall", "pgbackrest"]
+    assert playbook_roles(2, ["monitoring", "backup"], never) == backup
     assert playbook_roles(2, ["app"], never) == ["common", "firewall", "app"]  # phase 1's
     assert playbook_roles(2, ["app"], lambda when: "groups['app'][0]" in when) == []
     assert playbook_roles(3, ["redis"], never) == [

@@ -16,7 +16,7 @@ import datetime
 import fcntl
 import ipaddress
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,13 +135,14 @@ def _ca(folder: Path, passphrase: str) -> tuple[x509.Certificate, ec.EllipticCur
 
 def _alt_names(names: Iterable[str], addresses: Iterable[str]) -> list[x509.GeneralName]:
     """DNS names, then IP addresses; an "address" that is no IP (a molecule container's
-    ansible_host is its name) is a DNS name."""
+    ansible_host is its name) is a DNS name. An IP address is also written as a DNS name:
+    pgBackRest 2.45 (roles/pgbackrest) compares the address it connects to with the DNS names
+    and the common name only, never the IP entries (clients that check IPs still find them)."""
     out: dict[x509.GeneralName, None] = {x509.DNSName(str(n)): None for n in names}
     for a in map(str, addresses):
-        try:
+        with suppress(ValueError):
             out[x509.IPAddress(ipaddress.ip_address(a))] = None
-        except ValueError:
-            out[x509.DNSName(a)] = None
+        out[x509.DNSName(a)] = None
     return list(out)
 
 

@@ -149,7 +149,7 @@ def pg_rows(app: dict[str, Any], sql: str) -> list[list]:
 VAULT_PASSWORD_FILE = LAB_INVENTORY / "vault-password.txt"
 PYINFRA_LIMITS = {
     1: ["app"],
-    2: ["db", "app"],
+    2: ["db", "backup", "app"],
     3: ["lb", "redis", "app"],
     4: ["app", "db", "lb", "redis", "monitoring"],
 }
