@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help run venv services lint test test-app test-faults test-molecule test-lab lab lab-down lab-status bench bench-lab wheels clean
+.PHONY: help run venv services lint test test-app test-faults test-molecule test-lab lab lab-down lab-status bench bench-lab soak wheels clean
 
 help: ## List every target with one line each
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n",$$1,$$2}'
@@ -56,6 +56,15 @@ lab-down: ## Remove the lab containers and network
 
 lab-status: ## Show the lab hosts, addresses and services
 	bash lab/lab.sh status
+
+# The soak's length (minutes), fault interval (s) and rate (updates/s): `make soak SOAK_MINUTES=10`.
+SOAK_MINUTES ?= 30
+SOAK_INTERVAL ?= 120
+SOAK_RATE ?= 15
+soak: venv ## Availability on the running phase-4 lab: traffic with a fault every SOAK_INTERVAL s
+	GRIMBOTS_LAB_PHASE=4 SOAK_MINUTES=$(SOAK_MINUTES) SOAK_INTERVAL=$(SOAK_INTERVAL) \
+	  GRIMBOTS_CHAOS_RATE=$(SOAK_RATE) $(BIN)/pytest -p no:cacheprovider -p no:randomly -v -s \
+	  tests/phase3/test_soak.py
 
 wheels: venv ## Build the app wheel and its dependencies into dist/wheels (for pip --no-index on hosts)
 	bash scripts/build-wheels.sh

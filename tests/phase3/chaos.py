@@ -1,6 +1,6 @@
-"""Phase 3 under faults: /start updates arrive through HAProxy over HTTPS while, in turn, an app
-node's host is killed, a Redis Cluster master's host is killed, the queue Redis primary is killed
-and HAProxy is reloaded twice.
+"""The faults of the soak (tests/phase3/test_soak.py) and Telegram's side of it: /start updates
+arrive through HAProxy over HTTPS while, in turn, an app node's host is killed, a Redis Cluster
+master's host is killed, the queue Redis primary is killed and HAProxy is reloaded.
 
 Telegram's side is played as Telegram plays it: an open loop of new chats (RATE updates/s,
 whatever the answers), every update not answered 200 (an error status, a reset, a timeout)
@@ -62,11 +62,13 @@ def _when(check: Callable[[], object], timeout: float, interval: float = POLL) -
 
 
 class Load:
-    """RATE /start updates a second for new chats, each delivered Telegram-style from a pool
-    thread, from start() until stop() or MAX_LOAD_SECONDS."""
+    """``rate`` /start updates a second for new chats, each delivered Telegram-style from a pool
+    thread, from start() until stop() or ``max_seconds``."""
 
-    def __init__(self, telegram):
+    def __init__(self, telegram, rate: float = RATE, max_seconds: float = MAX_LOAD_SECONDS):
         self.telegram = telegram
+        self.rate = rate
+        self.max_seconds = max_seconds
         self.updates: list[dict] = []
         self.futures = []
         self.started = 0.0
@@ -81,8 +83,8 @@ class Load:
         self._thread.start()
 
     def _run(self) -> None:
-        for i in range(int(RATE * MAX_LOAD_SECONDS)):
-            delay = self.started + i / RATE - time.monotonic()
+        for i in range(int(self.rate * self.max_seconds)):
+            delay = self.started + i / self.rate - time.monotonic()
             if self._stop.wait(max(0.0, delay)):
                 return
             update = self.telegram.start_update(
@@ -447,61 +449,3 @@ class Faults:
             except Exception as exc:  # noqa: BLE001 - restore the rest whatever one did
                 print(f"RESTORE FAILED: {what}: {type(exc).__name__}: {exc}")
                 self.problems.append(f"{what} could not be restored: {exc}")
-
-
-def test_faults_under_load_through_haproxy_lose_and_duplicate_nothing(
-    lab, haproxy, containers, telegram, welcomes
-):
-    tg = telegram(time.monotonic() + MAX_LOAD_SECONDS + REDELIVERY_DEADLINE, CLIENT_TIMEOUT)
-    faults = Faults(lab, haproxy, containers, tg)
-    mark = welcomes.mark()
-    load = Load(tg)
-    load.start()
-    try:
-        time.sleep(WARMUP)
-        faults.app_node_killed()
-        faults.cluster_master_host_killed()
-        faults.queue_primary_killed()
-        faults.haproxy_reloaded()
-        time.sleep(SETTLE)
-    except BaseException:
-        tg.deadline = time.monotonic()  # no redelivery after a failed run
-        raise
-    finally:
-        load.stop()
-        faults.restore()
-    load_seconds = time.monotonic() - load.started
-    tg.deadline = min(tg.deadline, time.monotonic() + REDELIVERY_DEADLINE)
-    answered = load.answered(timeout=REDELIVERY_DEADLINE + 2 * CLIENT_TIMEOUT)
-    all_answered_at = time.monotonic() - load.started
-    count = len(load.updates)
-    chats = [u["message"]["chat"]["id"] for u in load.updates]
-
-    lab2.wait_for(
-        lambda: all(n >= 1 for n in welcomes.count(chats, mark).values()),
-        timeout=ANSWER_DEADLINE,
-        interval=2,
-    )
-    time.sleep(5)  # a late duplicate would arrive now
-    final = welcomes.count(chats, mark)
-    missing = [c for c, n in final.items() if n == 0]
-    doubled = {c: n for c, n in final.items() if n > 1}
-    attempts = tg.attempts
-    refused = tg.failed(attempts)
-    print(
-        f"\nCHAOS 3: {count} updates at {RATE:.0f}/s over HTTPS through HAProxy for "
-        f"{load_seconds:.0f} s; {len(attempts)} deliveries, {len(refused)} not answered 200 and "
-        f"redelivered ({tg.summary(refused)}); all answered 200 after {all_answered_at:.1f} s: "
-        f"{answered}/{count}; welcomes: {count - len(missing)} chats answered, "
-        f"{len(missing)} missing, {len(doubled)} with more than one"
-    )
-    for line in faults.figures:
-        print(f"  {line}")
-    whole = lab2.wait_for(faults.all_app_nodes_up, timeout=60, interval=1)
-    print(f"CHAOS 3: every app node UP in HAProxy at the end: {bool(whole)}")
-    assert count > 0, "no update was sent"
-    assert not faults.problems, "; ".join(faults.problems)
-    assert whole, f"not every app node is UP at the end: {haproxy.servers()}"
-    assert answered == count, f"{count - answered} updates never answered 200"
-    assert not missing, f"{len(missing)} accepted updates got no welcome, e.g. {missing[:5]}"
-    assert not doubled, f"chats welcomed more than once: {list(doubled.items())[:5]}"
