@@ -249,7 +249,7 @@ def create_charge(
     downsell_position: int | None,
 ) -> int | None:
     """Job (gateway queue): charge through the gateway, send the PIX code, schedule downsells."""
-    from grimbots.payments import create_payment
+    from grimbots.payments import charge_pending, create_payment
 
     db = get_db()
     with db.session() as session:
@@ -275,8 +275,16 @@ def create_charge(
         "Copie o código PIX abaixo e pague no app do seu banco:\n\n"
         f"{pix_code}\n\nAssim que o pagamento for confirmado, você recebe o acesso aqui."
     )
+    # The customer may have paid (or the charge expired) since: a retried or delayed job must
+    # not send the code then. Asked under the fence's lock, so no race with the payment webhook.
     outbox.send(
-        bot, lead.chat_id, f"pix:{payment_id}", "sendMessage", {"text": text}, lead_id=lead.id
+        bot,
+        lead.chat_id,
+        f"pix:{payment_id}",
+        "sendMessage",
+        {"text": text},
+        lead_id=lead.id,
+        guard=charge_pending(payment_id),
     )
     # Downsells follow an unpaid main-offer charge; a downsell charge continues the chain.
     next_position = 0 if downsell_position is None else downsell_position + 1
