@@ -540,3 +540,29 @@ def test_an_unpaid_charge_still_gets_its_pix_code_once(client, shop, fake_tg, dr
     payment = _only_payment(db, bot, chat)
     assert len(_pix_texts(fake_tg, chat, payment)) == 1
     assert _outbox_status(db, f"pix:{payment.id}") == "sent"
+
+
+def test_a_payment_landing_right_before_the_downsell_send_is_decided_stops_the_downsell(
+    client, shop, fake_tg, drain, db, settings, monkeypatch
+):
+    """After the rate slot and `still_due`, before the fence: only the fence's guard sees it."""
+    from grimbots import funnel, outbox
+
+    bot, chat = shop["bot"], 7024
+    payment, generation = _pending_charge(client, bot, shop["offers"][0], chat, drain, db)
+    fence = outbox._fence
+    paid: list[str] = []
+
+    def customer_pays_first(key, attempt, *args, **kwargs):
+        if key.startswith("downsell:") and not paid:
+            paid.append(key)
+            _pay(client, settings, payment)
+        return fence(key, attempt, *args, **kwargs)
+
+    monkeypatch.setattr(outbox, "_fence", customer_pays_first)
+    assert funnel.run_downsell(payment.id, 0, generation) == "cancelled"
+    assert paid == [f"downsell:{payment.id}:0"]
+    drain(include_scheduled=True)
+    texts = [c["params"]["text"] for c in fake_tg.sent(method="sendMessage", chat_id=chat)]
+    assert not any("Desconto" in t for t in texts), "downsell sent after the payment"
+    assert sum("t.me/+vipgroup" in t for t in texts) == 1

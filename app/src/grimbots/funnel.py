@@ -358,8 +358,10 @@ def run_downsell(payment_id: int, position: int, generation: int) -> str:
         "sendMessage",
         {"text": text[:TEXT_LIMIT], "reply_markup": markup},
         lead_id=lead.id,
-        # Asked again after the rate limiter's wait (up to 30 s), right before the request.
+        # Asked again after the rate limiter's wait (up to 30 s), right before the request,
+        # and then under the fence's lock (a payment landing between the two).
         still_due=lambda: _downsell_due(lead.id, generation),
+        guard=_downsell_still_due(lead.id, generation),
     )
     following = _downsell_at(funnel, position + 1)
     if status == outbox.SENT and following is not None:
@@ -378,10 +380,22 @@ def _downsell_due(lead_id: int, generation: int) -> bool:
     """A downsell is due while its lead has not paid, not blocked the bot and not restarted the
     funnel. Read on the primary: a lagging standby would say "not paid" after payment."""
     with get_db().session() as session:
-        lead = session.get(Lead, lead_id)
-        paid = session.scalar(
-            select(Payment.id).where(Payment.lead_id == lead_id, Payment.status == "paid").limit(1)
-        )
+        return _due_in(session, lead_id, generation, lock=False)
+
+
+def _downsell_still_due(lead_id: int, generation: int) -> outbox.Guard:
+    """_downsell_due inside the outbox's fence transaction, the lead's row locked: the payment
+    webhook marks the lead paid in the transaction that flips the charge, so that transaction
+    lands wholly before or after the decision to send."""
+    return lambda session: _due_in(session, lead_id, generation, lock=True)
+
+
+def _due_in(session, lead_id: int, generation: int, *, lock: bool) -> bool:
+    query = select(Lead).where(Lead.id == lead_id)
+    lead = session.scalar(query.with_for_update() if lock else query)
+    paid = session.scalar(
+        select(Payment.id).where(Payment.lead_id == lead_id, Payment.status == "paid").limit(1)
+    )
     return not (
         lead is None or paid or lead.paid or lead.blocked or lead.funnel_generation != generation
     )
