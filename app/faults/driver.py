@@ -59,6 +59,7 @@ class ScenarioRun(ScenarioTime, Recovery, WorkerProcesses, SellerSide):
         self.payment_posts: dict[int, dict] = {}  # payment id -> {"txid", "amount", "answers"}
         self.pay_wanted: set[int] = set()  # lead indexes whose customer wants to pay
         self.paid_at: dict[int, float] = {}
+        self.payment_paid_at: dict[int, float] = {}  # payment id -> wall time seen paid
         self.blocked: set[int] = set()
         self.campaigns: list[dict] = []
         self.tapped: dict[int, int] = {}
@@ -278,6 +279,8 @@ class ScenarioRun(ScenarioTime, Recovery, WorkerProcesses, SellerSide):
                 outages.drain_through_db_outage(self, int(extra.params["tries"]))
             elif extra is not None and extra.kind == "redis_data_loss":
                 outages.drain_losing_redis_writes(self, str(extra.params["lost"]))
+            elif extra is not None and extra.kind == "pay_before_pix":
+                outages.drain_paying_before_pix(self, int(extra.params["lead"]))
             elif extra is not None and extra.kind == "telegram_429_long":
                 outages.drain_after_long_429(self, int(extra.params["retry_after"]))
             elif extra is not None:
@@ -443,6 +446,7 @@ class ScenarioRun(ScenarioTime, Recovery, WorkerProcesses, SellerSide):
             updates=self.updates,
             welcome_content=(self.welcome_text, "sendPhoto" if self.s.media else "sendMessage"),
             paid_at=self.paid_at,
+            payment_paid_at=self.payment_paid_at,
             blocked={self.chats[i] for i in self.blocked},
             campaign_texts=texts,
             campaign_audience=audience,

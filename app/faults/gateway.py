@@ -20,20 +20,28 @@ class SellerSide:
         """The charge this lead's customer pays: a paid one (a repeat), else the newest, once
         its PIX code has reached the chat (a customer cannot pay a code they never got: a bot
         under a long 429 hold pays nothing until it sends). None: nothing to pay yet."""
-        chat = self.chats[lead]
-        with self.hdb.session() as session:
-            payments = session.scalars(
-                select(Payment)
-                .join(Lead, Lead.id == Payment.lead_id)
-                .where(Lead.bot_id == self.bot(lead).bot_id, Lead.telegram_user_id == chat)
-                .order_by(Payment.id.desc())
-            ).all()
+        payments = self._charges(lead)
         if not payments:
             return None  # no charge yet (its job failed): the customer pays once the PIX arrives
         target = next((p for p in payments if p.status == "paid"), payments[0])
         if target.id in self.payment_posts or self._pix_reached(lead, target.pix_code):
             return target
         return None
+
+    def _charges(self, lead: int) -> list[Payment]:
+        """The lead's charges, newest first."""
+        with self.hdb.session() as session:
+            return list(
+                session.scalars(
+                    select(Payment)
+                    .join(Lead, Lead.id == Payment.lead_id)
+                    .where(
+                        Lead.bot_id == self.bot(lead).bot_id,
+                        Lead.telegram_user_id == self.chats[lead],
+                    )
+                    .order_by(Payment.id.desc())
+                ).all()
+            )
 
     def _pix_reached(self, lead: int, pix_code: str) -> bool:
         """Telegram delivered a message with this PIX code to the lead (the fake's record)."""
@@ -74,8 +82,27 @@ class SellerSide:
         post["answers"].append(status)
         post["ok"] = post["ok"] or 200 <= status < 300
         chat = self.chats[post["lead"]]
-        if chat not in self.paid_at and self._is_paid(payment_id):
-            self.paid_at[chat] = time.time()
+        if payment_id not in self.payment_paid_at and self._is_paid(payment_id):
+            self.payment_paid_at[payment_id] = time.time()
+            self.paid_at.setdefault(chat, self.payment_paid_at[payment_id])
+
+    def pay_unseen(self, lead: int) -> bool:
+        """The customer pays the newest charge before its PIX code reached the chat (through the
+        gateway's checkout page, say); True when it was still pending, unseen, and got paid."""
+        target = next(iter(self._charges(lead)), None)
+        if target is None or target.status != "pending" or target.id in self.payment_posts:
+            return False
+        if self._pix_reached(lead, target.pix_code):
+            return False
+        self.payment_posts[target.id] = {
+            "txid": target.gateway_txid,
+            "amount": target.amount_cents,
+            "lead": lead,
+            "answers": [],
+            "ok": False,
+        }
+        self._post_payment(target.id)
+        return target.id in self.payment_paid_at
 
     def _is_paid(self, payment_id: int) -> bool:
         with self.hdb.session() as session:

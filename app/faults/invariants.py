@@ -128,17 +128,33 @@ def check(obs, calls: list[dict], db) -> list[Violation]:
         ).all()
         campaigns = session.scalars(select(Campaign).where(Campaign.bot_id == obs.bot_id)).all()
 
-    # 2. Each charge: exactly one PIX code message; each paid order: exactly one delivery.
+    # 2. Each charge: exactly one PIX code message, none after the charge was paid (a charge
+    # paid before its code went out needs none); each paid order: exactly one delivery.
     paid_per_chat: Counter = Counter()
+    paid_seen = getattr(obs, "payment_paid_at", {})
     for payment, chat_id in payments:
         chat = str(chat_id)
         pix = [k for k in per_chat[chat] if payment.pix_code in k[1]]
         got = sum(per_chat[chat][k] for k in pix)
         unsure = sum(n for (ch, k), n in unknown.items() if ch == chat and payment.pix_code in k[1])
+        paid = paid_seen.get(payment.id)
         if got > 1:
             out.append(Violation("duplicate PIX message", f"payment {payment.id}: {got}"))
-        elif got == 0 and chat not in blocked and not unsure:
+        elif got == 0 and chat not in blocked and not unsure and paid is None:
             out.append(Violation("lost PIX message", f"payment {payment.id} chat {chat}"))
+        late = [
+            arrival(c)
+            for c in sent
+            if c["chat_key"] == chat and payment.pix_code in _body(c)
+            if paid is not None and arrival(c) > paid
+        ]
+        if late:
+            out.append(
+                Violation(
+                    "PIX code after payment",
+                    f"payment {payment.id}: {late[0] - paid:.2f} s after it was paid",
+                )
+            )
         if payment.status == "paid":
             paid_per_chat[chat] += 1
     for chat in set(paid_per_chat) | {k for k, v in per_chat.items() if _deliveries(v)}:

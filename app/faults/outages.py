@@ -20,6 +20,7 @@ import contextlib
 import threading
 import time
 
+import redis
 from rq import Queue
 from rq.job import Job
 
@@ -119,6 +120,29 @@ def drain_after_long_429(run, retry_after: int) -> None:
     Counted as fired from the fake's record (`count_telegram_faults`)."""
     run.fake.add_fault(status=429, retry_after=retry_after, count=1, token=run.fault_token)
     run._drain()
+
+
+def drain_paying_before_pix(run, lead: int) -> None:
+    """`pay_before_pix`: the queues drain while the lead's chat cannot be sent to (its sends
+    find the rate limiter's Redis unreachable: nothing goes out, the jobs retry later), so the
+    charge is created and its PIX code left unsent; the customer pays it meanwhile; then sends
+    resume. The retried job must not send the code of a paid charge (invariant: no PIX code
+    after the charge was paid). Fired when a pending charge was paid before its code went out."""
+    chat = run.chats[lead]
+    acquire = RateLimiter.acquire
+
+    def unreachable_for_the_chat(limiter, bot_id, chat_id, *args, **kwargs):
+        if chat_id == chat:
+            raise redis.ConnectionError("rate limiter unreachable (injected: pay_before_pix)")
+        return acquire(limiter, bot_id, chat_id, *args, **kwargs)
+
+    RateLimiter.acquire = unreachable_for_the_chat
+    try:
+        run._drain()
+    finally:
+        RateLimiter.acquire = acquire
+    if run.pay_unseen(lead):
+        run.fired["pay_before_pix"] += 1
 
 
 def age_rate_holds(r, ms: int) -> list[tuple[float, float, str]]:

@@ -60,3 +60,5 @@ class Observation:
     foreign_chats: set[int] = field(default_factory=set)  # other sellers' leads
     tenancy: list[tuple[str, int]] = field(default_factory=list)
     rate_resets: list[tuple[float, str]] = field(default_factory=list)  # (when, window) lost
+    # payment id -> wall time the harness first saw it paid (after its webhook answered)
+    payment_paid_at: dict[int, float] = field(default_factory=dict)

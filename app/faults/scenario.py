@@ -37,6 +37,7 @@ KINDS = (
     "long_caption",
     "several_sellers",
     "redis_data_loss",
+    "pay_before_pix",
 )
 # Drawn apart from the others, from their own random stream, so adding them left every other
 # scenario of a seed as it was (only the scenarios they are drawn for change).
@@ -52,6 +53,7 @@ EXTRA_KINDS = (
     "long_caption",
     "several_sellers",
     "redis_data_loss",
+    "pay_before_pix",  # last: appended, so every earlier kind's draws stay as they were
 )
 # Played on a drain inserted right after a /start or an offer tap, so the drain has a job to run.
 DRAIN_EXTRAS = ("db_outage", "double_run", "telegram_429_long", "redis_data_loss")
@@ -272,7 +274,7 @@ def _extras(s: Scenario, kinds, rate: float) -> list[str]:
         if kind == "several_sellers":
             _several_sellers(rng, s)
             chosen.append(kind)
-        elif _place_extra(rng, kind, s.actions, s.downsells):
+        elif _place_extra(rng, kind, s.actions, s.downsells, s.bump):
             chosen.append(kind)
     return chosen
 
@@ -302,14 +304,19 @@ def _merge(rng: random.Random, actions: list[Action], journey: list[Action]) -> 
             pos += 1
 
 
-def _place_extra(rng: random.Random, kind: str, actions: list[Action], downsells: int) -> bool:
+def _place_extra(
+    rng: random.Random, kind: str, actions: list[Action], downsells: int, bump: bool = False
+) -> bool:
     """Put an extra kind into the actions; False when the scenario has no place for it.
 
     A drain extra gets a drain of its own right after a /start or an offer tap (so it has that
     job to run); `bot_paused` goes on a payment; `pay_during_downsell` moves a lead's payment
     to right after its charge, while its downsells wait; `hostile_go` makes a lead's first
     /start come from a /go click with a hostile query string; `update_id_low` restarts the
-    bot's update ids low before a /start that is not the scenario's first."""
+    bot's update ids low before a /start that is not the scenario's first; `pay_before_pix`
+    gets a drain of its own right after the action that charges (the bump's answer in a funnel
+    with an order bump, else the offer tap), in which the customer pays before the PIX code
+    could go out."""
     ops = [a.op for a in actions]
     if kind in DRAIN_EXTRAS:
         # One drain extra per start or tap: a second would find the job already run.
@@ -320,6 +327,13 @@ def _place_extra(rng: random.Random, kind: str, actions: list[Action], downsells
         at = _pick(rng, fits)
         if at is not None:
             actions.insert(at + 1, Action("drain", faults=[Fault(kind, _extra_params(rng, kind))]))
+    elif kind == "pay_before_pix":
+        taken = {i - 1 for i, a in enumerate(actions) if a.op == "drain" and a.faults}
+        charging = "bump" if bump else "tap"
+        at = _pick(rng, [i for i, op in enumerate(ops) if op == charging and i not in taken])
+        if at is not None:
+            pay = Fault(kind, {"lead": actions[at].lead})
+            actions.insert(at + 1, Action("drain", faults=[pay]))
     elif kind == "bot_paused":
         at = _pick(rng, [i for i, op in enumerate(ops) if op == "pay"])
         if at is not None:

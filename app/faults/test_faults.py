@@ -104,6 +104,46 @@ def test_a_downsell_after_the_payment_is_reported():
     assert names(check(obs, [call(101.0, "Desconto 1")], NoRows())) == {"downsell after payment"}
 
 
+class OnePayment(NoRows):
+    """A stand-in database with one charge (id 7) of chat 42."""
+
+    PIX = "00020101021226PIXCODE6304ABCD"
+
+    def __init__(self, status: str = "paid") -> None:
+        self.payment = SimpleNamespace(id=7, pix_code=self.PIX, status=status)
+
+    def session(self):
+        import contextlib
+
+        rows = [(self.payment, 42)]
+        return contextlib.nullcontext(
+            SimpleNamespace(
+                execute=lambda *_a, **_k: SimpleNamespace(all=lambda: rows),
+                scalars=lambda *_a, **_k: SimpleNamespace(all=lambda: []),
+            )
+        )
+
+
+def pix(t: float) -> dict:
+    return call(t, f"Pedido gerado!\n\n{OnePayment.PIX}\n\nAssim que o pagamento")
+
+
+def test_a_pix_code_reaching_the_chat_after_its_charge_was_paid_is_reported():
+    obs = observation(updates=[], payment_paid_at={7: 100.0})
+    delivered = call(102.0, "Pagamento confirmado! Seu acesso")
+    assert check(obs, [pix(99.0), delivered], OnePayment()) == []
+    late = names(check(obs, [pix(101.0), delivered], OnePayment()))
+    assert late == {"PIX code after payment"}
+
+
+def test_a_charge_paid_before_its_pix_code_went_out_needs_no_code_but_one_unpaid_does():
+    paid_first = observation(updates=[], payment_paid_at={7: 100.0})
+    delivered = call(102.0, "Pagamento confirmado! Seu acesso")
+    assert check(paid_first, [delivered], OnePayment()) == []
+    unpaid = observation(updates=[])
+    assert names(check(unpaid, [], OnePayment("pending"))) == {"lost PIX message"}
+
+
 def test_two_sends_to_a_chat_within_the_documented_second_are_reported():
     obs = observation(updates=[])
     found = names(check(obs, [call(100.0, "a"), call(100.9, "b")], NoRows()))

@@ -437,3 +437,132 @@ def test_hostile_tracking_query_is_stored_clean_and_the_start_still_works(
         assert click.user_agent == "BadAgent" + "u" * 492
         # Bad UTF-8 escapes: werkzeug keeps or replaces them; either way a storable string.
         assert lead.utm_content == click.utm_content and click.utm_content.encode()
+
+
+def _pix_texts(fake_tg, chat: int, payment: Payment) -> list[str]:
+    return [
+        c["params"]["text"]
+        for c in fake_tg.sent(method="sendMessage", chat_id=chat)
+        if payment.pix_code in c["params"]["text"]
+    ]
+
+
+def _only_payment(db, bot, chat: int) -> Payment:
+    with db.session() as session:
+        return session.scalar(
+            select(Payment).join(Lead).where(Lead.bot_id == bot.id, Lead.chat_id == chat)
+        )
+
+
+def _outbox_status(db, key: str) -> str:
+    with db.session() as session:
+        return session.scalar(
+            select(OutboundMessage.status).where(OutboundMessage.idempotency_key == key)
+        )
+
+
+def _pay(client, settings, payment: Payment) -> None:
+    body, headers = sandbox_event(settings, payment.gateway_txid, "paid")
+    assert client.post("/webhook/payment/sandbox", data=body, headers=headers).status_code == 200
+
+
+def test_a_retried_charge_job_sends_no_pix_code_once_the_charge_was_paid(
+    client, shop, fake_tg, drain, db, settings, monkeypatch
+):
+    """Payment confirmed between the job's enqueue (its retry) and its run."""
+    import redis
+
+    from grimbots.telegram import RateLimiter
+
+    bot, chat = shop["bot"], 7021
+    acquire = RateLimiter.acquire
+    failed: list[int] = []
+
+    def limiter_down_for_the_pix(self, bot_id, chat_id, *args, **kwargs):
+        if chat_id == chat and not failed and _only_payment(db, bot, chat) is not None:
+            failed.append(chat_id)  # the first PIX attempt: nothing goes out, the job retries
+            raise redis.ConnectionError("limiter unreachable")
+        return acquire(self, bot_id, chat_id, *args, **kwargs)
+
+    monkeypatch.setattr(RateLimiter, "acquire", limiter_down_for_the_pix)
+    deliver(client, bot, start_update(chat))
+    deliver(client, bot, callback_update(chat, f"buy:{shop['offers'][0]}"))
+    drain()
+    payment = _only_payment(db, bot, chat)
+    assert failed == [chat] and _pix_texts(fake_tg, chat, payment) == []
+    assert _outbox_status(db, f"pix:{payment.id}") == "pending"  # the retry would send it
+
+    _pay(client, settings, payment)  # the customer paid before the retry ran
+    drain(include_scheduled=True)  # the delivery, then the retried charge job
+
+    assert _pix_texts(fake_tg, chat, payment) == [], "PIX code sent after the charge was paid"
+    assert _outbox_status(db, f"pix:{payment.id}") == "cancelled"
+    texts = [c["params"]["text"] for c in fake_tg.sent(method="sendMessage", chat_id=chat)]
+    assert sum("t.me/+vipgroup" in t for t in texts) == 1
+
+
+def test_a_payment_landing_right_before_the_pix_send_is_decided_stops_the_send(
+    client, shop, fake_tg, drain, db, settings, monkeypatch
+):
+    """The payment commits after every check outside the fence's transaction (the rate slot is
+    granted) and before the fence: only a check inside that transaction can see it."""
+    from grimbots import outbox
+
+    bot, chat = shop["bot"], 7022
+    fence = outbox._fence
+    paid: list[str] = []
+
+    def customer_pays_first(key, attempt, *args, **kwargs):
+        if key.startswith("pix:") and not paid:
+            paid.append(key)
+            _pay(client, settings, _only_payment(db, bot, chat))
+        return fence(key, attempt, *args, **kwargs)
+
+    monkeypatch.setattr(outbox, "_fence", customer_pays_first)
+    deliver(client, bot, start_update(chat))
+    deliver(client, bot, callback_update(chat, f"buy:{shop['offers'][0]}"))
+    drain(include_scheduled=True)
+
+    payment = _only_payment(db, bot, chat)
+    assert paid == [f"pix:{payment.id}"]
+    assert _pix_texts(fake_tg, chat, payment) == [], "PIX code sent after the charge was paid"
+    assert _outbox_status(db, f"pix:{payment.id}") == "cancelled"
+    texts = [c["params"]["text"] for c in fake_tg.sent(method="sendMessage", chat_id=chat)]
+    assert sum("t.me/+vipgroup" in t for t in texts) == 1
+
+
+def test_an_unpaid_charge_still_gets_its_pix_code_once(client, shop, fake_tg, drain, db):
+    bot, chat = shop["bot"], 7023
+    deliver(client, bot, start_update(chat))
+    deliver(client, bot, callback_update(chat, f"buy:{shop['offers'][0]}"))
+    drain()
+    drain()  # nothing left to run: a second drain must not send it again
+    payment = _only_payment(db, bot, chat)
+    assert len(_pix_texts(fake_tg, chat, payment)) == 1
+    assert _outbox_status(db, f"pix:{payment.id}") == "sent"
+
+
+def test_a_payment_landing_right_before_the_downsell_send_is_decided_stops_the_downsell(
+    client, shop, fake_tg, drain, db, settings, monkeypatch
+):
+    """After the rate slot and `still_due`, before the fence: only the fence's guard sees it."""
+    from grimbots import funnel, outbox
+
+    bot, chat = shop["bot"], 7024
+    payment, generation = _pending_charge(client, bot, shop["offers"][0], chat, drain, db)
+    fence = outbox._fence
+    paid: list[str] = []
+
+    def customer_pays_first(key, attempt, *args, **kwargs):
+        if key.startswith("downsell:") and not paid:
+            paid.append(key)
+            _pay(client, settings, payment)
+        return fence(key, attempt, *args, **kwargs)
+
+    monkeypatch.setattr(outbox, "_fence", customer_pays_first)
+    assert funnel.run_downsell(payment.id, 0, generation) == "cancelled"
+    assert paid == [f"downsell:{payment.id}:0"]
+    drain(include_scheduled=True)
+    texts = [c["params"]["text"] for c in fake_tg.sent(method="sendMessage", chat_id=chat)]
+    assert not any("Desconto" in t for t in texts), "downsell sent after the payment"
+    assert sum("t.me/+vipgroup" in t for t in texts) == 1

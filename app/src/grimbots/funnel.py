@@ -249,7 +249,7 @@ def create_charge(
     downsell_position: int | None,
 ) -> int | None:
     """Job (gateway queue): charge through the gateway, send the PIX code, schedule downsells."""
-    from grimbots.payments import create_payment
+    from grimbots.payments import charge_pending, create_payment
 
     db = get_db()
     with db.session() as session:
@@ -275,8 +275,16 @@ def create_charge(
         "Copie o código PIX abaixo e pague no app do seu banco:\n\n"
         f"{pix_code}\n\nAssim que o pagamento for confirmado, você recebe o acesso aqui."
     )
+    # The customer may have paid (or the charge expired) since: a retried or delayed job must
+    # not send the code then. Asked under the fence's lock, so no race with the payment webhook.
     outbox.send(
-        bot, lead.chat_id, f"pix:{payment_id}", "sendMessage", {"text": text}, lead_id=lead.id
+        bot,
+        lead.chat_id,
+        f"pix:{payment_id}",
+        "sendMessage",
+        {"text": text},
+        lead_id=lead.id,
+        guard=charge_pending(payment_id),
     )
     # Downsells follow an unpaid main-offer charge; a downsell charge continues the chain.
     next_position = 0 if downsell_position is None else downsell_position + 1
@@ -350,8 +358,10 @@ def run_downsell(payment_id: int, position: int, generation: int) -> str:
         "sendMessage",
         {"text": text[:TEXT_LIMIT], "reply_markup": markup},
         lead_id=lead.id,
-        # Asked again after the rate limiter's wait (up to 30 s), right before the request.
+        # Asked again after the rate limiter's wait (up to 30 s), right before the request,
+        # and then under the fence's lock (a payment landing between the two).
         still_due=lambda: _downsell_due(lead.id, generation),
+        guard=_downsell_still_due(lead.id, generation),
     )
     following = _downsell_at(funnel, position + 1)
     if status == outbox.SENT and following is not None:
@@ -370,10 +380,22 @@ def _downsell_due(lead_id: int, generation: int) -> bool:
     """A downsell is due while its lead has not paid, not blocked the bot and not restarted the
     funnel. Read on the primary: a lagging standby would say "not paid" after payment."""
     with get_db().session() as session:
-        lead = session.get(Lead, lead_id)
-        paid = session.scalar(
-            select(Payment.id).where(Payment.lead_id == lead_id, Payment.status == "paid").limit(1)
-        )
+        return _due_in(session, lead_id, generation, lock=False)
+
+
+def _downsell_still_due(lead_id: int, generation: int) -> outbox.Guard:
+    """_downsell_due inside the outbox's fence transaction, the lead's row locked: the payment
+    webhook marks the lead paid in the transaction that flips the charge, so that transaction
+    lands wholly before or after the decision to send."""
+    return lambda session: _due_in(session, lead_id, generation, lock=True)
+
+
+def _due_in(session, lead_id: int, generation: int, *, lock: bool) -> bool:
+    query = select(Lead).where(Lead.id == lead_id)
+    lead = session.scalar(query.with_for_update() if lock else query)
+    paid = session.scalar(
+        select(Payment.id).where(Payment.lead_id == lead_id, Payment.status == "paid").limit(1)
+    )
     return not (
         lead is None or paid or lead.paid or lead.blocked or lead.funnel_generation != generation
     )

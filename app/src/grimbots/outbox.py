@@ -39,6 +39,7 @@ from datetime import timedelta
 from rq import get_current_job
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from grimbots import dedup, metrics
 from grimbots.db import get_db
@@ -73,6 +74,10 @@ _SETTLED = {
     "ambiguous": AMBIGUOUS,
     "cancelled": CANCELLED,  # no longer due: never sent, never reported as sent
 }
+
+
+# Asked inside the fence's transaction (see _fence): True while the message is still due.
+Guard = Callable[[Session], bool]
 
 
 class ClaimBusy(Exception):
@@ -202,9 +207,10 @@ def _finish(key: str, attempt: int, **values) -> None:
         )
 
 
-def _fence(key: str, attempt: int) -> None:
+def _fence(key: str, attempt: int, guard: Guard | None = None) -> None:
     """Commit "a request of this run may go out" before it does, only if the row still carries
-    this run's token; else raise ClaimLost (a newer run owns the message)."""
+    this run's token (else ClaimLost: a newer run owns the message) and `guard` still holds
+    (else NotDueError, and the mark is rolled back: nothing goes out)."""
     with get_db().session() as session:
         marked = session.execute(
             update(OutboundMessage)
@@ -217,6 +223,11 @@ def _fence(key: str, attempt: int) -> None:
         )
         if marked.rowcount != 1:
             raise ClaimLost(key)
+        # After the UPDATE: SQLite then holds the write lock, so the guard reads the newest
+        # state; on PostgreSQL the guard locks what it reads. Either way no writer can change
+        # it before this transaction commits the decision to send.
+        if guard is not None and not guard(session):
+            raise NotDueError("no longer due when its request was about to go out")
 
 
 def _release(key: str, attempt: int) -> None:
@@ -287,6 +298,7 @@ def _request(
     deadline: float,
     progress: SendProgress,
     still_due: Callable[[], bool] | None,
+    guard: Guard | None,
 ) -> dict | None:
     """Take the send lock and make the request; None when a twin was sent recently (settled
     "suppressed" here)."""
@@ -309,7 +321,7 @@ def _request(
         deadline=deadline,
         progress=progress,
         still_due=still_due,
-        fence=lambda: _fence(key, attempt),
+        fence=lambda: _fence(key, attempt, guard),
         unsent=lambda: _unsent(key, attempt),
     )
 
@@ -366,13 +378,17 @@ def send(
     *,
     lead_id: int | None = None,
     still_due: Callable[[], bool] | None = None,
+    guard: Guard | None = None,
 ) -> str:
     """Send once. Returns "sent", "duplicate" (sent before), "blocked", "failed", "ambiguous"
     or "cancelled"; raises TransientError (nothing was sent, the job retries) or ClaimBusy.
 
     `still_due` is asked once the rate slot is granted, immediately before the request: a
     message whose reason lapsed during the limiter's wait (a downsell whose lead paid) is
-    settled "cancelled" instead of sent.
+    settled "cancelled" instead of sent. `guard` is the same question asked inside the
+    transaction that commits the decision to send (locking what it reads): for a condition
+    another writer may flip at any moment, such as a charge being paid, so that the check and
+    the send cannot interleave with that writer.
     """
     payload = {**payload, "chat_id": chat_id}
     claim = _claim(bot.id, chat_id, idempotency_key, method, payload)
@@ -401,6 +417,7 @@ def send(
             deadline,
             progress,
             still_due,
+            guard,
         )
     except (NotDueError, BlockedError, PermanentError, AmbiguousError) as exc:
         return _settle_refusal(exc, bot.id, chat_id, idempotency_key, attempt, lead_id)

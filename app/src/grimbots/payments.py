@@ -286,6 +286,23 @@ def create_payment(
     return payment
 
 
+def charge_pending(payment_id: int):
+    """The outbox guard of a charge's PIX code: due only while the charge is pending.
+
+    Read with a row lock inside the outbox's fence transaction, so the confirmation webhook's
+    flip (an UPDATE of the same row) is ordered before or after the decision to send, never in
+    between: a retried or delayed job never sends the code of a charge already paid or expired.
+    """
+
+    def pending(session: Session) -> bool:
+        status = session.scalar(
+            select(Payment.status).where(Payment.id == payment_id).with_for_update()
+        )
+        return status == "pending"
+
+    return pending
+
+
 # -- the sandbox provider's side (CLI `grimbots sandbox-pay`, tests) ------------------------------
 
 

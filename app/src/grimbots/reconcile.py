@@ -108,6 +108,17 @@ def _pix_lapsed(session, key: str) -> bool:
     return status != "pending"
 
 
+def _guard_of(key: str) -> outbox.Guard | None:
+    """A PIX code is asked again under the fence's lock: _pix_lapsed's look above is taken
+    before the send, and the customer may pay in between."""
+    from grimbots.payments import charge_pending
+
+    parts = key.split(":")
+    if parts[0] == "pix" and len(parts) == 2 and parts[1].isdigit():
+        return charge_pending(int(parts[1]))
+    return None
+
+
 def _held_while_inactive(key: str) -> bool:
     """Rows that matter for money wait for their bot's reactivation instead of being cancelled:
     the access link of a paid order, and the PIX code of a charge still pending."""
@@ -196,7 +207,14 @@ def reconcile_outbox(limit: int = BATCH) -> dict:
             bot = session.get(Bot, row.bot_id)
         payload = {k: v for k, v in (row.payload or {}).items() if k != "chat_id"}
         try:
-            outcome = outbox.send(bot, row.chat_id, row.idempotency_key, row.method, payload)
+            outcome = outbox.send(
+                bot,
+                row.chat_id,
+                row.idempotency_key,
+                row.method,
+                payload,
+                guard=_guard_of(row.idempotency_key),
+            )
         except TransientError:
             break  # Telegram is still away: the next run tries again
         except outbox.ClaimBusy:
