@@ -26,7 +26,13 @@ SWITCH = (
 @pytest.fixture(scope="module")
 def backup(lab) -> dict:
     name = lab.groups["backup"][0]
-    return {**lab.hosts[name], **lab.vars(name)}
+    host, v = lab.hosts[name], lab.vars(name)  # lazy: read only the keys used
+    keys = ("pgbackrest_user", "pgbackrest_stanza", "pgbackrest_repo_path")
+    return {
+        "ansible_host": host["ansible_host"],
+        "ansible_ssh_private_key_file": host["ansible_ssh_private_key_file"],
+        **{k: v[k] for k in (*keys, "pgbackrest_metrics_interval", "pgbackrest_backup_max_age")},
+    }
 
 
 def _leader(lab) -> dict:
