@@ -75,7 +75,12 @@ def test_the_newest_backup_is_in_prometheus_as_pgbackrest_lists_it(monitoring, b
         "max by (instance) (grimbots_pgbackrest_backup_last_run_failed) == 0"
     )
     assert healthy, "the collector's pgbackrest info failed or a backup unit's last run failed"
-    archiver = monitoring.query('pg_stat_archiver_last_archive_age{job="postgres"} >= 0')
+    # The leader's archiver, from postgres_exporter (first scraped just after phase 4's deploy).
+    archiver = lab2.wait_for(
+        lambda: monitoring.query('pg_stat_archiver_last_archive_age{job="postgres"} >= 0'),
+        timeout=bound,
+        interval=3,
+    )
     assert archiver, "no db member's pg_stat_archiver_last_archive_age (postgres_exporter)"
     print(
         f"\nBACKUP: newest backup {age:.0f} s old in Prometheus, as pgbackrest info lists it; "
