@@ -76,6 +76,24 @@ def test_timers_are_enabled_and_waiting(host):
         assert host.service(timer).is_running, timer
 
 
+def test_the_metrics_collector_writes_the_repositorys_state_for_node_exporter(host):
+    timer = host.service("grimbots-pgbackrest-metrics.timer")
+    assert timer.is_enabled and timer.is_running
+    result = host.run("systemctl start grimbots-pgbackrest-metrics.service")
+    assert result.rc == 0, host.run("journalctl -u grimbots-pgbackrest-metrics -n 30").stdout
+    prom = host.file("/var/lib/prometheus/node-exporter/grimbots_pgbackrest.prom")
+    assert prom.mode == 0o644
+    samples = dict(
+        line.rsplit(" ", 1) for line in prom.content_string.splitlines() if line[:1] != "#"
+    )
+    assert samples["grimbots_pgbackrest_info_success"] == "1", samples
+    assert samples['grimbots_pgbackrest_backup_max_age_seconds{stanza="grimbots"}'] == "93600"
+    assert samples['grimbots_pgbackrest_stanza_status_code{stanza="grimbots"}'] in ("0", "2")
+    stops = [b["timestamp"]["stop"] for b in _info(host).get("backup", [])]
+    newest = 'grimbots_pgbackrest_backup_last_timestamp_seconds{stanza="grimbots",type="full"}'
+    assert samples.get(newest) == (str(max(stops)) if stops else None), samples
+
+
 def test_full_backup_from_the_timers_service_is_listed_by_info(host):
     result = host.run("systemctl start pgbackrest-backup@full.service")
     assert result.rc == 0, host.run("journalctl -u pgbackrest-backup@full --no-pager -n 30").stdout
