@@ -14,7 +14,7 @@ zero-downtime figure was measured.
 
 from __future__ import annotations
 
-from pyinfra import host
+from pyinfra import config, host
 from pyinfra.operations import server
 
 from grimbots_infra import apply, rolling
@@ -25,6 +25,9 @@ from grimbots_infra.pyinfra_ops import host_vars, inventory_var, require_phase, 
 UPDATED_ROLES = ("app",)  # its preflight checks run first; the lb hosts' ran with phase 3
 
 require_phase(1)
+# A failed host stops the whole update (Ansible's max_fail_percentage: 0): a lb host that failed
+# would otherwise drop out, and the next hosts be updated without a drain.
+config.FAIL_PERCENT = 0
 groups = load(ALL_ROLES).groups
 phase = int(inventory_var("platform_phase"))
 lb_hosts = groups.get("lb", []) if phase >= 3 else []
