@@ -5,7 +5,8 @@ Telegram's side sends RATE /start updates a second to the demo bot through HAPro
 delivers again every update not answered 200 (test_faults_under_load's Load and the telegram
 fixture). It must refuse nothing: 0 non-2xx answers (first tries or not), 0 updates lost, 0
 chats welcomed twice, and after each command every app host runs the release it installed. The
-figures are printed. The lab ends on dist/wheels, as the reruns that follow expect.
+figures are printed. With an even number of commands the lab ends on dist/wheels; CI runs
+pyinfra's alone, last on the pyinfra pass (scripts/test-lab.sh).
 """
 
 from __future__ import annotations
