@@ -61,7 +61,8 @@ export GRIMBOTS_LAB_PHASE=3
 stage "$tool-phase3" python tests/phase3/switch_probe.py "$tool"
 # tests/phase2/test_phase1_rows.py again: every row of phases 1-2 is still there after the move.
 stage "$tool-phase3-suite" "${PYTEST[@]}" -v -s tests/phase3 tests/phase2/test_phase1_rows.py \
-  --ignore tests/phase3/test_soak.py --ignore tests/phase3/test_phase3_rerun.py
+  --ignore tests/phase3/test_soak.py --ignore tests/phase3/test_phase3_rerun.py \
+  --ignore tests/phase3/test_rolling_update.py
 export GRIMBOTS_LAB_PHASE=4
 stage "$tool-phase4" deploy 4
 stage "$tool-phase4-suite" "${PYTEST[@]}" -v -s tests/phase4 --ignore tests/phase4/test_dashboards.py \
@@ -94,4 +95,9 @@ if [[ $tool == pyinfra ]]; then
   # The backup metrics in Prometheus; WalArchivingFailing fired and resolved at the fake Telegram.
   stage phase4-backup-watch "${PYTEST[@]}" -v -s tests/phase4/test_backup_watch.py
   stage phase4-dashboards "${PYTEST[@]}" -v -s tests/phase4/test_dashboards.py
+  # The rolling app update (docs/operations.md) with pyinfra's command under 20 /start updates/s
+  # through HAProxy: 0 non-2xx, 0 lost, 0 doubled, every host on the new release. Last, as the
+  # lab stays on that release (about 280 s; GRIMBOTS_ROLLING_TOOLS=pyinfra,ansible walks both
+  # commands, there and back, in about twice that).
+  GRIMBOTS_ROLLING_TOOLS=pyinfra stage rolling-update "${PYTEST[@]}" -v -s tests/phase3/test_rolling_update.py
 fi

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib import metadata
+
 from rq import Queue, Worker
 
 from grimbots import redis_pool
@@ -142,6 +144,8 @@ def test_the_health_token_shows_the_detail_to_a_remote_caller(app, monkeypatch):
     assert "ms" not in anonymous["checks"]["database"] and "ms" not in wrong["checks"]["database"]
     assert "pool_in_use" in right["checks"]["database"]
     assert anonymous["checks"]["database"]["backend"] == right["checks"]["database"]["backend"]
+    # The release each node runs (a rolling update's test watches it change), with the detail only.
+    assert right["version"] == metadata.version("grimbots") and "version" not in anonymous
 
 
 def test_metric_labels_come_from_fixed_sets(client, db):

@@ -6,7 +6,9 @@ deploys, grimbots_infra, the platform role) that name it as a role: a play's or 
 role, a loop of roles, a string in a deploy's call or role list, a string, a key or a function
 of grimbots_infra or the platform's plugins. Comments and docstrings do not count; neither do
 other roles (a role may read another's variables), the inventories (data), the tests, the docs
-and the CI scripts. A phase whose playbook and deploy both apply the role is one of its phases:
+and the CI scripts, nor an operation named after the role (playbooks/app-update.yml and
+deploy/app_update.py for app): it operates a role once added, adding one does not take it. A
+phase whose playbook and deploy both apply the role is one of its phases:
 a new role is added to one phase (two files); a role applied in several (common) is counted as
 added to one of them, every other file naming it is counted as a file it takes. A new role takes
 what the most-registered existing role takes.
@@ -90,6 +92,14 @@ def _python_roles(path: Path, roles: set[str]) -> set[str]:
     return found
 
 
+def _operation_of(path: Path, role: str) -> bool:
+    """An operation's playbook or deploy named after the role (app-update.yml, app_update.py)."""
+    return (
+        path.parent.name in ("playbooks", "deploy")
+        and re.match(rf"{re.escape(role)}[-_]", path.stem) is not None
+    )
+
+
 def registrations(root: Path, roles: set[str]) -> dict[str, list[str]]:
     """For each role, the machinery's files outside its folder that name it as a role."""
     where: dict[str, list[str]] = {r: [] for r in roles}
@@ -103,7 +113,8 @@ def registrations(root: Path, roles: set[str]) -> dict[str, list[str]]:
             else _python_roles(path, roles)
         )
         for role in sorted(named & roles):
-            where[role].append(str(path.relative_to(root)))
+            if not _operation_of(path, role):
+                where[role].append(str(path.relative_to(root)))
     return where
 
 

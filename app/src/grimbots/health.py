@@ -22,6 +22,7 @@ import contextlib
 import hmac
 import ipaddress
 import time
+from importlib import metadata
 
 from flask import Blueprint, current_app, jsonify, request
 from redis.exceptions import RedisError
@@ -35,6 +36,10 @@ from grimbots.redis_pool import get_pools
 from grimbots.route_schemas import Health
 
 bp = Blueprint("health", __name__)
+
+# The release this process runs (the wheel's version): an operator or a rolling update's test sees
+# each node change release. Shown with the detail only (loopback or the health token).
+VERSION = metadata.version("grimbots")
 
 # What an anonymous caller sees of each check, besides ok.
 PUBLIC_FIELDS = {"database": ("backend",), "redis": (), "rq": ("queues",)}
@@ -120,12 +125,14 @@ def health():
         # Still show the queues when workers are missing: that is what the operator needs.
         with contextlib.suppress(Exception):
             checks["rq"]["queues"] = queues.queue_overview()
+    detail = {}
     if may_see_detail():
         for check in checks.values():
             check.pop("error_type", None)
+        detail["version"] = VERSION
     else:
         checks = {name: _public(name, check) for name, check in checks.items()}
-    return jsonify(status="ok" if ok else "fail", checks=checks), 200 if ok else 503
+    return jsonify(status="ok" if ok else "fail", checks=checks, **detail), 200 if ok else 503
 
 
 def _ping_state() -> None:

@@ -12,7 +12,7 @@ from rq import Queue, Retry, Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from grimbots import liveness
+from grimbots import job_contract, liveness
 from grimbots.redis_pool import get_pools, queue_connection
 
 TASKS, GATEWAY, WEBHOOK, TRACKING, MARATHON = "tasks", "gateway", "webhook", "tracking", "marathon"
@@ -45,6 +45,7 @@ def default_job_timeout() -> int:
 
 
 def enqueue(queue: str, func, *args, job_timeout: int | None = None, **kwargs):
+    job_contract.check(func, args)  # old and new workers share the queue during an update
     return get_queue(queue).enqueue(
         func,
         *args,
@@ -55,6 +56,7 @@ def enqueue(queue: str, func, *args, job_timeout: int | None = None, **kwargs):
 
 
 def enqueue_in(queue: str, delay: timedelta, func, *args, **kwargs):
+    job_contract.check(func, args)
     kwargs.setdefault("job_timeout", default_job_timeout())
     return get_queue(queue).enqueue_in(delay, func, *args, retry=DEFAULT_RETRY, **kwargs)
 

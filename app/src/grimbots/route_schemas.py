@@ -124,6 +124,8 @@ class HealthCheck(Open):
 class Health(Open):
     status: Literal["ok", "fail"]
     checks: dict[str, HealthCheck]
+    # /health, with the detail (loopback or the health token): the release this node runs.
+    version: str = optional()
 
 
 class Click(BaseModel):

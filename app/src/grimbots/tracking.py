@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from grimbots import job_contract
 from grimbots.cleantext import clean
 from grimbots.db import get_db
 from grimbots.errors import ApiError
@@ -99,7 +100,8 @@ def go(slug: str):
         pipe.hset(tracking_key(token), mapping={k: v for k, v in click.items() if v is not None})
         pipe.expire(tracking_key(token), ttl)
         pipe.execute()
-        get_queue(TRACKING).enqueue("grimbots.jobs.record_click", click, result_ttl=0)
+        job = job_contract.check("grimbots.jobs.record_click", (click,))
+        get_queue(TRACKING).enqueue(job, click, result_ttl=0)
     except RedisError:
         # A paid visitor is worth more than the attribution: still send them to the bot.
         log.warning("redis unreachable at /go; redirecting without tracking", extra={"slug": slug})

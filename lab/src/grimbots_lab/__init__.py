@@ -196,6 +196,33 @@ def deploy_command(
     raise ValueError(f"unknown deploy tool {tool!r} (ansible or pyinfra)")
 
 
+def update_command(tool: str, extra_vars: dict[str, Any] | None = None) -> list[str]:
+    """The rolling app update with ``tool`` (playbooks/app-update.yml, deploy/app_update.py;
+    docs/operations.md, "Update the app"); ``extra_vars`` as for deploy_command."""
+    bin_dir = ROOT / ".venv" / "bin"
+    extra = json.dumps(extra_vars) if extra_vars else ""
+    if tool == "ansible":
+        return [
+            str(bin_dir / "ansible-playbook"),
+            "-i",
+            str(LAB_INVENTORY),
+            "--vault-password-file",
+            str(VAULT_PASSWORD_FILE),
+            *(["-e", extra] if extra else []),
+            str(ROOT / "playbooks" / "app-update.yml"),
+        ]
+    if tool == "pyinfra":
+        return [
+            str(bin_dir / "pyinfra"),
+            "-y",
+            *("--limit", "lb", "--limit", "app"),
+            *(["--data", f"grimbots_extra_vars={extra}"] if extra else []),
+            "deploy/inventory.py",
+            "deploy/app_update.py",
+        ]
+    raise ValueError(f"unknown deploy tool {tool!r} (ansible or pyinfra)")
+
+
 def deploy(
     tool: str,
     phase: int,
