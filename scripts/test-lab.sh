@@ -95,9 +95,7 @@ if [[ $tool == pyinfra ]]; then
   # The backup metrics in Prometheus; WalArchivingFailing fired and resolved at the fake Telegram.
   stage phase4-backup-watch "${PYTEST[@]}" -v -s tests/phase4/test_backup_watch.py
   stage phase4-dashboards "${PYTEST[@]}" -v -s tests/phase4/test_dashboards.py
-  # The rolling app update (docs/operations.md) with pyinfra's command under 20 /start updates/s
-  # through HAProxy: 0 non-2xx, 0 lost, 0 doubled, every host on the new release. Last, as the
-  # lab stays on that release (about 280 s; GRIMBOTS_ROLLING_TOOLS=pyinfra,ansible walks both
-  # commands, there and back, in about twice that).
-  GRIMBOTS_ROLLING_TOOLS=pyinfra stage rolling-update "${PYTEST[@]}" -v -s tests/phase3/test_rolling_update.py
 fi
+# The rolling app update under 20 /start updates/s (tests/phase3/test_rolling_update.py, about
+# 280-380 s) left CI for its budget (docs/ci.md); on a phase-3 or 4 lab, on demand:
+#   GRIMBOTS_LAB_PHASE=4 GRIMBOTS_ROLLING_TOOLS=pyinfra,ansible pytest -v -s tests/phase3/test_rolling_update.py
