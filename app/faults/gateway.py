@@ -56,16 +56,20 @@ class SellerSide:
         if target is None:
             return
         if target.id not in self.payment_posts:
-            self.payment_posts[target.id] = {
-                "txid": target.gateway_txid,
-                "amount": target.amount_cents,
-                "lead": lead,
-                "answers": [],
-                "ok": False,
-            }
+            self._open_post(target, lead)
         elif not twin and self.payment_posts[target.id]["ok"]:
             return
         self._post_payment(target.id)
+
+    def _open_post(self, target, lead: int) -> None:
+        """Start the record of the payment webhooks the customer's payment of ``target`` sends."""
+        self.payment_posts[target.id] = {
+            "txid": target.gateway_txid,
+            "amount": target.amount_cents,
+            "lead": lead,
+            "answers": [],
+            "ok": False,
+        }
 
     def _post_payment(self, payment_id: int) -> None:
         post = self.payment_posts[payment_id]
@@ -94,13 +98,7 @@ class SellerSide:
             return False
         if self._pix_reached(lead, target.pix_code):
             return False
-        self.payment_posts[target.id] = {
-            "txid": target.gateway_txid,
-            "amount": target.amount_cents,
-            "lead": lead,
-            "answers": [],
-            "ok": False,
-        }
+        self._open_post(target, lead)
         self._post_payment(target.id)
         return target.id in self.payment_paid_at
 
